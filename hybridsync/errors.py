@@ -1,0 +1,83 @@
+"""The exception tree of hybridsync. Every error we raise derives from :class:`HybridSyncError`.
+
+::
+
+    HybridSyncError
+    ├── ConfigError            bad arguments or options at the API boundary (also a ValueError)
+    ├── FieldValueError        a value the fields plane cannot store (also a TypeError)
+    ├── TransactionError       misuse of ``Memory.transaction()`` (nesting across replicas, re-entry)
+    ├── ProtocolError          anything wrong with bytes that came from a peer
+    │   ├── FrameError         malformed, truncated, oversized or mistyped frame
+    │   ├── IntegrityError     a contribution whose id does not match its content, or a bad DAG
+    │   └── PayloadError       a contribution payload the plane cannot decode (e.g. a Yjs update)
+    ├── StoreError             the persistent store cannot be opened or is inconsistent
+    └── SimulationError        the simulator was misconfigured, or a checker found a violation
+        └── GuaranteeViolation a checker (G1–G4) failed; carries the replay command
+
+Built-in exceptions are used only where Python expects them: ``KeyError`` from
+``__getitem__``/``__delitem__``, ``IndexError`` from sequence access.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "FieldValueError",
+    "FrameError",
+    "GuaranteeViolation",
+    "HybridSyncError",
+    "IntegrityError",
+    "PayloadError",
+    "ProtocolError",
+    "SimulationError",
+    "StoreError",
+    "TransactionError",
+]
+
+
+class HybridSyncError(Exception):
+    """Root of every error raised by hybridsync."""
+
+
+class ConfigError(HybridSyncError, ValueError):
+    """An argument or option is invalid (wrong type, out of range, unknown name)."""
+
+
+class FieldValueError(HybridSyncError, TypeError):
+    """A value cannot be stored in the fields plane (unsupported type, non-str key, huge int)."""
+
+
+class TransactionError(HybridSyncError):
+    """A transaction was misused (for example, used after it ended)."""
+
+
+class ProtocolError(HybridSyncError):
+    """Bytes received from a peer were rejected; the replica is unchanged."""
+
+
+class FrameError(ProtocolError):
+    """A frame is malformed, truncated, oversized, of an unknown version or of the wrong shape."""
+
+
+class IntegrityError(ProtocolError):
+    """A contribution's id does not match its content, or its causal metadata is inconsistent."""
+
+
+class PayloadError(ProtocolError):
+    """A contribution's payload could not be decoded or applied by its plane."""
+
+
+class StoreError(HybridSyncError):
+    """The store cannot be opened, belongs to another space, or is corrupted."""
+
+
+class SimulationError(HybridSyncError):
+    """The simulator was configured wrongly."""
+
+
+class GuaranteeViolation(SimulationError):
+    """A checker found a violated guarantee. ``replay`` is the command that reproduces it."""
+
+    def __init__(self, message: str, *, replay: str = "") -> None:
+        super().__init__(f"{message}\nreplay with: {replay}" if replay else message)
+        self.replay = replay
