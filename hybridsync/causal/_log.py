@@ -1,0 +1,287 @@
+"""The causal log: the DAG of contributions, its version vector, heads and total order.
+
+Causal delivery (DCS paper, §4): a contribution enters the log only after all its parents;
+early arrivals wait in a bounded buffer keyed by their dot; duplicates are idempotent.
+Correctness lives here; routing, batching and delivery order are policy and cannot change
+what the log holds or the order :meth:`CausalLog.ordered` returns.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from hybridsync.causal._contribution import ID_BYTES, Contribution
+from hybridsync.causal._vv import VersionVector
+from hybridsync.errors import IntegrityError
+
+__all__ = ["CausalLog", "Dot", "Draft"]
+
+Dot = tuple[str, int]
+ID_PREFIX_BYTES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A contribution as it travels: parents named by dot, id checked by an 8-byte prefix.
+
+    The receiver resolves the parent dots against its own log, recomputes the full id and
+    compares the prefix; a mismatch (corruption, or an author that equivocated) is rejected.
+    """
+
+    author: str
+    seq: int
+    parent_dots: tuple[Dot, ...]
+    lamport: int
+    hlc: int
+    kind: str
+    note: str
+    payload: bytes
+    id_prefix: bytes
+
+    @property
+    def dot(self) -> Dot:
+        return (self.author, self.seq)
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.note) + 64 + 16 * len(self.parent_dots)
+
+
+class CausalLog:
+    """Contributions in causal order, with version vector, heads and the total order."""
+
+    def __init__(self, space: str, *, max_pending: int = 20_000, max_pending_bytes: int = 256 << 20) -> None:
+        self.space = space
+        self._by_id: dict[bytes, Contribution] = {}
+        self._dots: dict[str, list[bytes]] = {}  # author -> ids by seq-1 (contiguous)
+        self._heads: set[bytes] = set()
+        self._order: list[tuple[int, bytes]] = []  # sorted (lamport, id)
+        self._causal: dict[bytes, dict[str, int]] = {}  # id -> version vector of its past+self
+        self._pending: dict[Dot, Draft] = {}
+        self._pending_bytes = 0
+        self._waiting: dict[Dot, list[Dot]] = {}  # missing dot -> parked dots waiting on it
+        self._ready: list[Draft] = []
+        self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
+
+    # ---- queries -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self._by_id
+
+    def get(self, cid: bytes) -> Contribution | None:
+        return self._by_id.get(cid)
+
+    def id_of(self, author: str, seq: int) -> bytes | None:
+        chain = self._dots.get(author)
+        if chain is None or not 0 < seq <= len(chain):
+            return None
+        return chain[seq - 1]
+
+    def seq_of(self, author: str) -> int:
+        chain = self._dots.get(author)
+        return len(chain) if chain else 0
+
+    def version_vector(self) -> VersionVector:
+        return VersionVector({a: len(ch) for a, ch in self._dots.items()})
+
+    def vv_items(self) -> Iterator[tuple[str, int]]:
+        for a, ch in self._dots.items():
+            yield a, len(ch)
+
+    @property
+    def heads(self) -> frozenset[bytes]:
+        return frozenset(self._heads)
+
+    def lamport_of_heads(self) -> int:
+        return max((self._by_id[h].lamport for h in self._heads), default=0)
+
+    def ordered(self) -> list[Contribution]:
+        """Every contribution in the deterministic total order ``(lamport, id)``."""
+        return [self._by_id[cid] for _, cid in self._order]
+
+    def causal_vv(self, cid: bytes) -> dict[str, int]:
+        """Version vector of the causal past of ``cid``, including ``cid`` itself."""
+        return self._causal[cid]
+
+    def extends_heads(self, c: Contribution) -> bool:
+        """True when ``c`` has seen everything this log holds (no concurrency possible)."""
+        return len(c.parents) == len(self._heads) and self._heads.issuperset(c.parents)
+
+    def concurrent_with(self, c: Contribution) -> list[Contribution]:
+        """Held contributions that are not in the causal past of ``c`` (and are not ``c``)."""
+        past = self._causal.get(c.id) or self._past_vv(c.parents)
+        out: list[Contribution] = []
+        for author, chain in self._dots.items():
+            start = past.get(author, 0)
+            for seq in range(start, len(chain)):
+                cid = chain[seq]
+                if cid != c.id:
+                    out.append(self._by_id[cid])
+        return out
+
+    def happened_before(self, a: bytes, b: bytes) -> bool:
+        """True when contribution ``a`` is in the causal past of ``b`` (both held)."""
+        ca = self._by_id[a]
+        return self._causal[b].get(ca.author, 0) >= ca.seq and a != b
+
+    # ---- admission -----------------------------------------------------------------------
+    def resolve(self, d: Draft) -> Contribution | None:
+        """The full contribution for a draft whose parents are all held, else ``None``.
+
+        Raises :class:`IntegrityError` when the recomputed id does not match the prefix,
+        when the dot is already held with other content, or when the causal metadata lies.
+        """
+        parents: list[bytes] = []
+        for author, seq in d.parent_dots:
+            pid = self.id_of(author, seq)
+            if pid is None:
+                return None
+            parents.append(pid)
+        c = Contribution.create(
+            self.space,
+            d.author, d.seq, tuple(parents), d.lamport, d.hlc, d.kind, d.payload, d.note
+        )
+        if c.id[: len(d.id_prefix)] != d.id_prefix or len(d.id_prefix) < ID_PREFIX_BYTES:
+            raise IntegrityError(
+                f"contribution {d.author}#{d.seq}: id prefix {d.id_prefix.hex()} does not match "
+                f"its content and parents (computed {c.id[:ID_PREFIX_BYTES].hex()})"
+            )
+        return c
+
+    def check(self, c: Contribution) -> None:
+        """Validate a contribution whose parents are held, before it is added."""
+        held = self.id_of(c.author, c.seq)
+        if held is not None and held != c.id:
+            raise IntegrityError(
+                f"{c.author}#{c.seq} is already held with a different id (equivocation)"
+            )
+        if len(c.id) != ID_BYTES:
+            raise IntegrityError("contribution id has the wrong length")
+        if c.seq != self.seq_of(c.author) + 1 and held is None:
+            raise IntegrityError(
+                f"{c.author}#{c.seq} arrived before {c.author}#{self.seq_of(c.author) + 1}"
+            )
+        lamport = 0
+        own_prev = False
+        for p in c.parents:
+            pc = self._by_id.get(p)
+            if pc is None:
+                raise IntegrityError(f"{c.author}#{c.seq}: parent {p.hex()[:12]} is not held")
+            lamport = max(lamport, pc.lamport)
+            if pc.author == c.author and pc.seq == c.seq - 1:
+                own_prev = True
+        if c.lamport != lamport + 1:
+            raise IntegrityError(
+                f"{c.author}#{c.seq}: lamport {c.lamport} is not one more than its parents' "
+                f"({lamport})"
+            )
+        if c.seq > 1 and not own_prev:
+            raise IntegrityError(f"{c.author}#{c.seq} does not name {c.author}#{c.seq - 1}")
+        if len(set(c.parents)) != len(c.parents):
+            raise IntegrityError(f"{c.author}#{c.seq} names a parent twice")
+
+    def add(self, c: Contribution) -> bool:
+        """Insert a checked contribution; ``False`` when it was already held."""
+        if c.id in self._by_id:
+            return False
+        if self.extends_heads(c):
+            past = {a: len(ch) for a, ch in self._dots.items()}
+        else:
+            past = self._past_vv(c.parents)
+        past[c.author] = c.seq
+        self._causal[c.id] = past
+        self._by_id[c.id] = c
+        self._dots.setdefault(c.author, []).append(c.id)
+        self._heads.difference_update(c.parents)
+        self._heads.add(c.id)
+        key = (c.lamport, c.id)
+        if not self._order or key > self._order[-1]:
+            self._order.append(key)
+        else:
+            bisect.insort(self._order, key)
+        if self._waiting:
+            self._release((c.author, c.seq))
+        return True
+
+    def _past_vv(self, parents: Iterable[bytes]) -> dict[str, int]:
+        past: dict[str, int] = {}
+        for p in parents:
+            for a, s in self._causal[p].items():
+                if s > past.get(a, 0):
+                    past[a] = s
+        return past
+
+    # ---- the pending buffer --------------------------------------------------------------
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def has_dot(self, dot: Dot) -> bool:
+        chain = self._dots.get(dot[0])
+        return chain is not None and 0 < dot[1] <= len(chain)
+
+    def _missing_parent(self, d: Draft) -> Dot | None:
+        if d.seq > 1 and not self.has_dot((d.author, d.seq - 1)):
+            return (d.author, d.seq - 1)
+        for p in d.parent_dots:
+            if not self.has_dot(p):
+                return p
+        return None
+
+    def park(self, d: Draft) -> bool:
+        """Keep an early arrival until its parents come; ``False`` when it was dropped.
+
+        The buffer is bounded; when full, the draft farthest from being applicable (highest
+        lamport) is dropped. Anti-entropy resends whatever a replica still lacks.
+        """
+        if d.dot in self._pending or self.has_dot(d.dot):
+            return True
+        missing = self._missing_parent(d)
+        if missing is None:
+            self._ready.append(d)
+            return True
+        if len(self._pending) >= self._max_pending or (
+            self._pending_bytes + d.size > self._max_pending_bytes
+        ):
+            worst = max(self._pending.values(), key=lambda x: (x.lamport, x.dot), default=None)
+            if worst is None or (worst.lamport, worst.dot) <= (d.lamport, d.dot):
+                return False
+            self._unpark(worst)
+        self._pending[d.dot] = d
+        self._pending_bytes += d.size
+        self._waiting.setdefault(missing, []).append(d.dot)
+        return True
+
+    def _unpark(self, d: Draft) -> None:
+        del self._pending[d.dot]
+        self._pending_bytes -= d.size
+
+    def _release(self, dot: Dot) -> None:
+        """A dot became held: re-examine the drafts that waited for it."""
+        waiters = self._waiting.pop(dot, None)
+        if not waiters:
+            return
+        for wdot in waiters:
+            d = self._pending.get(wdot)
+            if d is None:
+                continue
+            missing = self._missing_parent(d)
+            if missing is None:
+                self._unpark(d)
+                if not self.has_dot(d.dot):
+                    self._ready.append(d)
+            else:
+                self._waiting.setdefault(missing, []).append(wdot)
+
+    def take_ready(self) -> list[Draft]:
+        """Remove and return parked drafts whose parents are now all held."""
+        out, self._ready = self._ready, []
+        return out
+
+    def pending_drafts(self) -> list[Draft]:
+        return list(self._pending.values())

@@ -1,0 +1,266 @@
+"""Deterministic conflict detection for the fields plane.
+
+Yjs resolves concurrent writes to one map key silently. We also *report* them: two
+contributions conflict on a path when neither is in the other's causal past and they wrote
+related paths: the same key (set/set, set/delete), or one replaced a map or list that the
+other wrote inside (``tasks`` vs ``tasks/t1/status``). Both deleting the same key, or both
+inserting into the same list, is not a conflict.
+
+Every replica reports the same pairs: a pair is found when the later-arriving of the two is
+applied, whichever that is, and the locations are resolved from items in the writers' causal
+pasts. Decoding is lazy: contributions that extend every head (no concurrency possible) are
+indexed only when a concurrent one arrives, so a single writer pays nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from typing import Any
+
+from hybridsync.causal import Contribution
+from hybridsync.errors import PayloadError
+from hybridsync.fields._plane import ROOT_NAME
+from hybridsync.fields._values import plain
+from hybridsync.fields._yupdate import YItem, decode_update
+
+__all__ = ["DELETED", "FieldWrite", "FieldsConflictIndex"]
+
+ItemId = tuple[int, int]
+
+
+class _Deleted:
+    """The value recorded for a deletion in a conflict."""
+
+    _instance: _Deleted | None = None
+
+    def __new__(cls) -> _Deleted:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "DELETED"
+
+    def __reduce__(self) -> str:
+        return "DELETED"
+
+
+DELETED: Any = _Deleted()
+
+
+@dataclass(frozen=True, slots=True)
+class FieldWrite:
+    """What one contribution did at one path: ``set`` a value, ``delete`` it, ``insert``."""
+
+    path: str
+    action: str
+    value: Any
+
+
+@dataclass(slots=True)
+class _Entry:
+    parent: str | ItemId  # root name or the item holding the parent type
+    key: str | None  # map key, None for a list element
+
+
+class FieldsConflictIndex:
+    """Index of map items and their paths; finds conflicting pairs of contributions."""
+
+    def __init__(self) -> None:
+        self._items: dict[ItemId, _Entry] = {}
+        self._clocks: dict[int, list[int]] = {}  # client -> sorted clocks of indexed items
+        self._writes: dict[bytes, tuple[FieldWrite, ...]] = {}
+        self._backlog: list[Contribution] = []
+
+    def defer(self, c: Contribution) -> None:
+        """Remember an applied contribution without decoding it yet."""
+        self._backlog.append(c)
+
+    def forget(self, cid: bytes) -> None:
+        self._writes.pop(cid, None)
+
+    def _catch_up(self) -> None:
+        backlog, self._backlog = self._backlog, []
+        for c in backlog:
+            self._index(c)
+
+    def writes_of(self, c: Contribution) -> tuple[FieldWrite, ...]:
+        self._catch_up()
+        w = self._writes.get(c.id)
+        if w is None:
+            w = self._index(c)
+        return w
+
+    # ---- decoding ------------------------------------------------------------------------
+    def _index(self, c: Contribution) -> tuple[FieldWrite, ...]:
+        payload = c.payload if c.kind == "fields" else b""
+        if not payload:
+            self._writes[c.id] = ()
+            return ()
+        try:
+            update = decode_update(payload)
+        except PayloadError:
+            # pycrdt accepted it but we cannot read it: no conflicts can be attributed to it,
+            # identically on every replica (decoding is a pure function of the payload).
+            self._writes[c.id] = ()
+            return ()
+        local: dict[ItemId, YItem] = {}
+        writes: list[FieldWrite] = []
+        for it in update.items:
+            if it.kind in ("gc", "skip"):
+                continue
+            iid = (it.client, it.clock)
+            local[iid] = it
+            parent, key = self._parent_of(it)
+            if parent is None:
+                continue
+            self._items[iid] = _Entry(parent, key)
+            clocks = self._clocks.setdefault(it.client, [])
+            if not clocks or clocks[-1] < it.clock:
+                clocks.append(it.clock)
+            else:
+                bisect.insort(clocks, it.clock)
+            if it.kind == "deleted":
+                continue
+            path = self.path_of(parent)
+            if path is None:
+                continue
+            if key is not None:
+                writes.append(FieldWrite(_join(path, key), "set", self._value(it, update.items)))
+            else:
+                writes.append(FieldWrite(_join(path, "[]"), "insert", None))
+        for client, clock, length in update.deletes:
+            for iid in self._indexed_in(client, clock, length):
+                entry = self._items[iid]
+                if entry.key is None or iid in local:
+                    continue
+                path = self.path_of(entry.parent)
+                if path is not None:
+                    writes.append(FieldWrite(_join(path, entry.key), "delete", DELETED))
+        result = tuple(writes)
+        self._writes[c.id] = result
+        return result
+
+    def _parent_of(self, it: YItem) -> tuple[str | ItemId | None, str | None]:
+        if it.parent is not None:
+            return it.parent, it.parent_sub
+        for ref in (it.origin, it.right_origin):
+            if ref is None:
+                continue
+            entry = self._lookup(ref)
+            if entry is not None:
+                return entry.parent, entry.key
+        return None, None
+
+    def _lookup(self, ref: ItemId) -> _Entry | None:
+        entry = self._items.get(ref)
+        if entry is not None:
+            return entry
+        # ``ref`` may point inside a multi-clock item (list content); find the item start.
+        clocks = self._clocks.get(ref[0])
+        if not clocks:
+            return None
+        i = bisect.bisect_right(clocks, ref[1]) - 1
+        if i < 0:
+            return None
+        return self._items.get((ref[0], clocks[i]))
+
+    def _indexed_in(self, client: int, clock: int, length: int) -> list[ItemId]:
+        clocks = self._clocks.get(client)
+        if not clocks:
+            return []
+        lo = bisect.bisect_left(clocks, clock)
+        hi = bisect.bisect_left(clocks, clock + length)
+        return [(client, k) for k in clocks[lo:hi]]
+
+    def path_of(self, parent: str | ItemId, depth: int = 0) -> str | None:
+        """The key path of a map or list, ``""`` for the root; ``None`` if unknown."""
+        if isinstance(parent, str):
+            return "" if parent == ROOT_NAME else None
+        entry = self._items.get(parent)
+        if entry is None or depth > 64:
+            return None
+        base = self.path_of(entry.parent, depth + 1)
+        if base is None:
+            return None
+        return _join(base, entry.key if entry.key is not None else "[]")
+
+    def _value(self, it: YItem, items: tuple[YItem, ...]) -> Any:
+        if it.kind == "any" and it.values:
+            return plain(it.values[-1])
+        if it.kind == "binary" and it.values:
+            return bytes(it.values[0])  # type: ignore[arg-type]
+        if it.kind in ("string", "json", "embed") and it.values:
+            return it.values[-1]
+        if it.kind == "type":
+            return _rebuild(it, items)
+        return None
+
+    # ---- conflicts -----------------------------------------------------------------------
+    def conflicting(
+        self, c: Contribution, others: list[Contribution]
+    ) -> list[tuple[Contribution, FieldWrite, FieldWrite]]:
+        """``(other, write of other, write of c)`` for each conflicting pair of writes."""
+        mine = self.writes_of(c)
+        if not mine:
+            return []
+        out = []
+        for o in others:
+            if o.kind != "fields":
+                continue
+            for wo in self.writes_of(o):
+                for wc in mine:
+                    if _related(wo, wc):
+                        out.append((o, wo, wc))
+        return out
+
+
+def _join(base: str, key: str) -> str:
+    return f"{base}/{key}" if base else key
+
+
+def _related(a: FieldWrite, b: FieldWrite) -> bool:
+    if a.path == b.path:
+        if a.action == "delete" and b.action == "delete":
+            return False
+        return not (a.action == "insert" or b.action == "insert")
+    if b.path.startswith(a.path + "/"):
+        return a.action in ("set", "delete")
+    if a.path.startswith(b.path + "/"):
+        return b.action in ("set", "delete")
+    return False
+
+
+def _rebuild(holder: YItem, items: tuple[YItem, ...]) -> Any:
+    """Plain value of a map or list created in the same update (its children follow it)."""
+    hid = (holder.client, holder.clock)
+    if holder.type_ref == 1:  # Map
+        out: dict[str, Any] = {}
+        for it in items:
+            if it.parent == hid and it.parent_sub is not None and it.kind != "deleted":
+                out[it.parent_sub] = _rebuild(it, items) if it.kind == "type" else (
+                    plain(it.values[-1]) if it.values else None
+                )
+        return dict(sorted(out.items()))
+    if holder.type_ref == 0:  # Array
+        seq: list[Any] = []
+        for it in items:
+            if it.parent == hid or (it.parent is None and _chain_from(it, hid, items)):
+                if it.kind == "type":
+                    seq.append(_rebuild(it, items))
+                elif it.kind == "any":
+                    seq.extend(plain(v) for v in it.values)
+        return seq
+    return None
+
+
+def _chain_from(it: YItem, hid: ItemId, items: tuple[YItem, ...]) -> bool:
+    """True when a list element without written parent follows, by origins, one of ``hid``."""
+    seen = 0
+    cur: YItem | None = it
+    by_id = {(x.client, x.clock + k): x for x in items for k in range(max(x.length, 1))}
+    while cur is not None and cur.parent is None and cur.origin is not None and seen < 10_000:
+        cur = by_id.get(cur.origin)
+        seen += 1
+    return cur is not None and cur.parent == hid

@@ -1,0 +1,196 @@
+"""Sync frames: the bytes that ``Memory.sync_to`` returns and ``Memory.receive`` accepts.
+
+A frame is one msgpack array (see ``docs/wire.md``)::
+
+    [VERSION=1, TYPE_SYNC=1, incarnation, authors, vv | nil, contributions]
+
+``authors`` is the frame's author table; ``vv`` (when present) lists the sender's version
+vector as seqs aligned with ``authors``; each contribution is
+``[author_index, seq, parents, lamport, hlc, kind, note, payload, id_prefix]`` where
+``parents`` is a flat list ``[author_index, seq, ...]`` of dots. Ids never travel whole: the
+receiver recomputes them (blake2b-256) and checks the 8-byte prefix.
+
+Decoding is total: any input either yields a :class:`SyncFrame` whose every field has been
+type- and range-checked, or raises :class:`FrameError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from hybridsync.causal import ID_PREFIX_BYTES, KINDS, Contribution, Draft
+from hybridsync.errors import FrameError
+
+__all__ = [
+    "MAX_AUTHOR_BYTES",
+    "MAX_CONTRIBUTIONS_PER_FRAME",
+    "MAX_FRAME_BYTES",
+    "MAX_NOTE_BYTES",
+    "MAX_PARENTS",
+    "MAX_PAYLOAD_BYTES",
+    "VERSION",
+    "SyncFrame",
+    "decode_frame",
+    "encode_frame",
+]
+
+VERSION = 1
+TYPE_SYNC = 1
+MAX_FRAME_BYTES = 16 << 20  # hard limit: larger input is rejected before decoding
+MAX_PAYLOAD_BYTES = 15 << 20  # one contribution's payload must fit in one frame
+MAX_CONTRIBUTIONS_PER_FRAME = 65_536
+MAX_AUTHORS = 4_096
+MAX_AUTHOR_BYTES = 256
+MAX_NOTE_BYTES = 4_096
+MAX_PARENTS = 1_024
+_MAX_SAFE = (1 << 53) - 1
+_MAX_U64 = (1 << 64) - 1
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+
+
+@dataclass(frozen=True, slots=True)
+class SyncFrame:
+    """A decoded, validated sync frame."""
+
+    incarnation: int
+    vv: dict[str, int] | None
+    drafts: tuple[Draft, ...]
+
+
+def encode_frame(
+    incarnation: int,
+    vv: Sequence[tuple[str, int]] | None,
+    contributions: Iterable[Contribution],
+    dot_of: Any,
+) -> bytes:
+    """Encode one frame. ``dot_of(id) -> (author, seq)`` names parents by their dots."""
+    authors: list[str] = []
+    index: dict[str, int] = {}
+
+    def aidx(name: str) -> int:
+        i = index.get(name)
+        if i is None:
+            i = index[name] = len(authors)
+            authors.append(name)
+        return i
+
+    vv_seqs: list[int] | None = None
+    if vv is not None:
+        vv_seqs = []
+        for author, seq in vv:
+            aidx(author)
+            vv_seqs.append(seq)
+    body = []
+    for c in contributions:
+        parents: list[int] = []
+        for p in c.parents:
+            pa, ps = dot_of(p)
+            parents.append(aidx(pa))
+            parents.append(ps)
+        body.append([
+            aidx(c.author), c.seq, parents, c.lamport, c.hlc, _KIND_CODE[c.kind], c.note,
+            c.payload, c.id[:ID_PREFIX_BYTES],
+        ])
+    # The sender holds whatever it sends, so its vv already names every author above.
+    assert vv_seqs is None or len(vv_seqs) == len(authors), "vv must cover the frame's authors"
+    return msgpack.packb([VERSION, TYPE_SYNC, incarnation, authors, vv_seqs, body],
+                         use_bin_type=True)
+
+
+def _fail(msg: str) -> FrameError:
+    return FrameError(f"rejected frame: {msg}")
+
+
+def _int(v: object, lo: int, hi: int, what: str) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise _fail(f"{what} must be an int in [{lo}, {hi}], got {type(v).__name__}")
+    return v
+
+
+def decode_frame(data: object) -> SyncFrame:
+    """Decode and validate one frame; raise :class:`FrameError` on anything unexpected."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise _fail(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_FRAME_BYTES:
+        raise _fail(f"{len(data)} bytes is over the {MAX_FRAME_BYTES}-byte limit")
+    if not data:
+        raise _fail("empty")
+    try:
+        obj = msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True,
+            max_str_len=MAX_FRAME_BYTES,
+            max_bin_len=MAX_PAYLOAD_BYTES, max_array_len=4 * MAX_CONTRIBUTIONS_PER_FRAME,
+            max_map_len=0, max_ext_len=0,
+        )
+    except FrameError:
+        raise
+    except Exception as exc:  # msgpack raises many types: ExtraData, FormatError, ValueError...
+        raise _fail(f"not a msgpack frame ({type(exc).__name__}: {exc})") from None
+    if type(obj) is not list or len(obj) < 3:
+        raise _fail("not a frame array")
+    if obj[0] != VERSION or type(obj[0]) is not int:
+        raise _fail(f"unsupported version {obj[0]!r}")
+    if obj[1] != TYPE_SYNC or type(obj[1]) is not int:
+        raise _fail(f"unknown frame type {obj[1]!r}")
+    if len(obj) != 6:
+        raise _fail("a sync frame has 6 elements")
+    _, _, incarnation, authors, vv_seqs, body = obj
+    _int(incarnation, 0, _MAX_U64, "incarnation")
+    if type(authors) is not list or len(authors) > MAX_AUTHORS:
+        raise _fail("author table must be a list of at most 4096 names")
+    for a in authors:
+        if type(a) is not str or not a or len(a.encode()) > MAX_AUTHOR_BYTES:
+            raise _fail("author names are non-empty strings of at most 256 bytes")
+    if len(set(authors)) != len(authors):
+        raise _fail("author table names an author twice")
+    vv: dict[str, int] | None = None
+    if vv_seqs is not None:
+        if type(vv_seqs) is not list or len(vv_seqs) != len(authors):
+            raise _fail("vv must be a list aligned with the author table")
+        vv = {}
+        for a, s in zip(authors, vv_seqs, strict=True):
+            vv[a] = _int(s, 0, _MAX_SAFE, "vv entry")
+    if type(body) is not list or len(body) > MAX_CONTRIBUTIONS_PER_FRAME:
+        raise _fail("contributions must be a list")
+    n_authors = len(authors)
+    drafts: list[Draft] = []
+    seen: set[tuple[str, int]] = set()
+    for item in body:
+        if type(item) is not list or len(item) != 9:
+            raise _fail("a contribution is a 9-element array")
+        ai, seq, parents, lamport, hlc, kind, note, payload, prefix = item
+        author = authors[_int(ai, 0, n_authors - 1, "author index")]
+        _int(seq, 1, _MAX_SAFE, "seq")
+        _int(lamport, 1, _MAX_SAFE, "lamport")
+        _int(hlc, 0, _MAX_U64, "hlc")
+        _int(kind, 0, len(KINDS) - 1, "kind")
+        if type(note) is not str or len(note.encode()) > MAX_NOTE_BYTES:
+            raise _fail("note must be a string of at most 4096 bytes")
+        if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
+            raise _fail("payload must be bytes")
+        if type(prefix) is not bytes or len(prefix) != ID_PREFIX_BYTES:
+            raise _fail("id prefix must be 8 bytes")
+        if type(parents) is not list or len(parents) % 2 or len(parents) > 2 * MAX_PARENTS:
+            raise _fail("parents must be a flat list of (author index, seq) pairs")
+        dots = []
+        for i in range(0, len(parents), 2):
+            pa = authors[_int(parents[i], 0, n_authors - 1, "parent author index")]
+            ps = _int(parents[i + 1], 1, _MAX_SAFE, "parent seq")
+            dots.append((pa, ps))
+        if len(set(dots)) != len(dots):
+            raise _fail(f"{author}#{seq} names a parent twice")
+        if (author, seq) in dots or any(pa == author and ps >= seq for pa, ps in dots):
+            raise _fail(f"{author}#{seq} names itself or a later own contribution as parent")
+        if seq > 1 and (author, seq - 1) not in dots:
+            raise _fail(f"{author}#{seq} must name {author}#{seq - 1} as a parent")
+        if (author, seq) in seen:
+            raise _fail(f"{author}#{seq} appears twice")
+        seen.add((author, seq))
+        drafts.append(Draft(author, seq, tuple(dots), lamport, hlc, KINDS[kind], note,
+                            payload, prefix))
+    return SyncFrame(incarnation, vv, tuple(drafts))
