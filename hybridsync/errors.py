@@ -5,7 +5,7 @@
     HybridSyncError
     ├── ConfigError            bad arguments or options at the API boundary (also a ValueError)
     ├── FieldValueError        a value the fields plane cannot store (also a TypeError)
-    ├── TransactionError       misuse of ``Memory.transaction()`` (nesting across replicas, re-entry)
+    ├── TransactionError       misuse of ``Memory.transaction()`` (nesting, sync inside one)
     ├── ProtocolError          anything wrong with bytes that came from a peer
     │   ├── FrameError         malformed, truncated, oversized or mistyped frame
     │   ├── IntegrityError     a contribution whose id does not match its content, or a bad DAG

@@ -38,7 +38,9 @@ def compute_id(
     payload: bytes,
 ) -> bytes:
     """The content address of a contribution (blake2b-256 over its canonical encoding)."""
-    body = _packb([_HASH_VERSION, space, author, seq, list(parents), lamport, hlc, kind, note, payload])
+    body = _packb(
+        [_HASH_VERSION, space, author, seq, list(parents), lamport, hlc, kind, note, payload]
+    )
     return hashlib.blake2b(body, digest_size=ID_BYTES).digest()
 
 

@@ -52,7 +52,9 @@ class Draft:
 class CausalLog:
     """Contributions in causal order, with version vector, heads and the total order."""
 
-    def __init__(self, space: str, *, max_pending: int = 20_000, max_pending_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self, space: str, *, max_pending: int = 20_000, max_pending_bytes: int = 256 << 20
+    ) -> None:
         self.space = space
         self._by_id: dict[bytes, Contribution] = {}
         self._dots: dict[str, list[bytes]] = {}  # author -> ids by seq-1 (contiguous)

@@ -190,7 +190,8 @@ class FieldsConflictIndex:
         if it.kind == "any" and it.values:
             return plain(it.values[-1])
         if it.kind == "binary" and it.values:
-            return bytes(it.values[0])  # type: ignore[arg-type]
+            raw = it.values[0]
+            return bytes(raw) if isinstance(raw, bytes | bytearray) else raw
         if it.kind in ("string", "json", "embed") and it.values:
             return it.values[-1]
         if it.kind == "type":

@@ -1,11 +1,14 @@
 """The number and value model of the fields plane (DESIGN.md §5, pycrdt traps).
 
-What can be stored: ``None``, ``bool``, ``int`` (|n| < 2**63), ``float``, ``str``, ``bytes``,
+What can be stored: ``None``, ``bool``, ``int`` (|n| < 2**256), ``float``, ``str``, ``bytes``,
 and ``dict`` (str keys) / ``list`` / ``tuple`` of those, nested up to 64 levels.
 
 Numbers follow the JSON/JavaScript model that every Yjs client shares: a number is a number.
-pycrdt stores Python ints up to 2**53 as float64 (and larger ones as 64-bit BigInt), so on
-read an *integral* number within ±2**53 comes back as ``int``, any other float as ``float``.
+pycrdt stores Python ints up to 2**53 as float64, so on read an *integral* number within
+±2**53 comes back as ``int``, any other float as ``float``. Larger ints do not survive a pycrdt
+update round trip (2**60 arrives as a float), so we store them as a tagged JSON object
+``{"$bigint": "<decimal digits>"}`` (a plain Yjs ``Any`` object, never a nested ``Y.Map``,
+which is what user dicts become) and read them back as ``int``.
 Consequences, documented in ``docs/fields.md``: ``3`` reads as ``3``; ``2.5`` as ``2.5``;
 ``2.0`` reads as ``2`` (equal in Python, and indistinguishable in JSON or JS); ``-0.0`` as ``0``.
 Tuples are stored as lists; ``bytearray``/``memoryview`` as ``bytes``.
@@ -23,8 +26,9 @@ __all__ = ["MAX_DEPTH", "from_crdt", "plain", "to_crdt"]
 
 MAX_DEPTH = 64
 MAX_VALUE_BYTES = 8 << 20  # one write must fit in one frame, with room to spare
-_INT_LIMIT = 1 << 63
+_INT_LIMIT = 1 << 256
 _SAFE = 1 << 53
+BIGINT_TAG = "$bigint"
 
 
 def to_crdt(value: object, depth: int = 0, budget: list[int] | None = None) -> Any:
@@ -44,8 +48,10 @@ def to_crdt(value: object, depth: int = 0, budget: list[int] | None = None) -> A
         return value
     if isinstance(value, int):
         if not -_INT_LIMIT < value < _INT_LIMIT:
-            raise FieldValueError(f"int {value} is outside the 64-bit range fields can store")
-        return int(value)
+            raise FieldValueError("ints in fields must satisfy |n| < 2**256")
+        if -_SAFE <= value <= _SAFE:
+            return int(value)
+        return {BIGINT_TAG: str(int(value))}
     if isinstance(value, float):
         return float(value)
     if isinstance(value, bytes | bytearray | memoryview):
@@ -86,6 +92,13 @@ def plain(value: Any) -> Any:
     if isinstance(value, bytearray):
         return bytes(value)
     if isinstance(value, dict):
+        if len(value) == 1:
+            tagged = value.get(BIGINT_TAG)
+            if isinstance(tagged, str) and 0 < len(tagged) <= 80:
+                try:
+                    return int(tagged)
+                except ValueError:
+                    pass
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [plain(v) for v in value]

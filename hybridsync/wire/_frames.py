@@ -97,8 +97,10 @@ def encode_frame(
         ])
     # The sender holds whatever it sends, so its vv already names every author above.
     assert vv_seqs is None or len(vv_seqs) == len(authors), "vv must cover the frame's authors"
-    return msgpack.packb([VERSION, TYPE_SYNC, incarnation, authors, vv_seqs, body],
-                         use_bin_type=True)
+    out: bytes = msgpack.packb(
+        [VERSION, TYPE_SYNC, incarnation, authors, vv_seqs, body], use_bin_type=True
+    )
+    return out
 
 
 def _fail(msg: str) -> FrameError:

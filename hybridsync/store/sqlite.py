@@ -1,0 +1,111 @@
+"""SQLite store: the embedded durable default (WAL, ``synchronous=FULL``).
+
+One file holds one replica of one space. ``append`` commits before it returns, so a commit
+that returned survives ``kill -9`` (G6). Opening a file of another space or peer, or a file
+that is not ours, raises :class:`StoreError`; an existing database is never silently
+replaced by an empty one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from hybridsync.causal import Contribution
+from hybridsync.errors import StoreError
+
+__all__ = ["SQLiteStore"]
+
+_SCHEMA_VERSION = b"1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS contributions (
+    pos INTEGER PRIMARY KEY,
+    id BLOB NOT NULL UNIQUE,
+    author TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    parents BLOB NOT NULL,
+    lamport INTEGER NOT NULL,
+    hlc INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    note TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+"""
+
+
+class SQLiteStore:
+    """Contributions and metadata of one replica in one SQLite file."""
+
+    def __init__(self, path: str | Path, *, space: str, peer: str) -> None:
+        self.path = str(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            check = self._db.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable hybridsync database ({exc})") from None
+        if not check or check[0] != "ok":
+            raise StoreError(f"{self.path}: database is corrupted ({check})")
+        for key, expected in (("schema", _SCHEMA_VERSION), ("space", space.encode()),
+                              ("peer", peer.encode())):
+            held = self.get_meta(key)
+            if held is None:
+                self.set_meta(key, expected)
+            elif held != expected:
+                raise StoreError(
+                    f"{self.path} belongs to {key} {held.decode(errors='replace')!r}, "
+                    f"not {expected.decode(errors='replace')!r}"
+                )
+
+    def append(self, contributions: Iterable[Contribution]) -> None:
+        rows = [
+            (c.id, c.author, c.seq, b"".join(c.parents), c.lamport, c.hlc, c.kind, c.note,
+             c.payload)
+            for c in contributions
+        ]
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO contributions "
+                    "(id, author, seq, parents, lamport, hlc, kind, note, payload) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: append failed ({exc})") from None
+
+    def contributions(self) -> Iterator[Contribution]:
+        try:
+            cur = self._db.execute(
+                "SELECT id, author, seq, parents, lamport, hlc, kind, note, payload "
+                "FROM contributions ORDER BY pos"
+            )
+            rows = cur.fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: read failed ({exc})") from None
+        for cid, author, seq, parents, lamport, hlc, kind, note, payload in rows:
+            if len(parents) % 32:
+                raise StoreError(f"{self.path}: corrupted parents of {author}#{seq}")
+            ps = tuple(parents[i : i + 32] for i in range(0, len(parents), 32))
+            yield Contribution(bytes(cid), author, seq, ps, lamport, hlc, kind, note,
+                               bytes(payload))
+
+    def get_meta(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, bytes(value)),
+            )
+
+    def close(self) -> None:
+        self._db.close()
