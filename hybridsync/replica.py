@@ -113,7 +113,8 @@ class _Link:
     sent: dict[str, int] = field(default_factory=dict)  # we sent up to this (maybe lost)
     advertised: dict[str, int] | None = None  # our vv as the peer last learned it
     need_state: bool = True
-    stall: int = 0
+    stall: int = 0  # sync_to calls since the peer last acknowledged progress
+    rto: int = 0  # retransmit after this many stalled calls; doubles while nothing arrives
 
 
 def _check_name(value: object, what: str) -> str:
@@ -339,12 +340,11 @@ class Memory:
             # Yjs history has no gap. Only frames would fail to carry it, so refuse loudly.
             log.error("commit of %d bytes exceeds the %d-byte payload limit",
                       len(payload), MAX_PAYLOAD_BYTES)
-        heads = self._log.heads
         c = Contribution.create(
             self.space,
             self.peer,
             self._log.seq_of(self.peer) + 1,
-            tuple(heads),
+            self._log.head_ids(),
             self._log.lamport_of_heads() + 1,
             self._clock.tick(),
             kind,
@@ -354,9 +354,11 @@ class Memory:
         self._store.append((c,))
         self._log.add(c)
         self._conflict_index.defer(c)
-        self._events.append(
-            Change(c.hex_id, c.author, c.seq, True, c.kind, c.note, self._fields.take_changed())
-        )
+        if self._observers:
+            self._events.append(
+                Change(c.hex_id, c.author, c.seq, True, c.kind, c.note,
+                       self._fields.take_changed())
+            )
         return c
 
     # ---- applying remote contributions ---------------------------------------------------
@@ -373,9 +375,11 @@ class Memory:
             self._conflict_index.defer(c)
         self._log.add(c)
         self._clock.observe(c.hlc)
-        self._events.append(
-            Change(c.hex_id, c.author, c.seq, local, c.kind, c.note, self._fields.take_changed())
-        )
+        if self._observers:
+            self._events.append(
+                Change(c.hex_id, c.author, c.seq, local, c.kind, c.note,
+                       self._fields.take_changed())
+            )
 
     def _record_conflicts(self, c: Contribution, concurrent: list[Contribution]) -> None:
         seen: set[tuple[bytes, str]] = set()
@@ -414,33 +418,39 @@ class Memory:
         ``retransmit_rounds`` calls without an acknowledgement."""
         if self._fields.in_transaction:
             raise TransactionError("sync_to() inside a transaction")
-        link = self._link(peer)
-        ours = dict(self._log.vv_items())
-        if any(s > link.known.get(a, 0) for a, s in link.sent.items()):
+        link = self._links.get(peer) or self._link(peer)
+        ours = dict(self._log.vv)
+        known = link.known
+        sent = link.sent
+        if any(s > known.get(a, 0) for a, s in sent.items()):
             link.stall += 1
-            if link.stall >= self._retransmit_rounds:
-                link.sent = dict(link.known)
+            if link.stall >= (link.rto or self._retransmit_rounds):
+                # Nothing acknowledged for a while: assume the frames were lost, resend, and
+                # back off exponentially (bounded) so a slow acknowledger is not flooded.
+                link.sent = sent = dict(known)
                 link.stall = 0
+                link.rto = min(2 * (link.rto or self._retransmit_rounds),
+                               64 * self._retransmit_rounds)
         else:
             link.stall = 0
         todo: list[Contribution] = []
+        advertised = link.advertised or {}
+        need_vv = link.need_state or link.advertised is None
         for author, have in ours.items():
-            start = max(link.sent.get(author, 0), link.known.get(author, 0))
-            for seq in range(start + 1, have + 1):
-                cid = self._log.id_of(author, seq)
-                assert cid is not None
-                c = self._log.get(cid)
-                assert c is not None
-                todo.append(c)
-        advertised = dict(link.advertised) if link.advertised is not None else None
-        if advertised is not None:
-            for c in todo:
-                if advertised.get(c.author, 0) < c.seq:
-                    advertised[c.author] = c.seq
-        need_vv = link.need_state or advertised != ours
+            start = sent.get(author, 0)
+            k = known.get(author, 0)
+            if k > start:
+                start = k
+            if have > start:
+                todo.extend(self._log.chain(author, start, have))
+            elif not need_vv and have != advertised.get(author, 0):
+                # The peer learns our vv from frames that carry it and from the dots it
+                # receives; this entry changed without a dot to show it: say it (an ack).
+                need_vv = True
         if not todo and not need_vv:
             return []
-        todo.sort(key=lambda c: c.order_key)
+        if len(todo) > 1:
+            todo.sort(key=lambda c: c.order_key)
         frames: list[bytes] = []
         vv_pairs = sorted(ours.items()) if need_vv else None
         batch: list[Contribution] = []
@@ -455,8 +465,8 @@ class Memory:
         if batch or vv_pairs is not None:
             frames.append(self._encode(vv_pairs, batch))
         for a, s in ours.items():
-            if link.sent.get(a, 0) < s:
-                link.sent[a] = s
+            if sent.get(a, 0) < s:
+                sent[a] = s
         link.advertised = ours
         link.need_state = False
         self._frames_sent += len(frames)
@@ -495,13 +505,20 @@ class Memory:
             if link.incarnation is not None:  # the peer restarted: forget what we assumed
                 link.known, link.sent, link.advertised = {}, {}, None
             link.incarnation = decoded.incarnation
+        known = link.known
+        progress = False
         if decoded.vv is not None:
             for a, s in decoded.vv.items():
-                if link.known.get(a, 0) < s:
-                    link.known[a] = s
+                if known.get(a, 0) < s:
+                    known[a] = s
+                    progress = True
         for d in decoded.drafts:
-            if link.known.get(d.author, 0) < d.seq:
-                link.known[d.author] = d.seq
+            if known.get(d.author, 0) < d.seq:
+                known[d.author] = d.seq
+                progress = True
+        if progress:
+            link.stall = 0
+            link.rto = 0
         if duplicates:
             link.need_state = True
         try:

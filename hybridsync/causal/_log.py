@@ -58,6 +58,8 @@ class CausalLog:
         self.space = space
         self._by_id: dict[bytes, Contribution] = {}
         self._dots: dict[str, list[bytes]] = {}  # author -> ids by seq-1 (contiguous)
+        self._vv: dict[str, int] = {}  # author -> len(self._dots[author]), kept in step
+        self._max_lamport = 0  # the largest lamport held (always that of some head)
         self._heads: set[bytes] = set()
         self._order: list[tuple[int, bytes]] = []  # sorted (lamport, id)
         self._causal: dict[bytes, dict[str, int]] = {}  # id -> version vector of its past+self
@@ -92,15 +94,27 @@ class CausalLog:
         return VersionVector({a: len(ch) for a, ch in self._dots.items()})
 
     def vv_items(self) -> Iterator[tuple[str, int]]:
-        for a, ch in self._dots.items():
-            yield a, len(ch)
+        yield from self._vv.items()
+
+    @property
+    def vv(self) -> dict[str, int]:
+        """The live version vector (read-only by convention; copy before keeping it)."""
+        return self._vv
+
+    def chain(self, author: str, start: int, stop: int) -> list[Contribution]:
+        """The author's contributions with ``start < seq <= stop``."""
+        by_id = self._by_id
+        return [by_id[cid] for cid in self._dots[author][start:stop]]
 
     @property
     def heads(self) -> frozenset[bytes]:
         return frozenset(self._heads)
 
     def lamport_of_heads(self) -> int:
-        return max((self._by_id[h].lamport for h in self._heads), default=0)
+        return self._max_lamport
+
+    def head_ids(self) -> tuple[bytes, ...]:
+        return tuple(self._heads)
 
     def ordered(self) -> list[Contribution]:
         """Every contribution in the deterministic total order ``(lamport, id)``."""
@@ -198,7 +212,13 @@ class CausalLog:
         past[c.author] = c.seq
         self._causal[c.id] = past
         self._by_id[c.id] = c
-        self._dots.setdefault(c.author, []).append(c.id)
+        chain = self._dots.get(c.author)
+        if chain is None:
+            chain = self._dots[c.author] = []
+        chain.append(c.id)
+        self._vv[c.author] = len(chain)
+        if c.lamport > self._max_lamport:
+            self._max_lamport = c.lamport
         self._heads.difference_update(c.parents)
         self._heads.add(c.id)
         key = (c.lamport, c.id)

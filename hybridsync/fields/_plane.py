@@ -161,6 +161,24 @@ class FieldsPlane:
             if update is not None:
                 self._autocommit(update)
 
+    def set_key(self, ymap: pycrdt.Map[Any], key: str, value: Any) -> None:
+        """``ymap[key] = value`` as one write (the hot path of ``fields[key] = v``)."""
+        if self._txn is not None:
+            assert self._journal is not None
+            self._journal.touch_map(ymap, key)
+            ymap[key] = value
+            return
+        if self._remote:
+            raise TransactionError("fields cannot be written while a remote change is applied")
+        captured = self._captured
+        captured.clear()
+        try:
+            with self.doc.transaction(origin=_LOCAL):
+                ymap[key] = value
+        finally:
+            if captured:
+                self._autocommit(self._take_update())  # type: ignore[arg-type]
+
     # ---- remote updates ------------------------------------------------------------------
     def apply(self, update: bytes) -> None:
         """Apply one contribution's Yjs update; :class:`PayloadError` if pycrdt refuses it."""

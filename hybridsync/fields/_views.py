@@ -68,12 +68,9 @@ class FieldMap(MutableMapping[str, Any]):
         return isinstance(key, str) and key in self._map
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._check_key(key)
-        converted = to_crdt(value)
-        ymap = self._map
-        with self._plane.write() as journal:
-            journal.touch_map(ymap, key)
-            ymap[key] = converted
+        if type(key) is not str:
+            self._check_key(key)
+        self._plane.set_key(self._map, key, to_crdt(value))
 
     def __delitem__(self, key: str) -> None:
         self._check_key(key)

@@ -113,31 +113,39 @@ def _int(v: object, lo: int, hi: int, what: str) -> int:
     return v
 
 
+def _unpack(data: bytes) -> Any:
+    try:
+        return msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True,
+            max_str_len=MAX_FRAME_BYTES, max_bin_len=MAX_PAYLOAD_BYTES,
+            max_array_len=4 * MAX_CONTRIBUTIONS_PER_FRAME, max_map_len=0, max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many types: ExtraData, FormatError, ValueError...
+        raise _fail(f"not a msgpack frame ({type(exc).__name__}: {exc})") from None
+
+
+def _name_ok(a: object) -> bool:
+    return type(a) is str and len(a) > 0 and (
+        len(a) <= 64 or len(a.encode()) <= MAX_AUTHOR_BYTES
+    )
+
+
 def decode_frame(data: object) -> SyncFrame:
     """Decode and validate one frame; raise :class:`FrameError` on anything unexpected."""
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise _fail(f"expected bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if type(data) is not bytes:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise _fail(f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
     if len(data) > MAX_FRAME_BYTES:
         raise _fail(f"{len(data)} bytes is over the {MAX_FRAME_BYTES}-byte limit")
     if not data:
         raise _fail("empty")
-    try:
-        obj = msgpack.unpackb(
-            data, raw=False, use_list=True, strict_map_key=True,
-            max_str_len=MAX_FRAME_BYTES,
-            max_bin_len=MAX_PAYLOAD_BYTES, max_array_len=4 * MAX_CONTRIBUTIONS_PER_FRAME,
-            max_map_len=0, max_ext_len=0,
-        )
-    except FrameError:
-        raise
-    except Exception as exc:  # msgpack raises many types: ExtraData, FormatError, ValueError...
-        raise _fail(f"not a msgpack frame ({type(exc).__name__}: {exc})") from None
+    obj = _unpack(data)
     if type(obj) is not list or len(obj) < 3:
         raise _fail("not a frame array")
-    if obj[0] != VERSION or type(obj[0]) is not int:
+    if type(obj[0]) is not int or obj[0] != VERSION:
         raise _fail(f"unsupported version {obj[0]!r}")
-    if obj[1] != TYPE_SYNC or type(obj[1]) is not int:
+    if type(obj[1]) is not int or obj[1] != TYPE_SYNC:
         raise _fail(f"unknown frame type {obj[1]!r}")
     if len(obj) != 6:
         raise _fail("a sync frame has 6 elements")
@@ -145,54 +153,85 @@ def decode_frame(data: object) -> SyncFrame:
     _int(incarnation, 0, _MAX_U64, "incarnation")
     if type(authors) is not list or len(authors) > MAX_AUTHORS:
         raise _fail("author table must be a list of at most 4096 names")
+    n_authors = len(authors)
     for a in authors:
-        if type(a) is not str or not a or len(a.encode()) > MAX_AUTHOR_BYTES:
+        if not _name_ok(a):
             raise _fail("author names are non-empty strings of at most 256 bytes")
-    if len(set(authors)) != len(authors):
+    if n_authors > 1 and len(set(authors)) != n_authors:
         raise _fail("author table names an author twice")
     vv: dict[str, int] | None = None
     if vv_seqs is not None:
-        if type(vv_seqs) is not list or len(vv_seqs) != len(authors):
+        if type(vv_seqs) is not list or len(vv_seqs) != n_authors:
             raise _fail("vv must be a list aligned with the author table")
         vv = {}
         for a, s in zip(authors, vv_seqs, strict=True):
             vv[a] = _int(s, 0, _MAX_SAFE, "vv entry")
     if type(body) is not list or len(body) > MAX_CONTRIBUTIONS_PER_FRAME:
         raise _fail("contributions must be a list")
-    n_authors = len(authors)
+    n_kinds = len(KINDS)
     drafts: list[Draft] = []
     seen: set[tuple[str, int]] = set()
     for item in body:
         if type(item) is not list or len(item) != 9:
             raise _fail("a contribution is a 9-element array")
         ai, seq, parents, lamport, hlc, kind, note, payload, prefix = item
-        author = authors[_int(ai, 0, n_authors - 1, "author index")]
+        if not (
+            type(ai) is int and type(seq) is int and type(lamport) is int
+            and type(hlc) is int and type(kind) is int and type(parents) is list
+            and type(note) is str and type(payload) is bytes and type(prefix) is bytes
+            and 0 <= ai < n_authors and 0 < seq <= _MAX_SAFE and 0 < lamport <= _MAX_SAFE
+            and 0 <= hlc <= _MAX_U64 and 0 <= kind < n_kinds
+            and len(prefix) == ID_PREFIX_BYTES
+        ):
+            raise _fail(_explain(item, n_authors))
+        if len(note) > MAX_NOTE_BYTES // 4 and len(note.encode()) > MAX_NOTE_BYTES:
+            raise _fail("note must be a string of at most 4096 bytes")
+        author = authors[ai]
+        np2 = len(parents)
+        if np2 % 2 or np2 > 2 * MAX_PARENTS:
+            raise _fail("parents must be a flat list of (author index, seq) pairs")
+        dots: list[tuple[str, int]] = []
+        own_prev = seq == 1
+        for i in range(0, np2, 2):
+            pi, ps = parents[i], parents[i + 1]
+            if not (type(pi) is int and type(ps) is int and 0 <= pi < n_authors
+                    and 0 < ps <= _MAX_SAFE):
+                raise _fail("a parent is an (author index, seq) pair of ints in range")
+            pa = authors[pi]
+            if pa == author:
+                if ps >= seq:
+                    raise _fail(f"{author}#{seq} names itself or a later own contribution")
+                if ps == seq - 1:
+                    own_prev = True
+            dots.append((pa, ps))
+        if np2 > 2 and len(set(dots)) != len(dots):
+            raise _fail(f"{author}#{seq} names a parent twice")
+        if not own_prev:
+            raise _fail(f"{author}#{seq} must name {author}#{seq - 1} as a parent")
+        dot = (author, seq)
+        if dot in seen:
+            raise _fail(f"{author}#{seq} appears twice")
+        seen.add(dot)
+        drafts.append(Draft(author, seq, tuple(dots), lamport, hlc, KINDS[kind], note,
+                            payload, prefix))
+    return SyncFrame(incarnation, vv, tuple(drafts))
+
+
+def _explain(item: list[Any], n_authors: int) -> str:
+    """A precise message for a contribution that failed the fast shape check."""
+    ai, seq, parents, lamport, hlc, kind, note, payload, _prefix = item
+    try:
+        _int(ai, 0, n_authors - 1, "author index")
         _int(seq, 1, _MAX_SAFE, "seq")
         _int(lamport, 1, _MAX_SAFE, "lamport")
         _int(hlc, 0, _MAX_U64, "hlc")
         _int(kind, 0, len(KINDS) - 1, "kind")
-        if type(note) is not str or len(note.encode()) > MAX_NOTE_BYTES:
-            raise _fail("note must be a string of at most 4096 bytes")
-        if type(payload) is not bytes or len(payload) > MAX_PAYLOAD_BYTES:
-            raise _fail("payload must be bytes")
-        if type(prefix) is not bytes or len(prefix) != ID_PREFIX_BYTES:
-            raise _fail("id prefix must be 8 bytes")
-        if type(parents) is not list or len(parents) % 2 or len(parents) > 2 * MAX_PARENTS:
-            raise _fail("parents must be a flat list of (author index, seq) pairs")
-        dots = []
-        for i in range(0, len(parents), 2):
-            pa = authors[_int(parents[i], 0, n_authors - 1, "parent author index")]
-            ps = _int(parents[i + 1], 1, _MAX_SAFE, "parent seq")
-            dots.append((pa, ps))
-        if len(set(dots)) != len(dots):
-            raise _fail(f"{author}#{seq} names a parent twice")
-        if (author, seq) in dots or any(pa == author and ps >= seq for pa, ps in dots):
-            raise _fail(f"{author}#{seq} names itself or a later own contribution as parent")
-        if seq > 1 and (author, seq - 1) not in dots:
-            raise _fail(f"{author}#{seq} must name {author}#{seq - 1} as a parent")
-        if (author, seq) in seen:
-            raise _fail(f"{author}#{seq} appears twice")
-        seen.add((author, seq))
-        drafts.append(Draft(author, seq, tuple(dots), lamport, hlc, KINDS[kind], note,
-                            payload, prefix))
-    return SyncFrame(incarnation, vv, tuple(drafts))
+    except FrameError as exc:
+        return str(exc).removeprefix("rejected frame: ")
+    if type(parents) is not list:
+        return "parents must be a list"
+    if type(note) is not str:
+        return "note must be a string"
+    if type(payload) is not bytes:
+        return "payload must be bytes"
+    return "id prefix must be 8 bytes"
