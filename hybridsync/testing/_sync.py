@@ -50,11 +50,11 @@ def _check_rounds(max_rounds: object) -> int:
     return max_rounds
 
 
-def sync_pair(a: Memory, b: Memory, *, max_rounds: int = 64) -> int:
+def sync_pair(a: Memory, b: Memory, *, max_rounds: int = 1_000) -> int:
     """Exchange frames directly between two replicas until neither has anything to send.
 
-    Returns the number of rounds that carried at least one frame. Raises
-    :class:`~hybridsync.GuaranteeViolation` if the pair still talks after ``max_rounds``.
+    Returns the number of rounds used. Raises :class:`~hybridsync.GuaranteeViolation` if the
+    pair has not settled after ``max_rounds`` (see :func:`sync_all`).
 
     >>> a = Memory("doc", "a", clock=lambda: 0, incarnation=1)
     >>> b = Memory("doc", "b", clock=lambda: 0, incarnation=2)
@@ -69,14 +69,16 @@ def sync_all(
     memories: Iterable[Memory],
     *,
     channel: LossyChannel | None = None,
-    max_rounds: int = 256,
+    max_rounds: int = 1_000,
 ) -> int:
-    """Run full-mesh anti-entropy rounds until a round sends nothing and nothing is in flight.
+    """Run full-mesh anti-entropy rounds until the replicas have settled.
 
     In each round every replica calls ``sync_to`` for every other one (in a fixed order) and
     the frames are delivered directly, or through ``channel`` (which may lose, duplicate and
-    reorder them). Returns the number of busy rounds; raises
-    :class:`~hybridsync.GuaranteeViolation` when still busy after ``max_rounds``.
+    reorder them). Settled means: a round sent nothing, nothing is in flight, and every
+    replica has the same version vector (silent rounds still count: retransmission timers
+    tick on ``sync_to`` calls). Returns the number of rounds before the settled one; raises
+    :class:`~hybridsync.GuaranteeViolation` when not settled after ``max_rounds``.
     """
     mems = _by_peer(memories)
     limit = _check_rounds(max_rounds)
@@ -96,9 +98,15 @@ def sync_all(
         if channel is not None:
             channel.deliver(mems)
         if sent == 0 and (channel is None or channel.in_flight == 0):
-            return busy
+            # Silence alone is not the end: a sender may be waiting for its retransmission
+            # timeout (counted in sync_to calls) after a receiver dropped what it could not
+            # buffer yet. Keep calling until the version vectors agree too.
+            vv = mems[names[0]].version_vector
+            if all(mems[n].version_vector == vv for n in names[1:]):
+                return busy
     raise GuaranteeViolation(
-        f"replicas {names} still exchanged frames after {limit} rounds: sync did not settle"
+        f"replicas {names} did not settle after {limit} rounds: still exchanging frames, "
+        "or silent with different version vectors"
     )
 
 
