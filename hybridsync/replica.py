@@ -35,6 +35,8 @@ from hybridsync.errors import (
 )
 from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane, FieldWrite
 from hybridsync.fields._values import canonical_json_default
+from hybridsync.regions import BufferRegion, RegionsPlane, TextRegion
+from hybridsync.regions._plane import Part, decode_parts, encode_parts
 from hybridsync.store import MemoryStore, Store
 from hybridsync.wire import MAX_PAYLOAD_BYTES, decode_frame, encode_frame
 
@@ -59,22 +61,29 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Conflict:
-    """Two concurrent contributions wrote the same place; reported identically everywhere.
+    """Something concurrent could not be merged faithfully; reported identically everywhere.
 
-    ``contributions``, ``values`` and ``paths`` are ordered by the deterministic total order
-    (earlier first). For fields, Yjs chose the surviving value; ``values`` shows what each
-    side wrote (``hybridsync.DELETED`` for a deletion).
+    ``kind`` is ``concurrent-write`` (two contributions wrote the same field key or buffer
+    block), ``hunk-failed`` (a text patch hunk found no place to apply; ``values[0]`` is the
+    hunk), ``edit-of-deleted-region`` (an edit concurrent with the region's deletion) or
+    ``block-overwritten``. ``contributions``, ``values`` and ``paths`` are ordered by the
+    deterministic total order (earlier first). For fields, Yjs chose the surviving value;
+    ``values`` shows what each side wrote (``hybridsync.DELETED`` for a deletion).
     """
 
     plane: str
     location: str
-    contributions: tuple[str, str]
-    values: tuple[Any, Any]
-    paths: tuple[str, str]
-    authors: tuple[str, str]
+    contributions: tuple[str, ...]
+    values: tuple[Any, ...]
+    paths: tuple[str, ...]
+    authors: tuple[str, ...]
+    kind: str = "concurrent-write"
 
     @property
     def detail(self) -> str:
+        if self.kind != "concurrent-write" or len(self.authors) != 2:
+            who = " and ".join(self.authors)
+            return f"{self.plane} {self.location!r} ({self.kind}, {who}): {self.values[0]}"
         a, b = self.authors
         return (
             f"{self.plane} {self.location!r}: {a} wrote {self.values[0]!r} at {self.paths[0]!r} "
@@ -186,12 +195,15 @@ class Memory:
         self._log = CausalLog(self.space, max_pending=max_pending)
         self._fields = FieldsPlane(yjs_client_id(self.peer, self.incarnation), self._autocommit)
         self._conflict_index = FieldsConflictIndex()
+        self._regions = RegionsPlane(self._log.happened_before)
+        self._decoded: dict[bytes, list[tuple[Part, Any]]] = {}
         self._conflicts: list[tuple[tuple[Any, ...], Conflict]] = []
         self._observers: list[Callable[[Change], None]] = []
         self._events: list[Change] = []
         self._dispatching = False
         self._links: dict[str, _Link] = {}
         self._txn_note: str | None = None
+        self._decoded_local: list[tuple[Part, Any]] = []
         self._rejected = 0
         self._frames_sent = self._frames_received = 0
         self._bytes_sent = self._bytes_received = 0
@@ -214,6 +226,39 @@ class Memory:
     def fields(self) -> FieldMap:
         """The structured memory: a live dict-like view of the root ``Y.Map`` ``fields``."""
         return self._fields.view
+
+    def text(self, name: str) -> TextRegion:
+        """The text region ``name`` (created if absent): hand over whole new texts with
+        ``set``; the next cycle (``commit``, ``sync_to``, a transaction's end) commits the diff."""
+        return self._regions.text(name)
+
+    def buffer(self, name: str, *, shape: Any, dtype: Any = "float32") -> BufferRegion:
+        """The numpy-backed buffer region ``name`` (created if absent); write in place."""
+        return self._regions.buffer(name, shape, dtype)
+
+    def delete_region(self, name: str) -> None:
+        """Delete a text or buffer region, leaving a tombstone: an edit concurrent with the
+        deletion cannot resurrect it (it is reported as a conflict). Committed by the next
+        cycle."""
+        self._regions.delete(name)
+
+    def regions(self) -> dict[str, str]:
+        """Existing regions, ``name -> "text" | "buffer"``."""
+        return self._regions.names()
+
+    def region_bytes(self) -> list[tuple[str, str, bytes]]:
+        """``(kind, name, value bytes)`` of every existing region as folded (for checkers)."""
+        return self._regions.digest_items()
+
+    def state_digest(self) -> str:
+        """blake2b over the canonical fields JSON and every region's bytes: equal on converged
+        replicas."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(self.fields_json().encode())
+        for kind, name, data in self._regions.digest_items():
+            h.update(f"\x00{kind}\x00{name}\x00{len(data)}\x00".encode())
+            h.update(data)
+        return h.hexdigest()
 
     @property
     def doc(self) -> Any:
@@ -240,8 +285,8 @@ class Memory:
         finally:
             update = self._fields.end(rollback=not ok)
             self._txn_note = None
-            if update is not None:
-                self._commit_local("fields", update, note)
+            parts = self._regions.cycle() if ok else []
+            self._commit_parts(update, parts, note)
             self._dispatch()
 
     def commit(self) -> None:
@@ -249,7 +294,24 @@ class Memory:
         (the diff/patch planes) commit their pending edits here."""
         if self._fields.in_transaction:
             raise TransactionError("commit() inside a transaction: it commits when it ends")
+        self._cycle()
         self._dispatch()
+
+    def _cycle(self) -> None:
+        """The diff/patch cycle: commit what changed in texts and buffers as one contribution."""
+        parts = self._regions.cycle()
+        if parts:
+            self._commit_parts(None, parts, "")
+
+    def _commit_parts(self, update: bytes | None, parts: list[Part], note: str) -> None:
+        if not parts:
+            if update is not None:
+                self._commit_local("fields", update, note)
+            return
+        all_parts = ([Part("fields", "", update)] if update is not None else []) + parts
+        payload = encode_parts(all_parts)
+        self._decoded_local = self._regions.validate(parts)
+        self._commit_local("multi", payload, note)
 
     def history(self) -> list[Contribution]:
         """Every contribution in the deterministic causal order ``(lamport, id)``."""
@@ -266,7 +328,25 @@ class Memory:
 
     def conflicts(self) -> list[Conflict]:
         """Recorded conflicts, oldest first (by the later contribution's place in the order)."""
-        return [c for _, c in self._conflicts]
+        merged: list[tuple[Any, Conflict]] = list(self._conflicts)
+        for plane, region, issue in self._regions.issues():
+            ids = [issue.cid] if issue.other is None else sorted(
+                [issue.cid, issue.other],
+                key=lambda x: self._log.get(x).order_key,  # type: ignore[union-attr]
+            )
+            authors = tuple(self._log.get(x).author for x in ids)  # type: ignore[union-attr]
+            conflict = Conflict(
+                plane=plane,
+                location=region,
+                contributions=tuple(x.hex() for x in ids),
+                values=(issue.detail,),
+                paths=(region,),
+                authors=authors,
+                kind=issue.kind,
+            )
+            merged.append(((issue.key, b"", region), conflict))
+        merged.sort(key=lambda kc: kc[0])
+        return [c for _, c in merged]
 
     def observe(self, fn: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``fn(change)`` after each applied contribution, local or remote.
@@ -294,7 +374,7 @@ class Memory:
         )
 
     def stats(self) -> ReplicaStats:
-        content = len(self.fields_json().encode())
+        content = len(self.fields_json().encode()) + self._regions.content_bytes()
         log_bytes = 0
         for c in self._log.ordered():
             log_bytes += len(c.payload) + 32 * (1 + len(c.parents)) + len(c.author) + 24
@@ -308,7 +388,7 @@ class Memory:
             heads=len(self._log.heads),
             version_vector=self._log.version_vector().to_dict(),
             stable_frontier=self.stable_frontier().to_dict(),
-            conflicts=len(self._conflicts),
+            conflicts=len(self.conflicts()),
             pending=self._log.pending_count,
             rejected=self._rejected,
             frames_sent=self._frames_sent,
@@ -354,6 +434,9 @@ class Memory:
         self._store.append((c,))
         self._log.add(c)
         self._conflict_index.defer(c)
+        if kind == "multi":
+            decoded, self._decoded_local = self._decoded_local, []
+            self._regions.refresh(self._regions.fold(c.order_key, c.id, decoded))
         if self._observers:
             self._events.append(
                 Change(c.hex_id, c.author, c.seq, True, c.kind, c.note,
@@ -365,8 +448,14 @@ class Memory:
     def _apply(self, c: Contribution, *, local: bool, store: bool = True) -> None:
         """Apply a checked contribution whose parents are all held."""
         concurrent = None if self._log.extends_heads(c) else self._log.concurrent_with(c)
+        decoded: list[tuple[Part, Any]] = []
         if c.kind == "fields":
             self._fields.apply(c.payload)
+        else:
+            decoded = self._decoded.pop(c.id, []) or self._decode_multi(c)
+            for p, _ in decoded:
+                if p.plane == "fields":
+                    self._fields.apply(p.data)
         if store:
             self._store.append((c,))
         if concurrent:
@@ -374,12 +463,20 @@ class Memory:
         else:
             self._conflict_index.defer(c)
         self._log.add(c)
+        if decoded:
+            self._regions.refresh(self._regions.fold(c.order_key, c.id, decoded))
         self._clock.observe(c.hlc)
         if self._observers:
             self._events.append(
                 Change(c.hex_id, c.author, c.seq, local, c.kind, c.note,
                        self._fields.take_changed())
             )
+
+    def _decode_multi(self, c: Contribution) -> list[tuple[Part, Any]]:
+        """Decode and validate a ``multi`` payload; fields parts are kept as they are."""
+        parts = decode_parts(c.payload)
+        regional = self._regions.validate(parts)
+        return [(p, None) for p in parts if p.plane == "fields"] + regional
 
     def _record_conflicts(self, c: Contribution, concurrent: list[Contribution]) -> None:
         seen: set[tuple[bytes, str]] = set()
@@ -419,6 +516,8 @@ class Memory:
         if self._fields.in_transaction:
             raise TransactionError("sync_to() inside a transaction")
         link = self._links.get(peer) or self._link(peer)
+        if self._regions.texts or self._regions.buffers:
+            self._cycle()
         ours = dict(self._log.vv)
         known = link.known
         sent = link.sent
@@ -497,6 +596,7 @@ class Memory:
             staged, parked, duplicates = self._stage(decoded.drafts)
         except HybridSyncError:
             self._rejected += 1
+            self._decoded.clear()
             raise
         # ---- from here on the frame is accepted --------------------------------------------
         self._frames_received += 1
@@ -521,6 +621,8 @@ class Memory:
             link.rto = 0
         if duplicates:
             link.need_state = True
+        if staged and (self._regions.texts or self._regions.buffers):
+            self._cycle()  # commit local edits first: the fold then replaces working copies
         try:
             for c in staged:
                 self._apply(c, local=False)
@@ -592,6 +694,8 @@ class Memory:
                 )
             if d.kind not in KINDS:  # pragma: no cover - the decoder admits only known kinds
                 raise IntegrityError(f"unknown kind {d.kind!r}")
+            if d.kind == "multi":
+                self._decoded[c.id] = self._decode_multi(c)
             overlay[(d.author, d.seq)] = c
             staged.append(c)
         return staged, parked, duplicates

@@ -1,0 +1,255 @@
+"""Deterministic folds: a region's value as a function of the contributions that touched it.
+
+A text region's value is the result of fuzzy-applying its patches in the log's total order
+``(lamport, id)``. Contributions usually arrive in that order and apply incrementally; a late
+concurrent one that sorts earlier rewinds the fold to the newest checkpoint before it and
+replays. A buffer region's blocks are last-writer-wins in the same order, which needs no
+rewind: each block keeps the order key of the write that won it.
+
+A deletion is an entry too. An edit whose author had not seen the deletion (concurrent with
+it) cannot resurrect the region: it is dropped and reported; an edit made after seeing the
+deletion re-creates the region.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hybridsync.regions._textdiff import Hunk, apply_patch
+
+__all__ = ["BufferFold", "FoldIssue", "TextFold"]
+
+OrderKey = tuple[int, bytes]
+# happened_before(a, b): is contribution a in the causal past of contribution b?
+HappenedBefore = Callable[[bytes, bytes], bool]
+CHECKPOINT_EVERY = 16
+MAX_CHECKPOINTS = 24
+
+
+@dataclass(frozen=True, slots=True)
+class FoldIssue:
+    """Something the fold could not do faithfully; becomes a ``Conflict``."""
+
+    kind: str  # "hunk-failed" | "edit-of-deleted-region" | "shape-mismatch"
+    cid: bytes
+    key: OrderKey
+    detail: str
+    other: bytes | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: OrderKey
+    cid: bytes
+    hunks: list[Hunk] | None  # None: a deletion
+    issues: list[FoldIssue] = field(default_factory=list)
+
+
+class TextFold:
+    """The fold of one text region."""
+
+    def __init__(self, happened_before: HappenedBefore) -> None:
+        self._hb = happened_before
+        self._entries: list[_Entry] = []
+        self._keys: list[OrderKey] = []
+        self.value = ""
+        self.deleted = False
+        self._deleted_by: bytes | None = None
+        # checkpoints: (number of entries folded, value, deleted, deleted_by)
+        self._checkpoints: list[tuple[int, str, bool, bytes | None]] = [(0, "", False, None)]
+        self.replays = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def exists(self) -> bool:
+        return bool(self._entries) and not self.deleted
+
+    def add(self, key: OrderKey, cid: bytes, hunks: list[Hunk] | None) -> None:
+        """Fold in one contribution's patch (``None`` for a deletion)."""
+        i = bisect.bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            return  # already folded
+        entry = _Entry(key, cid, hunks)
+        self._entries.insert(i, entry)
+        self._keys.insert(i, key)
+        if i == len(self._entries) - 1:
+            self._step(entry)
+            self._maybe_checkpoint()
+            return
+        # A late contribution that sorts earlier: rewind and replay.
+        self.replays += 1
+        j = max(k for k, cp in enumerate(self._checkpoints) if cp[0] <= i)
+        del self._checkpoints[j + 1 :]
+        n, self.value, self.deleted, self._deleted_by = self._checkpoints[j]
+        for k in range(n, len(self._entries)):
+            self._step(self._entries[k])
+            if (k + 1) % CHECKPOINT_EVERY == 0:
+                self._checkpoints.append((k + 1, self.value, self.deleted, self._deleted_by))
+        self._thin()
+
+    def _maybe_checkpoint(self) -> None:
+        n = len(self._entries)
+        if n % CHECKPOINT_EVERY == 0:
+            self._checkpoints.append((n, self.value, self.deleted, self._deleted_by))
+            self._thin()
+
+    def _thin(self) -> None:
+        """Keep checkpoints bounded: drop every other one from the older half."""
+        if len(self._checkpoints) <= MAX_CHECKPOINTS:
+            return
+        half = len(self._checkpoints) // 2
+        older = self._checkpoints[1:half]
+        self._checkpoints = [self._checkpoints[0], *older[1::2], *self._checkpoints[half:]]
+
+    def _step(self, e: _Entry) -> None:
+        e.issues = []
+        if e.hunks is None:
+            self.value, self.deleted, self._deleted_by = "", True, e.cid
+            return
+        if self.deleted:
+            assert self._deleted_by is not None
+            if not self._hb(self._deleted_by, e.cid):
+                e.issues.append(FoldIssue(
+                    "edit-of-deleted-region", e.cid, e.key,
+                    "edit made concurrently with the region's deletion; not applied",
+                    self._deleted_by,
+                ))
+                return
+            self.deleted, self._deleted_by = False, None
+        self.value, failed = apply_patch(self.value, e.hunks)
+        for h in failed:
+            e.issues.append(FoldIssue("hunk-failed", e.cid, e.key, h.text))
+
+    def issues(self) -> list[FoldIssue]:
+        return [i for e in self._entries for i in e.issues]
+
+
+class BufferFold:
+    """The fold of one buffer region: per-block last writer wins in the total order.
+
+    Out-of-order arrivals need no replay (each block keeps the order key of its winner);
+    only a deletion forces a replay from zeros, which is rare.
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], dtype: str, block_bytes: int,
+        happened_before: HappenedBefore,
+    ) -> None:
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.block_bytes = block_bytes
+        self._hb = happened_before
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        self.data = np.zeros(self.nbytes, dtype=np.uint8)
+        self.blocks = -(-self.nbytes // block_bytes) if self.nbytes else 0
+        self._winner: dict[int, OrderKey] = {}
+        self._entries: list[_BufEntry] = []
+        self._keys: list[OrderKey] = []
+        self._writers: dict[int, list[tuple[OrderKey, bytes]]] = {}
+        self._pair_issues: list[FoldIssue] = []
+        self._seen_pairs: set[tuple[bytes, bytes, int]] = set()
+        self.deleted = False
+        self._deleted_by: bytes | None = None
+        self._has_delete = False
+        self._drop_issues: list[FoldIssue] = []
+
+    def same_layout(self, shape: tuple[int, ...], dtype: str, block_bytes: int) -> bool:
+        return (tuple(shape) == self.shape and np.dtype(dtype) == self.dtype
+                and block_bytes == self.block_bytes)
+
+    @property
+    def exists(self) -> bool:
+        return bool(self._entries) and not self.deleted
+
+    def add(self, key: OrderKey, cid: bytes, blocks: list[tuple[int, bytes]] | None) -> None:
+        """Fold in a block delta (``None`` for a deletion)."""
+        i = bisect.bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            return
+        entry = _BufEntry(key, cid, blocks)
+        self._entries.insert(i, entry)
+        self._keys.insert(i, key)
+        if blocks is not None:
+            self._note_writers(key, cid, blocks)
+        if blocks is None or self._has_delete:
+            self._has_delete = True
+            self._replay()
+            return
+        self._write(key, blocks, last_wins_by_key=True)
+
+    def _note_writers(self, key: OrderKey, cid: bytes, blocks: list[tuple[int, bytes]]) -> None:
+        """Record concurrent writers of one block as conflicts (the later one won)."""
+        for idx, _ in blocks:
+            writers = self._writers.setdefault(idx, [])
+            for k2, c2 in writers:
+                if c2 == cid or self._hb(c2, cid) or self._hb(cid, c2):
+                    continue
+                first, second = sorted([(key, cid), (k2, c2)])
+                pair = (first[1], second[1], idx)
+                if pair in self._seen_pairs:
+                    continue
+                self._seen_pairs.add(pair)
+                self._pair_issues.append(FoldIssue(
+                    "block-overwritten", first[1], first[0],
+                    f"block {idx} written concurrently; the later write in the order won",
+                    second[1],
+                ))
+            writers.append((key, cid))
+
+    def _write(self, key: OrderKey, blocks: list[tuple[int, bytes]], *,
+               last_wins_by_key: bool) -> None:
+        bb, nbytes, data = self.block_bytes, self.nbytes, self.data
+        for idx, chunk in blocks:
+            if not 0 <= idx < self.blocks:
+                continue
+            start = idx * bb
+            end = min(start + bb, nbytes)
+            if len(chunk) != end - start:
+                continue
+            won = self._winner.get(idx)
+            if last_wins_by_key and won is not None and won > key:
+                continue
+            self._winner[idx] = key
+            data[start:end] = np.frombuffer(chunk, dtype=np.uint8)
+
+    def _replay(self) -> None:
+        self.data[:] = 0
+        self._winner.clear()
+        self.deleted, self._deleted_by = False, None
+        self._drop_issues = []
+        for e in self._entries:
+            if e.blocks is None:
+                self.data[:] = 0
+                self._winner.clear()
+                self.deleted, self._deleted_by = True, e.cid
+                continue
+            if self.deleted:
+                assert self._deleted_by is not None
+                if not self._hb(self._deleted_by, e.cid):
+                    self._drop_issues.append(FoldIssue(
+                        "edit-of-deleted-region", e.cid, e.key,
+                        "write made concurrently with the region's deletion; not applied",
+                        self._deleted_by,
+                    ))
+                    continue
+                self.deleted, self._deleted_by = False, None
+            self._write(e.key, e.blocks, last_wins_by_key=False)
+
+    def array(self) -> np.ndarray:
+        return self.data.view(self.dtype).reshape(self.shape)
+
+    def issues(self) -> list[FoldIssue]:
+        return [*self._pair_issues, *self._drop_issues]
+
+
+@dataclass(slots=True)
+class _BufEntry:
+    key: OrderKey
+    cid: bytes
+    blocks: list[tuple[int, bytes]] | None

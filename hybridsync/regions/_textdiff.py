@@ -1,0 +1,179 @@
+"""Bounded, deterministic diff and fuzzy patch for text regions (Fraser 2009, diff-match-patch).
+
+Indices are Python string indices: Unicode code points, never UTF-16 units or UTF-8 bytes,
+so emoji and combining marks survive every round trip. The diff never reads a clock: instead
+of ``Diff_Timeout`` (wall-clock, so not reproducible in the simulator) it bounds the work by
+size: trim the common prefix and suffix, then diff the middle by characters when it is small,
+by lines when lines keep it small, and otherwise replace the middle whole. Every step is
+O(text) or bounded, so a full rewrite of a 10 MB text cannot stall the cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from diff_match_patch import diff_match_patch
+
+from hybridsync.errors import PayloadError
+
+__all__ = ["Hunk", "apply_patch", "decode_patch", "encode_patch", "make_patch"]
+
+# Cost bounds (products of the two middle lengths the O(N·D) bisection may explore).
+CHAR_DIFF_BUDGET = 4_000_000
+LINE_DIFF_BUDGET = 4_000_000
+_EQUAL, _INSERT, _DELETE = 0, 1, -1
+
+
+def _engine() -> diff_match_patch:
+    dmp = diff_match_patch()
+    dmp.Diff_Timeout = 0  # no wall clock: the budgets above bound the work instead
+    # Tighter than the defaults (0.5, 1000): a hunk that cannot find its context close to
+    # where its author saw it fails loudly (a Conflict) instead of landing somewhere wrong.
+    dmp.Match_Threshold = 0.35
+    dmp.Match_Distance = 600
+    dmp.Patch_DeleteThreshold = 0.35
+    return dmp
+
+
+_DMP = _engine()
+
+
+@dataclass(frozen=True, slots=True)
+class Hunk:
+    """One patch hunk: diffs with context, and where its author saw it."""
+
+    start1: int
+    start2: int
+    length1: int
+    length2: int
+    diffs: tuple[tuple[int, str], ...]
+
+    @property
+    def text(self) -> str:
+        """A readable rendering, for conflict reports: ``-deleted+inserted`` with context."""
+        out = []
+        for op, s in self.diffs:
+            out.append(s if op == _EQUAL else ("+" if op == _INSERT else "-") + f"[{s}]")
+        return "".join(out)
+
+
+def _middle_diffs(a: str, b: str) -> list[tuple[int, str]]:
+    if not a and not b:
+        return []
+    if not a:
+        return [(_INSERT, b)]
+    if not b:
+        return [(_DELETE, a)]
+    if len(a) * len(b) <= CHAR_DIFF_BUDGET:
+        diffs = _DMP.diff_main(a, b, False)
+        _DMP.diff_cleanupSemantic(diffs)
+        return [(op, s) for op, s in diffs]
+    lines_a, lines_b = a.count("\n") + 1, b.count("\n") + 1
+    if lines_a * lines_b <= LINE_DIFF_BUDGET:
+        ca, cb, line_array = _DMP.diff_linesToChars(a, b)
+        diffs = _DMP.diff_main(ca, cb, False)
+        _DMP.diff_charsToLines(diffs, line_array)
+        _DMP.diff_cleanupSemantic(diffs)
+        return [(op, s) for op, s in diffs]
+    return [(_DELETE, a), (_INSERT, b)]
+
+
+def make_patch(shadow: str, new: str) -> list[Hunk]:
+    """Hunks turning ``shadow`` into ``new``; ``[]`` when they are equal."""
+    if shadow == new:
+        return []
+    p = _DMP.diff_commonPrefix(shadow, new)
+    s = _DMP.diff_commonSuffix(shadow[p:], new[p:])
+    mid_a, mid_b = shadow[p : len(shadow) - s], new[p : len(new) - s]
+    diffs: list[tuple[int, str]] = []
+    if p:
+        diffs.append((_EQUAL, shadow[:p]))
+    diffs.extend(_middle_diffs(mid_a, mid_b))
+    if s:
+        diffs.append((_EQUAL, shadow[len(shadow) - s :]))
+    patches = _DMP.patch_make(shadow, diffs)
+    return [
+        Hunk(pt.start1, pt.start2, pt.length1, pt.length2, tuple((op, t) for op, t in pt.diffs))
+        for pt in patches
+    ]
+
+
+def encode_patch(hunks: list[Hunk]) -> bytes:
+    out: bytes = msgpack.packb(
+        [[h.start1, h.start2, h.length1, h.length2, [[op, t] for op, t in h.diffs]]
+         for h in hunks],
+        use_bin_type=True,
+    )
+    return out
+
+
+def decode_patch(data: bytes) -> list[Hunk]:
+    """Inverse of :func:`encode_patch`; :class:`PayloadError` on anything malformed."""
+    try:
+        raw = msgpack.unpackb(data, raw=False, max_map_len=0, max_ext_len=0)
+    except Exception as exc:
+        raise PayloadError(f"text patch is not msgpack ({type(exc).__name__})") from None
+    if type(raw) is not list:
+        raise PayloadError("text patch must be a list of hunks")
+    hunks = []
+    for h in raw:
+        if type(h) is not list or len(h) != 5 or type(h[4]) is not list:
+            raise PayloadError("a hunk is [start1, start2, length1, length2, diffs]")
+        nums = h[:4]
+        if any(type(n) is not int or not 0 <= n < 1 << 40 for n in nums):
+            raise PayloadError("hunk positions must be non-negative ints")
+        diffs = []
+        for d in h[4]:
+            if (type(d) is not list or len(d) != 2 or type(d[0]) is not int
+                    or d[0] not in (-1, 0, 1) or type(d[1]) is not str):
+                raise PayloadError("a diff is [op in -1/0/1, text]")
+            diffs.append((d[0], d[1]))
+        hunks.append(Hunk(nums[0], nums[1], nums[2], nums[3], tuple(diffs)))
+    return hunks
+
+
+def apply_patch(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]:
+    """Fuzzy-apply hunks to ``text``: the new text and the hunks that failed to apply.
+
+    Deterministic: the same text and hunks give the same result on every replica.
+    """
+    if not hunks:
+        return text, []
+    patches: list[Any] = []
+    for h in hunks:
+        pt = _patch_obj()
+        pt.start1, pt.start2, pt.length1, pt.length2 = h.start1, h.start2, h.length1, h.length2
+        pt.diffs = list(h.diffs)
+        patches.append(pt)
+    new_text, results = _DMP.patch_apply(patches, text)
+    failed = [h for h, ok in zip(hunks, results, strict=False) if not ok]
+    if len(results) != len(hunks):
+        # patch_apply splits hunks longer than Match_MaxBits; report per original hunk
+        # conservatively: a hunk failed if any of its pieces failed.
+        failed = _failed_after_split(hunks, results)
+    return new_text, failed
+
+
+def _patch_obj() -> Any:
+    from diff_match_patch import patch_obj  # the class lives beside diff_match_patch
+
+    return patch_obj()
+
+
+def _failed_after_split(hunks: list[Hunk], results: list[bool]) -> list[Hunk]:
+    pieces = []
+    for h in hunks:
+        pt = _patch_obj()
+        pt.start1, pt.start2, pt.length1, pt.length2 = h.start1, h.start2, h.length1, h.length2
+        pt.diffs = list(h.diffs)
+        split = [pt]
+        _DMP.patch_splitMax(split)
+        pieces.append(len(split))
+    failed, i = [], 0
+    for h, n in zip(hunks, pieces, strict=True):
+        if not all(results[i : i + n]):
+            failed.append(h)
+        i += n
+    return failed
