@@ -420,11 +420,18 @@ class Memory:
             # Yjs history has no gap. Only frames would fail to carry it, so refuse loudly.
             log.error("commit of %d bytes exceeds the %d-byte payload limit",
                       len(payload), MAX_PAYLOAD_BYTES)
+        seq = self._log.seq_of(self.peer) + 1
+        parents = self._log.head_ids()
+        # The wire and the log require (peer, seq-1) among the parents, but our previous
+        # contribution is no longer a head once a remote one built on it has been applied.
+        own_prev = self._log.id_of(self.peer, seq - 1) if seq > 1 else None
+        if own_prev is not None and own_prev not in parents:
+            parents = (*parents, own_prev)
         c = Contribution.create(
             self.space,
             self.peer,
-            self._log.seq_of(self.peer) + 1,
-            self._log.head_ids(),
+            seq,
+            parents,
             self._log.lamport_of_heads() + 1,
             self._clock.tick(),
             kind,
