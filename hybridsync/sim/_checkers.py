@@ -1,0 +1,452 @@
+"""Checkers for the guarantees G1–G4 (DESIGN.md §4), separate from the code under test.
+
+They read replicas only through the public API (``fields_json``, ``heads``, ``history``,
+``conflicts``, ``fields.to_dict``, ``observe``) and their own records: the :class:`Recorder`
+notes every applied change per replica incarnation, the workload notes every committed write
+(:class:`WriteRecord`) and every operation (:class:`OpRecord`). Causality is recomputed here
+from ``history()`` parents, never asked of the replica.
+
+Every failure raises :class:`~hybridsync.errors.GuaranteeViolation` carrying the command
+that replays the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hybridsync.causal import Contribution
+from hybridsync.errors import GuaranteeViolation
+from hybridsync.replica import Change, Conflict, Memory
+
+__all__ = [
+    "ROLLBACK_MARK",
+    "OpRecord",
+    "Recorder",
+    "RunFingerprint",
+    "WriteRecord",
+    "check_causal_order",
+    "check_convergence",
+    "check_policy_independence",
+    "check_writes",
+    "fingerprint",
+]
+
+Path = tuple[str, ...]
+# Every value written inside a transaction that is then rolled back contains this mark.
+ROLLBACK_MARK = "~rolled-back~"
+_MAX_REPORTED = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    """One committed write as the workload made it: ``action`` is set, delete or append."""
+
+    op: int
+    peer: str
+    action: str
+    path: Path
+    value: Any
+    contribution: str  # hex id of the contribution that carried it
+
+    def describe(self) -> str:
+        where = "/".join(self.path)
+        if self.action == "delete":
+            return f"op {self.op}: {self.peer} deleted {where!r} in {self.contribution[:12]}"
+        return (f"op {self.op}: {self.peer} {self.action} {where!r} = {_short(self.value)} "
+                f"in {self.contribution[:12]}")
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """One workload operation and the contribution it produced (``None``: nothing committed).
+
+    ``touched`` lists every ``(action, path)`` the operation wrote, rolled-back ones included
+    (a rollback commits the restored values, which overwrite like any write).
+    """
+
+    index: int
+    tick: int
+    peer: str
+    kind: str
+    contribution: str | None
+    touched: tuple[tuple[str, Path], ...]
+    rolled_back: bool = False
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---- the recorder: what every replica applied, in order ----------------------------------------
+@dataclass(slots=True)
+class _Segment:
+    """One incarnation of one replica: what it replayed from its store, then applied."""
+
+    peer: str
+    incarnation: int
+    replayed: list[Contribution]
+    applied: list[tuple[str, bool]] = field(default_factory=list)
+    history: list[Contribution] | None = None  # captured when the incarnation ends
+    unsubscribe: Callable[[], None] | None = None
+
+
+class Recorder:
+    """Subscribes to every replica the simulator creates and records each applied change."""
+
+    def __init__(self) -> None:
+        self._segments: list[_Segment] = []
+        self._current: dict[str, _Segment] = {}
+        self._local: dict[str, list[Change]] = {}
+
+    def attach(self, peer: str, mem: Memory, replayed: Iterable[Contribution]) -> None:
+        """Start recording a fresh incarnation; ``replayed`` is its store, in store order."""
+        seg = _Segment(peer, mem.incarnation, list(replayed))
+        local = self._local.setdefault(peer, [])
+
+        def on_change(change: Change) -> None:
+            seg.applied.append((change.contribution, change.local))
+            if change.local:
+                local.append(change)
+
+        seg.unsubscribe = mem.observe(on_change)
+        self._segments.append(seg)
+        self._current[peer] = seg
+
+    def detach(self, peer: str, mem: Memory) -> None:
+        """The incarnation ends (crash): keep what it held for the causal-order check."""
+        seg = self._current.pop(peer, None)
+        if seg is None:
+            return
+        seg.history = mem.history()
+        if seg.unsubscribe is not None:
+            seg.unsubscribe()
+            seg.unsubscribe = None
+
+    def local_changes(self, peer: str) -> list[Change]:
+        """Local commits of ``peer`` across its incarnations, in commit order."""
+        return self._local.setdefault(peer, [])
+
+    def applied_count(self) -> int:
+        return sum(len(s.applied) for s in self._segments)
+
+    @property
+    def segments(self) -> list[_Segment]:
+        return list(self._segments)
+
+
+# ---- G1 convergence ------------------------------------------------------------------------
+def check_convergence(memories: Mapping[str, Memory], *, replay: str = "") -> None:
+    """G1: identical fields JSON, heads, ``history()`` ids (and conflicts) on every replica."""
+    if not memories:
+        return
+    names = sorted(memories)
+    ref_name = names[0]
+    ref = memories[ref_name]
+    ref_json = ref.fields_json()
+    ref_heads = ref.heads
+    ref_ids = [c.hex_id for c in ref.history()]
+    ref_conflicts = ref.conflicts()
+    for name in names[1:]:
+        mem = memories[name]
+        problems: list[str] = []
+        if mem.heads != ref_heads:
+            problems.append(f"heads differ: {_ids(ref_heads)} vs {_ids(mem.heads)}")
+        ids = [c.hex_id for c in mem.history()]
+        if ids != ref_ids:
+            missing = sorted(set(ref_ids) - set(ids))
+            extra = sorted(set(ids) - set(ref_ids))
+            what = (f"{len(missing)} missing, {len(extra)} extra" if missing or extra
+                    else "same ids in a different order")
+            problems.append(f"history() differs ({len(ref_ids)} vs {len(ids)}: {what})")
+        js = mem.fields_json()
+        if js != ref_json:
+            problems.append(f"fields_json differs:\n  {ref_name}: {_short(ref_json, 300)}\n"
+                            f"  {name}: {_short(js, 300)}")
+        if not problems and mem.conflicts() != ref_conflicts:
+            problems.append("conflicts() differ on replicas holding the same history")
+        if problems:
+            raise GuaranteeViolation(
+                f"G1 convergence: {name} differs from {ref_name}: " + "; ".join(problems),
+                replay=replay,
+            )
+
+
+def _ids(ids: Sequence[str]) -> str:
+    return "[" + ", ".join(i[:8] for i in ids) + "]"
+
+
+# ---- causality recomputed from history() parents ---------------------------------------------
+class _Causality:
+    """Ancestor sets (as int bitsets) over a history in topological order."""
+
+    def __init__(self, history: Sequence[Contribution]) -> None:
+        self.pos: dict[str, int] = {}
+        self._anc: list[int] = []
+        by_bytes: dict[bytes, int] = {}
+        for i, c in enumerate(history):
+            anc = 0
+            for p in c.parents:
+                j = by_bytes.get(p)
+                if j is None:
+                    raise GuaranteeViolation(
+                        f"history() lists {c.hex_id[:12]} ({c.author}#{c.seq}) before its "
+                        f"parent {p.hex()[:12]}"
+                    )
+                anc |= self._anc[j] | (1 << j)
+            self._anc.append(anc)
+            by_bytes[c.id] = i
+            self.pos[c.hex_id] = i
+
+    def before(self, a: str, b: str) -> bool:
+        """True when ``a`` is in the causal past of ``b``."""
+        return a != b and bool(self._anc[self.pos[b]] >> self.pos[a] & 1)
+
+
+# ---- G2 no silent loss -----------------------------------------------------------------------
+def _related(p: Path, p_action: str, q: Path, q_action: str) -> bool:
+    """Writes at ``p`` and ``q`` touch the same value (same path, or one inside the other)."""
+    if p == q:
+        return not (p_action == "append" and q_action == "append")
+    n = min(len(p), len(q))
+    return p[:n] == q[:n]
+
+
+def _lookup(state: Any, path: Path) -> tuple[bool, Any]:
+    cur = state
+    for key in path:
+        if not isinstance(cur, dict) or key not in cur:
+            return False, None
+        cur = cur[key]
+    return True, cur
+
+
+def normalize(value: Any) -> Any:
+    """A written value as the fields plane reads it back (tuples as lists, bytes as bytes)."""
+    if isinstance(value, tuple | list):
+        return [normalize(v) for v in value]
+    if isinstance(value, dict):
+        return {k: normalize(v) for k, v in value.items()}
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    return value
+
+
+def _visible(state: Any, w: WriteRecord) -> bool:
+    found, current = _lookup(state, w.path)
+    if w.action == "delete":
+        return not found
+    if not found:
+        return False
+    expected = normalize(w.value)
+    if w.action == "append":
+        return isinstance(current, list) and any(x == expected for x in current)
+    return bool(current == expected)
+
+
+def _conflict_path(path: str) -> Path:
+    return tuple(path.split("/")) if path else ()
+
+
+def _contains_mark(value: Any) -> bool:
+    if isinstance(value, str):
+        return ROLLBACK_MARK in value
+    if isinstance(value, dict):
+        return any(_contains_mark(k) or _contains_mark(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_mark(v) for v in value)
+    return False
+
+
+def _story(
+    w: WriteRecord, ops: Sequence[OpRecord], causality: _Causality,
+    by_contribution: Mapping[str, list[Conflict]],
+) -> str:
+    """The operations that touched the same value as ``w``, and how they relate to it."""
+    lines: list[str] = []
+    for op in ops:
+        if op.contribution is None or op.contribution not in causality.pos:
+            continue
+        paths = [(a, p) for a, p in op.touched if _related(w.path, w.action, p, a)]
+        if not paths or (op.contribution == w.contribution and op.index == w.op):
+            continue
+        if causality.before(op.contribution, w.contribution):
+            rel = "before"
+        elif causality.before(w.contribution, op.contribution):
+            rel = "after"
+        elif op.contribution == w.contribution:
+            rel = "same contribution"
+        else:
+            rel = "concurrent"
+        n_conf = len(by_contribution.get(op.contribution, ()))
+        what = ", ".join(f"{a} {'/'.join(p)}" for a, p in paths)
+        lines.append(f"\n    op {op.index} ({op.kind}{', rolled back' if op.rolled_back else ''})"
+                     f" by {op.peer} at tick {op.tick}, {rel}: {what} in "
+                     f"{op.contribution[:12]} ({n_conf} conflicts)")
+    return "".join(lines[-8:])
+
+
+def check_writes(
+    mem: Memory,
+    writes: Sequence[WriteRecord],
+    ops: Sequence[OpRecord],
+    *,
+    replay: str = "",
+) -> int:
+    """G2: every committed write is in ``mem`` (a converged replica) or is explained.
+
+    A write is explained when its value is visible at its path; or a later write (one whose
+    contribution causally follows it) touched the same value; or its contribution appears in
+    a conflict whose location is the write's path, inside it or one of its ancestors (a
+    concurrent replacement of ``k`` loses every write under ``k``). Rolled-back writes must
+    never be visible. Returns the number of writes explained by a conflict.
+    """
+    history = mem.history()
+    causality = _Causality(history)
+    state = mem.fields.to_dict()
+    touched: dict[str, list[tuple[str, str, Path]]] = {}  # top key -> (contribution, action, path)
+    for op in ops:
+        if op.contribution is None:
+            continue
+        for action, path in op.touched:
+            touched.setdefault(path[0] if path else "", []).append((op.contribution, action, path))
+    by_contribution: dict[str, list[Conflict]] = {}
+    for conflict in mem.conflicts():
+        for cid in conflict.contributions:
+            by_contribution.setdefault(cid, []).append(conflict)
+
+    failures: list[str] = []
+    by_conflict = 0
+    for w in writes:
+        if w.contribution not in causality.pos:
+            failures.append(f"{w.describe()}: its contribution is not in history()")
+            continue
+        if _visible(state, w):
+            continue
+        top = w.path[0] if w.path else ""
+        if any(
+            _related(w.path, w.action, path, action) and causality.before(w.contribution, cid)
+            for cid, action, path in touched.get(top, ())
+        ):
+            continue
+        if any(
+            _related(w.path, w.action, _conflict_path(c.location), "set")
+            for c in by_contribution.get(w.contribution, ())
+        ):
+            by_conflict += 1
+            continue
+        found, current = _lookup(state, w.path)
+        now = _short(current) if found else "absent"
+        failures.append(f"{w.describe()}: lost silently (now {now}; no later write to it, "
+                        "no conflict)" + _story(w, ops, causality, by_contribution))
+    if _contains_mark(state):
+        failures.append("a value written in a rolled-back transaction is visible")
+    if failures:
+        extra = len(failures) - _MAX_REPORTED
+        more = f" (and {extra} more)" if extra > 0 else ""
+        raise GuaranteeViolation(
+            f"G2 no silent loss on {mem.peer}: " + "; ".join(failures[:_MAX_REPORTED]) + more,
+            replay=replay,
+        )
+    return by_conflict
+
+
+# ---- G3 causal order of application ----------------------------------------------------------
+def check_causal_order(
+    recorder: Recorder, memories: Mapping[str, Memory], *, replay: str = ""
+) -> int:
+    """G3: every replica incarnation applied each contribution after all its parents.
+
+    Checks the store replay of each restart and each observed change, that nothing was
+    applied twice, and that what each incarnation holds is exactly what it reported applying.
+    Returns the number of applications checked.
+    """
+    parents: dict[str, tuple[str, ...]] = {}
+    histories: dict[int, list[Contribution]] = {}
+    for k, seg in enumerate(recorder.segments):
+        hist = seg.history
+        if hist is None:
+            mem = memories.get(seg.peer)
+            hist = mem.history() if mem is not None and mem.incarnation == seg.incarnation else []
+        histories[k] = hist
+        for c in (*seg.replayed, *hist):
+            parents.setdefault(c.hex_id, tuple(p.hex() for p in c.parents))
+    checked = 0
+    for k, seg in enumerate(recorder.segments):
+        who = f"{seg.peer} (incarnation {seg.incarnation})"
+        seen: set[str] = set()
+        for c in seg.replayed:
+            missing = [p.hex() for p in c.parents if p.hex() not in seen]
+            if missing:
+                raise GuaranteeViolation(
+                    f"G3 causal order: {who} replayed {c.hex_id[:12]} from its store before "
+                    f"its parent {missing[0][:12]}", replay=replay)
+            seen.add(c.hex_id)
+        for cid, local in seg.applied:
+            if cid in seen:
+                raise GuaranteeViolation(
+                    f"G3 causal order: {who} applied {cid[:12]} twice", replay=replay)
+            ps = parents.get(cid)
+            if ps is None:
+                raise GuaranteeViolation(
+                    f"G3 causal order: {who} reported applying {cid[:12]}, which no replica "
+                    f"holds", replay=replay)
+            missing = [p for p in ps if p not in seen]
+            if missing:
+                raise GuaranteeViolation(
+                    f"G3 causal order: {who} applied {'local' if local else 'remote'} "
+                    f"{cid[:12]} before its parent {missing[0][:12]}", replay=replay)
+            seen.add(cid)
+            checked += 1
+        held = {c.hex_id for c in histories[k]}
+        if held != seen:
+            unreported = sorted(held - seen)
+            unheld = sorted(seen - held)
+            raise GuaranteeViolation(
+                f"G3 causal order: {who} holds {len(unreported)} contribution(s) it never "
+                f"reported applying {_ids(unreported[:3])} and reported {len(unheld)} it does "
+                f"not hold {_ids(unheld[:3])}", replay=replay)
+    return checked
+
+
+# ---- G4 policy independence ------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class RunFingerprint:
+    """What must not depend on routing, batching or delivery order."""
+
+    label: str
+    fields_json: str
+    fields: dict[str, Any]
+    history: tuple[str, ...]
+    conflicts: tuple[Conflict, ...]
+
+
+def fingerprint(label: str, mem: Memory) -> RunFingerprint:
+    return RunFingerprint(
+        label, mem.fields_json(), mem.fields.to_dict(),
+        tuple(c.hex_id for c in mem.history()), tuple(mem.conflicts()),
+    )
+
+
+def check_policy_independence(runs: Sequence[RunFingerprint], *, replay: str = "") -> None:
+    """G4: the same workload under every policy gives the same state and ``history()``."""
+    if not runs:
+        return
+    ref = runs[0]
+    for run in runs[1:]:
+        problems: list[str] = []
+        if run.history != ref.history:
+            common = sum(1 for a, b in zip(ref.history, run.history, strict=False) if a == b)
+            problems.append(f"history() differs ({len(ref.history)} vs {len(run.history)} "
+                            f"contributions, {common} equal positions)")
+        if run.fields_json != ref.fields_json or run.fields != ref.fields:
+            problems.append(f"fields differ: {_short(ref.fields_json, 200)} vs "
+                            f"{_short(run.fields_json, 200)}")
+        if run.conflicts != ref.conflicts:
+            problems.append("conflicts() differ")
+        if problems:
+            raise GuaranteeViolation(
+                f"G4 policy independence: {run.label} differs from {ref.label}: "
+                + "; ".join(problems), replay=replay)

@@ -1,0 +1,163 @@
+"""Options of one simulated run, drawn from the seed or given, and the command that replays it.
+
+One seed drives everything (TigerBeetle VOPR, FoundationDB simulation): when an option is not
+given it is drawn from ``random.Random(f"{seed}-options")``, and the run prints the seed and
+every option first. :meth:`SimOptions.replay_command` spells every option out, so a replay does
+not depend on how options are drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from hybridsync.errors import ConfigError
+
+__all__ = ["MODES", "ROUTINGS", "SCALES", "SimOptions", "check_probability"]
+
+ROUTINGS = ("mesh", "star", "gossip")
+MODES = ("interleaved", "epochs")
+SCALES = ("small", "default", "large")
+MAX_PEERS = 64
+MAX_TICKS = 1_000_000
+
+
+def check_probability(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{what} must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_int(value: object, what: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{what} must be an int in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def check_choice(value: object, what: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+    assert isinstance(value, str)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimOptions:
+    """Everything that shapes one run besides the code under test.
+
+    ``ticks`` is the safety phase (faults on; in ``epochs`` mode, per epoch);
+    ``liveness_ticks`` bounds the liveness phase (faults healed, convergence demanded).
+    Loss, duplication and reordering stay on in the liveness phase: anti-entropy must win
+    over a lossy network; partitions, clogs and crashes stop.
+    """
+
+    seed: int
+    peers: int = 4
+    ticks: int = 100
+    liveness_ticks: int = 600
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: bool = True
+    max_delay_ticks: int = 3
+    routing: str = "mesh"
+    gossip_fanout: int = 2
+    batch_size: int = 512
+    partitions: bool = True
+    crashes: bool = True
+    write_rate: float = 0.3
+    mode: str = "interleaved"
+    epochs: int = 3
+    burst_ops: int = 12
+    tick_ms: int = 10
+
+    def __post_init__(self) -> None:
+        check_int(self.seed, "seed", 0, (1 << 63) - 1)
+        check_int(self.peers, "peers", 1, MAX_PEERS)
+        check_int(self.ticks, "ticks", 0, MAX_TICKS)
+        check_int(self.liveness_ticks, "liveness_ticks", 1, MAX_TICKS)
+        check_probability(self.loss, "loss")
+        check_probability(self.duplicate, "duplicate")
+        if self.loss >= 0.95:
+            raise ConfigError("loss must stay below 0.95, or nothing can converge")
+        if not isinstance(self.reorder, bool):
+            raise ConfigError(f"reorder must be a bool, got {self.reorder!r}")
+        check_int(self.max_delay_ticks, "max_delay_ticks", 1, 10_000)
+        check_choice(self.routing, "routing", ROUTINGS)
+        check_int(self.gossip_fanout, "gossip_fanout", 1, MAX_PEERS)
+        check_int(self.batch_size, "batch_size", 1, 65_536)
+        for name in ("partitions", "crashes"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be a bool")
+        if (
+            isinstance(self.write_rate, bool)
+            or not isinstance(self.write_rate, int | float)
+            or not 0.0 <= self.write_rate <= 16.0
+        ):
+            raise ConfigError(f"write_rate must be a number of ops per tick in [0, 16], "
+                              f"got {self.write_rate!r}")
+        check_choice(self.mode, "mode", MODES)
+        check_int(self.epochs, "epochs", 1, 10_000)
+        check_int(self.burst_ops, "burst_ops", 0, 100_000)
+        check_int(self.tick_ms, "tick_ms", 1, 60_000)
+
+    # ---- drawing from the seed ------------------------------------------------------------
+    @classmethod
+    def draw(cls, seed: int, *, scale: str = "default", **overrides: Any) -> SimOptions:
+        """Options drawn from ``seed`` (``random.Random(f"{seed}-options")``), then overridden.
+
+        ``scale`` picks the size of what is drawn: ``small`` for the default test sweep,
+        ``large`` for soak runs. Overrides whose value is ``None`` are ignored.
+        """
+        check_int(seed, "seed", 0, (1 << 63) - 1)
+        check_choice(scale, "scale", SCALES)
+        rng = random.Random(f"{seed}-options")
+        max_peers, lo_ticks, hi_ticks = {"small": (4, 20, 60), "default": (6, 40, 150),
+                                          "large": (8, 80, 400)}[scale]
+        drawn: dict[str, Any] = {
+            "peers": rng.randint(2, max_peers),
+            "ticks": rng.randint(lo_ticks, hi_ticks),
+            "loss": rng.choice((0.0, 0.0, 0.05, 0.15, 0.3)),
+            "duplicate": rng.choice((0.0, 0.0, 0.05, 0.2)),
+            "reorder": rng.random() < 0.7,
+            "max_delay_ticks": rng.randint(1, 5),
+            "routing": rng.choice(ROUTINGS),
+            "gossip_fanout": rng.randint(1, 3),
+            "batch_size": rng.choice((1, 2, 8, 512)),
+            "partitions": rng.random() < 0.85,
+            "crashes": rng.random() < 0.6,
+            "write_rate": rng.choice((0.1, 0.3, 0.6, 1.0)),
+        }
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        drawn.update({k: v for k, v in overrides.items() if v is not None})
+        drawn.pop("seed", None)
+        return cls(seed=seed, **drawn)
+
+    def replace(self, **changes: Any) -> SimOptions:
+        return dataclasses.replace(self, **changes)
+
+    # ---- printing and replaying -----------------------------------------------------------
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def describe(self) -> str:
+        """``seed=7 peers=4 ticks=100 ...``: what a run prints first."""
+        return " ".join(f"{k}={v}" for k, v in self.as_dict().items())
+
+    def to_argv(self) -> list[str]:
+        """Arguments of ``python -m hybridsync.sim`` that replay exactly this run."""
+        argv: list[str] = []
+        for k, v in self.as_dict().items():
+            flag = "--" + k.replace("_", "-")
+            if isinstance(v, bool):
+                argv.append(flag if v else "--no-" + k.replace("_", "-"))
+            else:
+                argv += [flag, str(v)]
+        return argv
+
+    def replay_command(self) -> str:
+        return "python -m hybridsync.sim " + shlex.join(self.to_argv())

@@ -1,0 +1,263 @@
+"""The workload: random writes on random peers, drawn from their own stream of the seed.
+
+The workload stream (``random.Random(f"{seed}-workload")``) is consumed in a fixed pattern —
+one draw per tick for the number of operations, one per operation for its private generator —
+so it never depends on what the network delivered: the same seed gives the same operations
+under every routing policy (G4). Each operation then reads its peer's state (is ``k3`` a map?)
+through its private generator.
+
+Operations: top-level sets of every value type (scalars, nested dicts, lists, big ints, bytes,
+unicode), deletes, nested writes into maps (``mem.fields["k"]["n"] = v``), list appends, and
+multi-write transactions, some of which raise and roll back. Keys are skewed (a few hot keys),
+so concurrent writes to one key are common.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hybridsync.fields import FieldList, FieldMap
+from hybridsync.replica import Memory
+from hybridsync.sim._checkers import ROLLBACK_MARK, OpRecord, Path, WriteRecord
+
+__all__ = ["HOT_KEYS", "LIST_KEYS", "Workload"]
+
+HOT_KEYS = ("k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7")
+_KEY_WEIGHTS = (30, 20, 12, 8, 6, 4, 3, 2)
+LIST_KEYS = ("l0", "l1")
+NESTED_KEYS = ("n0", "n1", "n2", "n3")
+_UNICODE = ("é", "ß", "中文", "😀", "👩\u200d💻", "e\u0301", "עברית", "\u0000", "🇫🇷", "Ω")
+# op kind -> weight
+_OPS = (
+    ("set", 30),
+    ("nested_set", 20),
+    ("delete", 8),
+    ("nested_delete", 6),
+    ("append", 12),
+    ("transaction", 14),
+    ("rollback", 6),
+    ("update", 4),
+)
+
+
+class _Abort(Exception):
+    """Raised inside a workload transaction to make it roll back."""
+
+
+@dataclass(slots=True)
+class _Txn:
+    """Writes of one operation, before its contribution id is known."""
+
+    writes: list[tuple[str, Path, Any]] = field(default_factory=list)
+    touched: list[tuple[str, Path]] = field(default_factory=list)
+    fresh: set[Path] = field(default_factory=set)  # created by this operation
+
+    def add(self, action: str, path: Path, value: Any = None, *, existed: bool = True) -> None:
+        self.touched.append((action, path))
+        if action == "set" and not existed and not any(
+            _prefix(path, p) for _, p in self.touched[:-1]
+        ):
+            self.fresh.add(path)
+        if action == "delete" and any(path[:n] in self.fresh for n in range(1, len(path) + 1)):
+            # Deleting what this same contribution created leaves no trace: Yjs sees an item
+            # born deleted, so it neither overwrites nor conflicts with anything.
+            self.fresh.discard(path)
+            self.writes = [w for w in self.writes if not _prefix(w[1], path)]
+            return
+        # A later write in the same contribution hides earlier related ones (not append+append).
+        self.writes = [
+            w for w in self.writes
+            if not (_prefix(w[1], path) and not (w[0] == action == "append" and w[1] == path))
+        ]
+        self.writes.append((action, path, value))
+
+
+def _prefix(p: Path, q: Path) -> bool:
+    n = min(len(p), len(q))
+    return p[:n] == q[:n]
+
+
+class Workload:
+    """Random operations on the replicas of a simulation, with a record of each write."""
+
+    def __init__(self, seed: int, *, write_rate: float = 0.3) -> None:
+        self._rng = random.Random(f"{seed}-workload")
+        self.write_rate = float(write_rate)
+        self.ops: list[OpRecord] = []
+        self.writes: list[WriteRecord] = []
+        self.skipped = 0
+        self.rolled_back = 0
+        self._uid = 0
+
+    # ---- the stream ----------------------------------------------------------------------
+    def ops_this_tick(self) -> int:
+        """How many operations run this tick (exactly one draw from the stream)."""
+        rate = self.write_rate
+        whole = int(rate)
+        return whole + (1 if self._rng.random() < rate - whole else 0)
+
+    def next_op(self) -> random.Random:
+        """The private generator of the next operation (exactly one draw from the stream)."""
+        return random.Random(self._rng.getrandbits(64))
+
+    # ---- running -------------------------------------------------------------------------
+    def step(
+        self,
+        peers: tuple[str, ...],
+        memory_of: Callable[[str], Memory | None],
+        local_changes: Callable[[str], list[Any]],
+        tick: int,
+        count: int | None = None,
+    ) -> int:
+        """Run this tick's operations (``count`` overrides the drawn number). Returns how many
+        committed."""
+        n = self.ops_this_tick() if count is None else count
+        done = 0
+        for _ in range(n):
+            op_rng = self.next_op()
+            peer = peers[op_rng.randrange(len(peers))]
+            mem = memory_of(peer)
+            if mem is None:
+                self.skipped += 1
+                continue
+            if self._run_op(op_rng, peer, mem, local_changes, tick):
+                done += 1
+        return done
+
+    def _run_op(
+        self,
+        rng: random.Random,
+        peer: str,
+        mem: Memory,
+        local_changes: Callable[[str], list[Any]],
+        tick: int,
+    ) -> bool:
+        kind = rng.choices([k for k, _ in _OPS], weights=[w for _, w in _OPS])[0]
+        txn = _Txn()
+        before = len(local_changes(peer))
+        rolled_back = False
+        if kind in ("transaction", "rollback"):
+            rolled_back = kind == "rollback"
+            try:
+                with mem.transaction(note=f"{kind} by {peer}"):
+                    for _ in range(rng.randint(2, 4)):
+                        self._write(rng, mem, txn, marked=rolled_back)
+                    if rolled_back:
+                        raise _Abort
+            except _Abort:
+                self.rolled_back += 1
+        elif kind == "update":
+            self._update(rng, mem, txn)
+        else:
+            self._write(rng, mem, txn, kind=kind)
+        new = local_changes(peer)[before:]
+        cid = new[0].contribution if new else None
+        index = len(self.ops)
+        self.ops.append(OpRecord(index, tick, peer, kind, cid, tuple(txn.touched), rolled_back))
+        if cid is not None and not rolled_back:
+            for action, path, value in txn.writes:
+                self.writes.append(WriteRecord(index, peer, action, path, value, cid))
+        return cid is not None
+
+    # ---- single writes -------------------------------------------------------------------
+    def _write(
+        self, rng: random.Random, mem: Memory, txn: _Txn, *, kind: str | None = None,
+        marked: bool = False,
+    ) -> None:
+        if kind is None:
+            kind = rng.choices(("set", "nested_set", "delete", "nested_delete", "append"),
+                               weights=(30, 25, 8, 6, 12))[0]
+        key = rng.choices(HOT_KEYS, weights=_KEY_WEIGHTS)[0]
+        sub = rng.choice(NESTED_KEYS)
+        fields = mem.fields
+        if kind == "append":
+            lkey = rng.choice(LIST_KEYS)
+            value = self._value(rng, marked, depth=1)
+            current = fields.get(lkey)
+            if isinstance(current, FieldList):
+                current.append(value)
+                txn.add("append", (lkey,), value)
+            else:
+                existed = lkey in fields
+                fields[lkey] = [value]
+                txn.add("set", (lkey,), [value], existed=existed)
+        elif kind == "delete":
+            if key in fields:
+                del fields[key]
+                txn.add("delete", (key,))
+            else:
+                self._write(rng, mem, txn, kind="set", marked=marked)
+        elif kind == "nested_delete":
+            current = fields.get(key)
+            if isinstance(current, FieldMap) and sub in current:
+                del current[sub]
+                txn.add("delete", (key, sub))
+            else:
+                self._write(rng, mem, txn, kind="nested_set", marked=marked)
+        elif kind == "nested_set":
+            value = self._value(rng, marked, depth=1)
+            current = fields.get(key)
+            if isinstance(current, FieldMap):
+                existed = sub in current
+                current[sub] = value
+                txn.add("set", (key, sub), value, existed=existed)
+            else:
+                fields[key] = {sub: value}
+                txn.add("set", (key,), {sub: value}, existed=current is not None)
+        else:
+            value = self._value(rng, marked, depth=0)
+            existed = key in fields
+            fields[key] = value
+            txn.add("set", (key,), value, existed=existed)
+
+    def _update(self, rng: random.Random, mem: Memory, txn: _Txn) -> None:
+        """``fields.update({...})``: several top-level keys in one contribution."""
+        keys = sorted(set(rng.choices(HOT_KEYS, weights=_KEY_WEIGHTS, k=rng.randint(1, 3))))
+        values = {k: self._value(rng, False, depth=1) for k in keys}
+        existed = {k: k in mem.fields for k in keys}
+        mem.fields.update(values)
+        for k in keys:
+            txn.add("set", (k,), values[k], existed=existed[k])
+
+    # ---- values --------------------------------------------------------------------------
+    def _tag(self, marked: bool) -> str:
+        self._uid += 1
+        return f"{ROLLBACK_MARK if marked else 'v'}{self._uid}"
+
+    def _value(self, rng: random.Random, marked: bool, depth: int) -> Any:
+        """A random value of any storable type; strings carry a unique tag. Values written
+        in a transaction that rolls back are all marked (``ROLLBACK_MARK``)."""
+        if marked:
+            roll = rng.random()
+            tag = self._tag(True)
+            if roll < 0.6 or depth >= 2:
+                return tag
+            if roll < 0.8:
+                return {rng.choice(NESTED_KEYS): tag}
+            return [tag, tag]
+        choice = rng.randrange(14 if depth < 2 else 10)
+        if choice == 0:
+            return rng.randint(-1000, 1000)
+        if choice == 1:
+            return rng.choice((1, -1)) * rng.randint(1 << 53, (1 << 63) - 1)
+        if choice == 2:
+            return rng.choice((-(1 << 53), (1 << 53) - 1, (1 << 53) + 1, 0, -1))
+        if choice == 3:
+            return rng.randint(-4000, 4000) / 8
+        if choice == 4:
+            return rng.choice((True, False, None))
+        if choice in (5, 6):
+            return self._tag(False)
+        if choice == 7:
+            return self._tag(False) + "".join(rng.choices(_UNICODE, k=rng.randint(1, 4)))
+        if choice == 8:
+            return rng.randbytes(rng.randint(0, 24))
+        if choice == 9:
+            return ""
+        if choice in (10, 11):
+            return {k: self._value(rng, False, depth + 1)
+                    for k in rng.sample(NESTED_KEYS, rng.randint(0, 3))}
+        return [self._value(rng, False, depth + 1) for _ in range(rng.randint(0, 3))]
