@@ -730,6 +730,10 @@ class Memory:
                     if c is None:
                         self._log.park(d)
                         continue
+                    if c.id in self._log:
+                        # Already applied from a later frame (a retransmission) that also
+                        # carried the parents that released this parked copy.
+                        continue
                     self._log.check(c)
                     self._apply(c, local=False)
                 except (IntegrityError, PayloadError) as exc:
