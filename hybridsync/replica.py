@@ -659,6 +659,24 @@ class Memory:
         for parents, and the number of duplicates. Raises on the first bad contribution.
         """
         overlay: dict[tuple[str, int], Contribution] = {}
+        overlay_ids: dict[bytes, Contribution] = {}
+        memo: dict[bytes, dict[str, int]] = {}
+
+        def past_of(pid: bytes) -> dict[str, int]:
+            if pid in self._log:
+                return self._log.causal_vv(pid)
+            got = memo.get(pid)
+            if got is None:
+                pc = overlay_ids[pid]
+                got = {}
+                for q in pc.parents:
+                    for a, s in past_of(q).items():
+                        if s > got.get(a, 0):
+                            got[a] = s
+                got[pc.author] = pc.seq
+                memo[pid] = got
+            return got
+
         staged: list[Contribution] = []
         parked: list[Draft] = []
         duplicates = 0
@@ -696,6 +714,17 @@ class Memory:
             if missing:
                 parked.append(d)
                 continue
+            if d.seq > 1 and (d.author, d.seq - 1) not in d.parent_dots:
+                own_past = max((past_of(p).get(d.author, 0) for p in parents), default=0)
+                if own_past != d.seq - 1:
+                    raise IntegrityError(
+                        f"{d.author}#{d.seq}: its causal past holds {d.author}#{own_past}, "
+                        f"not exactly {d.author}#{d.seq - 1}"
+                    )
+            elif d.seq == 1 and any(
+                past_of(p).get(d.author, 0) for p in parents
+            ):
+                raise IntegrityError(f"{d.author}#1 has an own contribution in its past")
             if d.lamport != lamport + 1:
                 raise IntegrityError(
                     f"{d.author}#{d.seq}: lamport {d.lamport} is not one more than its "
@@ -715,6 +744,7 @@ class Memory:
             if d.kind == "multi":
                 self._decoded[c.id] = self._decode_multi(c)
             overlay[(d.author, d.seq)] = c
+            overlay_ids[c.id] = c
             staged.append(c)
         return staged, parked, duplicates
 

@@ -183,21 +183,23 @@ class CausalLog:
                 f"{c.author}#{c.seq} arrived before {c.author}#{self.seq_of(c.author) + 1}"
             )
         lamport = 0
-        own_prev = False
+        own_past = 0
         for p in c.parents:
             pc = self._by_id.get(p)
             if pc is None:
                 raise IntegrityError(f"{c.author}#{c.seq}: parent {p.hex()[:12]} is not held")
             lamport = max(lamport, pc.lamport)
-            if pc.author == c.author and pc.seq == c.seq - 1:
-                own_prev = True
+            own_past = max(own_past, self._causal[p].get(c.author, 0))
         if c.lamport != lamport + 1:
             raise IntegrityError(
                 f"{c.author}#{c.seq}: lamport {c.lamport} is not one more than its parents' "
                 f"({lamport})"
             )
-        if c.seq > 1 and not own_prev:
-            raise IntegrityError(f"{c.author}#{c.seq} does not name {c.author}#{c.seq - 1}")
+        if own_past != c.seq - 1:
+            raise IntegrityError(
+                f"{c.author}#{c.seq}: its causal past holds {c.author}#{own_past}, "
+                f"not exactly {c.author}#{c.seq - 1}"
+            )
         if len(set(c.parents)) != len(c.parents):
             raise IntegrityError(f"{c.author}#{c.seq} names a parent twice")
 

@@ -106,6 +106,7 @@ class FieldsConflictIndex:
             self._writes[c.id] = ()
             return ()
         local: dict[ItemId, YItem] = {}
+        created: set[ItemId] = set()  # containers created by this very update
         writes: list[FieldWrite] = []
         for it in update.items:
             if it.kind in ("gc", "skip"):
@@ -121,8 +122,12 @@ class FieldsConflictIndex:
                 clocks.append(it.clock)
             else:
                 bisect.insort(clocks, it.clock)
+            if it.kind == "type":
+                created.add(iid)
             if it.kind == "deleted":
                 continue
+            if not isinstance(parent, str) and self._inside(parent, created):
+                continue  # part of a container this update created: its value, not a write
             path = self.path_of(parent)
             if path is None:
                 continue
@@ -141,6 +146,20 @@ class FieldsConflictIndex:
         result = tuple(writes)
         self._writes[c.id] = result
         return result
+
+    def _inside(self, parent: ItemId, created: set[ItemId]) -> bool:
+        """True when ``parent`` is, or lies inside, a container in ``created``."""
+        cur: str | ItemId = parent
+        for _ in range(66):
+            if isinstance(cur, str):
+                return False
+            if cur in created:
+                return True
+            entry = self._items.get(cur)
+            if entry is None:
+                return False
+            cur = entry.parent
+        return False
 
     def _parent_of(self, it: YItem) -> tuple[str | ItemId | None, str | None]:
         if it.parent is not None:

@@ -23,45 +23,63 @@ ROOT_NAME = "fields"
 _LOCAL = "hybridsync-local"
 
 
+Path = tuple[str | int, ...]
+
+
 class Journal:
-    """Old values of everything a transaction touched, so an exception can roll it back."""
+    """What a transaction overwrote, as it was before its first write there, so an exception
+    can roll the transaction back.
 
-    __slots__ = ("_arrays", "_maps")
+    Snapshots are per (container path, key) and per list path. Restoring goes from the
+    shortest path to the longest, navigating from the root each time, so it stays right when
+    the transaction also replaced or deleted the containers it wrote into, and it leaves alone
+    whatever it did not touch (a concurrent nested write of another replica survives).
+    """
 
-    def __init__(self) -> None:
-        self._maps: list[tuple[pycrdt.Map[Any], str, bool, Any]] = []
-        self._arrays: list[tuple[pycrdt.Array[Any], list[Any]]] = []
+    __slots__ = ("_root", "_snap")
 
-    def touch_map(self, ymap: pycrdt.Map[Any], key: str) -> None:
+    def __init__(self, root: pycrdt.Map[Any] | None) -> None:
+        self._root = root
+        self._snap: dict[tuple[Path, str | None], tuple[bool, Any]] = {}
+
+    def touch_map(self, ymap: pycrdt.Map[Any], path: Path, key: str) -> None:
+        if self._root is None or (path, key) in self._snap:
+            return
         had = key in ymap
-        self._maps.append((ymap, key, had, from_crdt(ymap[key]) if had else None))
+        self._snap[(path, key)] = (had, from_crdt(ymap[key]) if had else None)
 
-    def touch_array(self, arr: pycrdt.Array[Any]) -> None:
-        self._arrays.append((arr, from_crdt(arr)))
+    def touch_list(self, arr: pycrdt.Array[Any], path: Path) -> None:
+        if self._root is None or (path, None) in self._snap:
+            return
+        self._snap[(path, None)] = (True, from_crdt(arr))
+
+    def _navigate(self, path: Path) -> Any:
+        cur: Any = self._root
+        for k in path:
+            in_map = isinstance(cur, pycrdt.Map) and isinstance(k, str) and k in cur
+            in_list = isinstance(cur, pycrdt.Array) and isinstance(k, int) and k < len(cur)
+            if not (in_map or in_list):
+                return None
+            cur = cur[k]
+        return cur
 
     def restore(self) -> None:
-        """Undo in reverse order (the oldest snapshot of a key is written last)."""
-        for ymap, key, had, old in reversed(self._maps):
-            if had:
-                ymap[key] = to_crdt(old)
-            elif key in ymap:
-                del ymap[key]
-        for arr, values in reversed(self._arrays):
-            arr.clear()
-            arr.extend([to_crdt(v) for v in values])
+        for (path, key), (had, old) in sorted(
+            self._snap.items(), key=lambda kv: len(kv[0][0])
+        ):
+            target = self._navigate(path)
+            if key is None:
+                if isinstance(target, pycrdt.Array):
+                    target.clear()
+                    target.extend([to_crdt(v) for v in old])
+            elif isinstance(target, pycrdt.Map):
+                if had:
+                    target[key] = to_crdt(old)
+                elif key in target:
+                    del target[key]
 
 
-class _NoJournal(Journal):
-    """Single autocommitted writes need no rollback: a failing write changes nothing."""
-
-    def touch_map(self, ymap: pycrdt.Map[Any], key: str) -> None:
-        return None
-
-    def touch_array(self, arr: pycrdt.Array[Any]) -> None:
-        return None
-
-
-_NO_JOURNAL = _NoJournal()
+_NO_JOURNAL = Journal(None)  # autocommitted single writes: a failing write changes nothing
 
 
 class FieldsPlane:
@@ -115,7 +133,7 @@ class FieldsPlane:
         if self._txn is not None:
             raise TransactionError("a transaction is already open on this replica")
         self._captured.clear()
-        self._journal = Journal()
+        self._journal = Journal(self.root)
         self._txn = self.doc.transaction(origin=_LOCAL)
         self._txn.__enter__()
 
@@ -161,11 +179,11 @@ class FieldsPlane:
             if update is not None:
                 self._autocommit(update)
 
-    def set_key(self, ymap: pycrdt.Map[Any], key: str, value: Any) -> None:
+    def set_key(self, ymap: pycrdt.Map[Any], key: str, value: Any, path: Path) -> None:
         """``ymap[key] = value`` as one write (the hot path of ``fields[key] = v``)."""
         if self._txn is not None:
             assert self._journal is not None
-            self._journal.touch_map(ymap, key)
+            self._journal.touch_map(ymap, path, key)
             ymap[key] = value
             return
         if self._remote:

@@ -44,7 +44,9 @@ def to_crdt(value: object, depth: int = 0, budget: list[int] | None = None) -> A
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str):
-        _spend(budget, len(value) * 4 if len(value) > budget[0] // 4 else len(value))
+        check_text(value)
+        n = len(value)
+        _spend(budget, n if value.isascii() or n * 4 <= budget[0] else len(value.encode()))
         return value
     if isinstance(value, int):
         if not -_INT_LIMIT < value < _INT_LIMIT:
@@ -59,12 +61,16 @@ def to_crdt(value: object, depth: int = 0, budget: list[int] | None = None) -> A
         _spend(budget, len(data))
         return data
     if isinstance(value, dict):
+        if len(value) == 1 and BIGINT_TAG in value:
+            raise FieldValueError(
+                f"a dict whose only key is {BIGINT_TAG!r} is reserved for big ints"
+            )
         out: dict[str, Any] = {}
         for k, v in value.items():
             if not isinstance(k, str):
                 raise FieldValueError(f"field keys must be str, got {type(k).__name__} {k!r}")
             _spend(budget, len(k))
-            out[k] = to_crdt(v, depth + 1, budget)
+            out[check_text(k)] = to_crdt(v, depth + 1, budget)
         return pycrdt.Map(out)
     if isinstance(value, list | tuple):
         return pycrdt.Array([to_crdt(v, depth + 1, budget) for v in value])
@@ -72,6 +78,18 @@ def to_crdt(value: object, depth: int = 0, budget: list[int] | None = None) -> A
         f"cannot store a {type(value).__name__} in fields: use None, bool, int, float, str, "
         "bytes, or dicts/lists of those"
     )
+
+
+def check_text(s: str) -> str:
+    """Reject strings that are not valid Unicode text (lone surrogates cannot be UTF-8)."""
+    if not s.isascii():
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FieldValueError(
+                "strings must be valid Unicode (no lone surrogates)"
+            ) from None
+    return s
 
 
 def _spend(budget: list[int], n: int) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, overload
 import pycrdt
 
 from hybridsync.errors import FieldValueError
-from hybridsync.fields._values import from_crdt, plain, to_crdt
+from hybridsync.fields._values import check_text, from_crdt, plain, to_crdt
 
 if TYPE_CHECKING:
     from hybridsync.fields._plane import FieldsPlane
@@ -26,11 +26,11 @@ if TYPE_CHECKING:
 __all__ = ["FieldList", "FieldMap"]
 
 
-def _view(plane: FieldsPlane, value: Any, path: str) -> Any:
+def _view(plane: FieldsPlane, value: Any, path: str, keys: tuple[str | int, ...]) -> Any:
     if isinstance(value, pycrdt.Map):
-        return FieldMap(plane, value, path)
+        return FieldMap(plane, value, path, keys)
     if isinstance(value, pycrdt.Array):
-        return FieldList(plane, value, path)
+        return FieldList(plane, value, path, keys)
     return from_crdt(value)
 
 
@@ -41,12 +41,16 @@ def _join(path: str, key: str) -> str:
 class FieldMap(MutableMapping[str, Any]):
     """A live, dict-like view of one map of the fields document."""
 
-    __slots__ = ("_map", "_path", "_plane")
+    __slots__ = ("_keys", "_map", "_path", "_plane")
 
-    def __init__(self, plane: FieldsPlane, ymap: pycrdt.Map[Any], path: str = "") -> None:
+    def __init__(
+        self, plane: FieldsPlane, ymap: pycrdt.Map[Any], path: str = "",
+        keys: tuple[str | int, ...] = (),
+    ) -> None:
         self._plane = plane
         self._map = ymap
         self._path = path
+        self._keys = keys  # keys and list indices from the root map to this map
 
     @staticmethod
     def _check_key(key: object) -> str:
@@ -56,21 +60,21 @@ class FieldMap(MutableMapping[str, Any]):
 
     def __getitem__(self, key: str) -> Any:
         self._check_key(key)
-        return _view(self._plane, self._map[key], _join(self._path, key))
+        return _view(self._plane, self._map[key], _join(self._path, key), (*self._keys, key))
 
     def get(self, key: str, default: Any = None) -> Any:
         self._check_key(key)
         if key in self._map:
-            return _view(self._plane, self._map[key], _join(self._path, key))
+            return _view(self._plane, self._map[key], _join(self._path, key), (*self._keys, key))
         return default
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and key in self._map
 
     def __setitem__(self, key: str, value: Any) -> None:
-        if type(key) is not str:
-            self._check_key(key)
-        self._plane.set_key(self._map, key, to_crdt(value))
+        if type(key) is not str or not key.isascii():
+            check_text(self._check_key(key))
+        self._plane.set_key(self._map, key, to_crdt(value), self._keys)
 
     def __delitem__(self, key: str) -> None:
         self._check_key(key)
@@ -78,7 +82,7 @@ class FieldMap(MutableMapping[str, Any]):
         if key not in ymap:
             raise KeyError(key)
         with self._plane.write() as journal:
-            journal.touch_map(ymap, key)
+            journal.touch_map(self._map, self._keys, key)
             del ymap[key]
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # one commit for the whole update
@@ -87,14 +91,14 @@ class FieldMap(MutableMapping[str, Any]):
         ymap = self._map
         with self._plane.write() as journal:
             for k, v in converted.items():
-                journal.touch_map(ymap, k)
+                journal.touch_map(self._map, self._keys, k)
                 ymap[k] = v
 
     def clear(self) -> None:
         ymap = self._map
         with self._plane.write() as journal:
             for k in list(ymap.keys()):
-                journal.touch_map(ymap, k)
+                journal.touch_map(self._map, self._keys, k)
                 del ymap[k]
 
     def __iter__(self) -> Iterator[str]:
@@ -136,12 +140,15 @@ def _canon(v: Any) -> Any:
 class FieldList(MutableSequence[Any]):
     """A live, list-like view of one array of the fields document."""
 
-    __slots__ = ("_arr", "_path", "_plane")
+    __slots__ = ("_arr", "_keys", "_path", "_plane")
 
-    def __init__(self, plane: FieldsPlane, arr: pycrdt.Array[Any], path: str) -> None:
+    def __init__(
+        self, plane: FieldsPlane, arr: pycrdt.Array[Any], path: str, keys: tuple[str | int, ...]
+    ) -> None:
         self._plane = plane
         self._arr = arr
         self._path = path
+        self._keys = keys
 
     def _index(self, i: object) -> int:
         if isinstance(i, bool) or not isinstance(i, int):
@@ -160,7 +167,7 @@ class FieldList(MutableSequence[Any]):
         if isinstance(i, slice):
             return self.to_py()[i]
         j = self._index(i)
-        return _view(self._plane, self._arr[j], f"{self._path}/[{j}]")
+        return _view(self._plane, self._arr[j], f"{self._path}/[{j}]", (*self._keys, j))
 
     @overload
     def __setitem__(self, i: int, value: Any) -> None: ...
@@ -173,7 +180,7 @@ class FieldList(MutableSequence[Any]):
         converted = to_crdt(value)
         arr = self._arr
         with self._plane.write() as journal:
-            journal.touch_array(arr)
+            journal.touch_list(self._arr, self._keys)
             del arr[j]
             arr.insert(j, converted)
 
@@ -187,7 +194,7 @@ class FieldList(MutableSequence[Any]):
         j = self._index(i)
         arr = self._arr
         with self._plane.write() as journal:
-            journal.touch_array(arr)
+            journal.touch_list(self._arr, self._keys)
             del arr[j]
 
     def insert(self, i: int, value: Any) -> None:
@@ -198,21 +205,21 @@ class FieldList(MutableSequence[Any]):
         converted = to_crdt(value)
         arr = self._arr
         with self._plane.write() as journal:
-            journal.touch_array(arr)
+            journal.touch_list(self._arr, self._keys)
             arr.insert(j, converted)
 
     def append(self, value: Any) -> None:
         converted = to_crdt(value)
         arr = self._arr
         with self._plane.write() as journal:
-            journal.touch_array(arr)
+            journal.touch_list(self._arr, self._keys)
             arr.append(converted)
 
     def extend(self, values: Iterable[Any]) -> None:
         converted = [to_crdt(v) for v in values]
         arr = self._arr
         with self._plane.write() as journal:
-            journal.touch_array(arr)
+            journal.touch_list(self._arr, self._keys)
             arr.extend(converted)
 
     def __len__(self) -> int:

@@ -145,6 +145,11 @@ class TextRegion:
     def set(self, text: str) -> None:
         if not isinstance(text, str):
             raise ConfigError(f"text regions hold str, got {type(text).__name__}")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError("text must be valid Unicode (no lone surrogates)") from None
         st = self._state
         st.working = text
         st.dirty = True

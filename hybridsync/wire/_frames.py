@@ -191,23 +191,19 @@ def decode_frame(data: object) -> SyncFrame:
         if np2 % 2 or np2 > 2 * MAX_PARENTS:
             raise _fail("parents must be a flat list of (author index, seq) pairs")
         dots: list[tuple[str, int]] = []
-        own_prev = seq == 1
         for i in range(0, np2, 2):
             pi, ps = parents[i], parents[i + 1]
             if not (type(pi) is int and type(ps) is int and 0 <= pi < n_authors
                     and 0 < ps <= _MAX_SAFE):
                 raise _fail("a parent is an (author index, seq) pair of ints in range")
             pa = authors[pi]
-            if pa == author:
-                if ps >= seq:
-                    raise _fail(f"{author}#{seq} names itself or a later own contribution")
-                if ps == seq - 1:
-                    own_prev = True
+            if pa == author and ps >= seq:
+                raise _fail(f"{author}#{seq} names itself or a later own contribution")
             dots.append((pa, ps))
+        if seq > 1 and not dots:
+            raise _fail(f"{author}#{seq} has no parents, so {author}#{seq - 1} is not in its past")
         if np2 > 2 and len(set(dots)) != len(dots):
             raise _fail(f"{author}#{seq} names a parent twice")
-        if not own_prev:
-            raise _fail(f"{author}#{seq} must name {author}#{seq - 1} as a parent")
         dot = (author, seq)
         if dot in seen:
             raise _fail(f"{author}#{seq} appears twice")
