@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import pycrdt
+
 from hybridsync.causal import (
     KINDS,
     CausalLog,
@@ -140,6 +142,18 @@ def _check_int(value: object, what: str, lo: int, hi: int) -> int:
     return value
 
 
+def _check_yjs_update(payload: bytes) -> None:
+    """:class:`PayloadError` unless yrs can decode ``payload`` as a Yjs v1 update. Checked
+    while staging, so an undecodable contribution rejects its whole frame before anything
+    is applied (``pycrdt.get_state`` runs the same decoder as ``apply_update``)."""
+    try:
+        pycrdt.get_state(payload)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # pycrdt's PanicException derives from BaseException
+        raise PayloadError(f"not a Yjs v1 update: {exc!r}") from None
+
+
 def yjs_client_id(peer: str, incarnation: int) -> int:
     """A 32-bit Yjs client id, fresh for every incarnation of a peer (never reused)."""
     h = hashlib.blake2b(f"{peer}\x00{incarnation}".encode(), digest_size=4).digest()
@@ -170,12 +184,17 @@ class Memory:
         max_frame_bytes: int = 1 << 20,
         retransmit_rounds: int = 8,
         max_pending: int = 20_000,
+        commit_interval_ms: int | None = 1_000,
     ) -> None:
         self.space = _check_name(space, "space")
         self.peer = _check_name(peer, "peer")
         self._batch_size = _check_int(batch_size, "batch_size", 1, 65_536)
         self._max_frame_bytes = _check_int(max_frame_bytes, "max_frame_bytes", 1024, 16 << 20)
         self._retransmit_rounds = _check_int(retransmit_rounds, "retransmit_rounds", 1, 1 << 20)
+        self._commit_interval_ms = (
+            None if commit_interval_ms is None
+            else _check_int(commit_interval_ms, "commit_interval_ms", 1, 1 << 40)
+        )
         if clock is None or incarnation is None:
             from hybridsync import _system
 
@@ -191,6 +210,8 @@ class Memory:
 
             store = SQLiteStore(path, space=self.space, peer=self.peer)
         self._store: Store = store if store is not None else MemoryStore()
+        self._now_ms = clock
+        self._last_cycle_ms = int(clock())
         self._clock = HybridLogicalClock(clock)
         self._log = CausalLog(self.space, max_pending=max_pending)
         self._fields = FieldsPlane(yjs_client_id(self.peer, self.incarnation), self._autocommit)
@@ -297,8 +318,20 @@ class Memory:
         self._cycle()
         self._dispatch()
 
+    def poll(self) -> bool:
+        """Run the periodic cycle if ``commit_interval_ms`` has passed on the injected clock
+        since the last one; drivers call this on their timer. True when it ran."""
+        if self._commit_interval_ms is None or self._fields.in_transaction:
+            return False
+        if int(self._now_ms()) - self._last_cycle_ms < self._commit_interval_ms:
+            return False
+        self._cycle()
+        self._dispatch()
+        return True
+
     def _cycle(self) -> None:
         """The diff/patch cycle: commit what changed in texts and buffers as one contribution."""
+        self._last_cycle_ms = int(self._now_ms())
         parts = self._regions.cycle()
         if parts:
             self._commit_parts(None, parts, "")
@@ -743,6 +776,8 @@ class Memory:
                 raise IntegrityError(f"unknown kind {d.kind!r}")
             if d.kind == "multi":
                 self._decoded[c.id] = self._decode_multi(c)
+            else:
+                _check_yjs_update(d.payload)
             overlay[(d.author, d.seq)] = c
             overlay_ids[c.id] = c
             staged.append(c)
