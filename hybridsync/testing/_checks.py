@@ -16,6 +16,7 @@ class ReplicaSnapshot:
     """Everything two converged replicas must agree on (G1), plus the log length."""
 
     fields_json: str
+    digest: str  # Memory.state_digest(): fields and every region's bytes
     heads: tuple[str, ...]
     history: tuple[str, ...]  # hex ids in the deterministic order
     log_length: int
@@ -33,6 +34,7 @@ def snapshot(mem: Memory) -> ReplicaSnapshot:
     """
     return ReplicaSnapshot(
         fields_json=mem.fields_json(),
+        digest=mem.state_digest(),
         heads=mem.heads,
         history=tuple(c.hex_id for c in mem.history()),
         log_length=mem.stats().log_length,
