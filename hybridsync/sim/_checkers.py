@@ -138,8 +138,11 @@ class Recorder:
 
 
 # ---- G1 convergence ------------------------------------------------------------------------
-def check_convergence(memories: Mapping[str, Memory], *, replay: str = "") -> None:
-    """G1: identical fields JSON, heads, ``history()`` ids (and conflicts) on every replica."""
+def check_convergence(
+    memories: Mapping[str, Memory], *, replay: str = "", conflicts: bool = True
+) -> None:
+    """G1: identical fields JSON, heads, ``history()`` ids and (with ``conflicts``) identical
+    ``conflicts()`` on every replica: conflicts are recorded deterministically (DESIGN §1)."""
     if not memories:
         return
     names = sorted(memories)
@@ -165,13 +168,29 @@ def check_convergence(memories: Mapping[str, Memory], *, replay: str = "") -> No
         if js != ref_json:
             problems.append(f"fields_json differs:\n  {ref_name}: {_short(ref_json, 300)}\n"
                             f"  {name}: {_short(js, 300)}")
-        if not problems and mem.conflicts() != ref_conflicts:
-            problems.append("conflicts() differ on replicas holding the same history")
+        if not problems and conflicts and mem.conflicts() != ref_conflicts:
+            problems.append("conflicts() differ on replicas holding the same history"
+                            + _conflict_diff(ref_conflicts, mem.conflicts(), ref_name, name))
         if problems:
             raise GuaranteeViolation(
                 f"G1 convergence: {name} differs from {ref_name}: " + "; ".join(problems),
                 replay=replay,
             )
+
+
+def _conflict_diff(a: list[Conflict], b: list[Conflict], name_a: str, name_b: str) -> str:
+    def key(c: Conflict) -> str:
+        return (f"{c.location!r} {c.authors} {c.contributions[0][:8]}/{c.contributions[1][:8]} "
+                f"paths={c.paths} values={_short(c.values, 80)}")
+
+    ka, kb = [key(c) for c in a], [key(c) for c in b]
+    only_a = [k for k in ka if k not in kb]
+    only_b = [k for k in kb if k not in ka]
+    lines = [f"\n    only {name_a}: {k}" for k in only_a[:3]]
+    lines += [f"\n    only {name_b}: {k}" for k in only_b[:3]]
+    if not lines:
+        lines.append(f"\n    same entries, different order or multiplicity ({len(a)} vs {len(b)})")
+    return "".join(lines)
 
 
 def _ids(ids: Sequence[str]) -> str:
@@ -346,10 +365,12 @@ def check_writes(
     if failures:
         extra = len(failures) - _MAX_REPORTED
         more = f" (and {extra} more)" if extra > 0 else ""
-        raise GuaranteeViolation(
+        exc = GuaranteeViolation(
             f"G2 no silent loss on {mem.peer}: " + "; ".join(failures[:_MAX_REPORTED]) + more,
             replay=replay,
         )
+        exc.details = failures  # type: ignore[attr-defined]
+        raise exc
     return by_conflict
 
 
@@ -421,13 +442,22 @@ class RunFingerprint:
     fields: dict[str, Any]
     history: tuple[str, ...]
     conflicts: tuple[Conflict, ...]
+    described: tuple[str, ...] = ()  # "author#seq 'note'" per history entry, for messages
 
 
 def fingerprint(label: str, mem: Memory) -> RunFingerprint:
+    history = mem.history()
     return RunFingerprint(
         label, mem.fields_json(), mem.fields.to_dict(),
-        tuple(c.hex_id for c in mem.history()), tuple(mem.conflicts()),
+        tuple(c.hex_id for c in history), tuple(mem.conflicts()),
+        tuple(f"{c.author}#{c.seq} {c.note!r}" for c in history),
     )
+
+
+def _describe_at(run: RunFingerprint, i: int) -> str:
+    if i >= len(run.history):
+        return "nothing"
+    return f"{run.history[i][:12]} ({run.described[i] if i < len(run.described) else '?'})"
 
 
 def check_policy_independence(runs: Sequence[RunFingerprint], *, replay: str = "") -> None:
@@ -439,8 +469,13 @@ def check_policy_independence(runs: Sequence[RunFingerprint], *, replay: str = "
         problems: list[str] = []
         if run.history != ref.history:
             common = sum(1 for a, b in zip(ref.history, run.history, strict=False) if a == b)
+            first = next((i for i, (a, b) in enumerate(
+                zip(ref.history, run.history, strict=False)) if a != b),
+                min(len(ref.history), len(run.history)))
             problems.append(f"history() differs ({len(ref.history)} vs {len(run.history)} "
-                            f"contributions, {common} equal positions)")
+                            f"contributions, {common} equal positions); first difference at "
+                            f"position {first}: {_describe_at(ref, first)} vs "
+                            f"{_describe_at(run, first)}")
         if run.fields_json != ref.fields_json or run.fields != ref.fields:
             problems.append(f"fields differ: {_short(ref.fields_json, 200)} vs "
                             f"{_short(run.fields_json, 200)}")

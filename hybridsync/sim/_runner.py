@@ -29,7 +29,7 @@ from hybridsync.sim._checkers import (
     fingerprint,
 )
 from hybridsync.sim._options import SimOptions
-from hybridsync.sim._simulation import MemoryFactory, SimStats, Simulation
+from hybridsync.sim._simulation import MemoryFactory, SimStats, Simulation, TickSample
 from hybridsync.sim._workload import Workload
 
 __all__ = ["POLICIES", "Fault", "RunResult", "check_policies", "plan_faults", "run"]
@@ -70,7 +70,8 @@ class RunResult:
     stats: SimStats | None
     elapsed_s: float
     fingerprint: RunFingerprint | None = None
-    notes: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)  # one entry per failed write (G2)
+    samples: list[TickSample] = field(default_factory=list)  # with run(sample=True)
 
     def summary(self) -> str:
         s = self.stats
@@ -176,10 +177,12 @@ def run(
     routing: str | None = None,
     batch_size: int | None = None,
     time_limit_s: float | None = None,
+    faults: Sequence[Fault] | None = None,
 ) -> RunResult:
     """Run one seed and check G1–G3; a violation raises :class:`GuaranteeViolation` (or is
     returned in the result with ``raise_on_violation=False``). ``routing``/``batch_size``
-    override the options (used by the G4 comparison)."""
+    override the options (used by the G4 comparison); ``faults`` replaces the fault plan
+    drawn from the seed (interleaved mode)."""
     if routing is not None or batch_size is not None:
         options = options.replace(routing=routing or options.routing,
                                   batch_size=batch_size or options.batch_size)
@@ -197,13 +200,14 @@ def run(
     result = RunResult(options, True, None, replay, 0, [], 0, 0, 0, 0, 0, 0, [], None, 0.0)
     try:
         if options.mode == "interleaved":
-            _interleaved(sim, workload, options, result, on_tick, deadline)
+            _interleaved(sim, workload, options, result, on_tick, deadline, faults)
         else:
             _epochs(sim, workload, options, result, on_tick, deadline)
         _check_all(sim, workload, result, replay)
     except GuaranteeViolation as exc:
         result.ok = False
         result.violation = str(exc)
+        result.details = list(getattr(exc, "details", None) or [result.violation])
         if raise_on_violation:
             raise
     except HybridSyncError as exc:
@@ -219,11 +223,14 @@ def run(
         if raise_on_violation:
             raise GuaranteeViolation(f"the run crashed: {exc!r}", replay=replay) from exc
     finally:
+        if not result.ok and not result.details:
+            result.details = [result.violation or "unknown failure"]
         result.ticks = sim.tick_count
         result.ops = len(workload.ops)
         result.writes = len(workload.writes)
         result.rolled_back = workload.rolled_back
-        result.stats = sim.stats if all(sim.is_up(p) for p in sim.peers) else None
+        result.stats = sim.stats
+        result.samples = list(sim.samples or ())
         result.elapsed_s = time.perf_counter() - started
     return result
 
@@ -236,11 +243,13 @@ def _check_deadline(deadline: float | None, replay: str) -> None:
 def _interleaved(
     sim: Simulation, workload: Workload, options: SimOptions, result: RunResult,
     on_tick: Callable[[Simulation], None] | None, deadline: float | None,
+    faults: Sequence[Fault] | None = None,
 ) -> None:
-    faults = plan_faults(options.seed, sim.peers, options.ticks,
-                         partitions=options.partitions, crashes=options.crashes)
-    result.faults = faults
-    pending = list(faults)
+    if faults is None:
+        faults = plan_faults(options.seed, sim.peers, options.ticks,
+                             partitions=options.partitions, crashes=options.crashes)
+    result.faults = list(faults)
+    pending = sorted(faults, key=lambda f: f.tick)
     memory_of = _memory_of(sim)
     local = _local_changes(sim)
     # Safety phase: faults and writes.
@@ -297,9 +306,10 @@ def _local_changes(sim: Simulation) -> Callable[[str], list[Any]]:
 
 def _check_all(sim: Simulation, workload: Workload, result: RunResult, replay: str) -> None:
     memories = sim.memories()
-    check_convergence(memories, replay=replay)
+    check_convergence(memories, replay=replay, conflicts=False)
     assert sim.recorder is not None
     result.applied_checked = check_causal_order(sim.recorder, memories, replay=replay)
+    check_convergence(memories, replay=replay, conflicts=True)
     ref = memories[sim.peers[0]]
     result.explained_by_conflict = check_writes(ref, workload.writes, workload.ops, replay=replay)
     result.conflicts = len(ref.conflicts())
