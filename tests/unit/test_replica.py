@@ -324,3 +324,30 @@ def test_mutated_vv_in_an_accepted_frame_does_not_block_convergence(
     b.receive("a", msgpack.packb(obj, use_bin_type=True))
     sync_pair(a, b)
     assert_converged([a, b])
+
+
+# A Yjs v1 update that yrs decodes (pycrdt.get_state accepts it) but fails to integrate:
+# a binary item whose parent is another binary item. pycrdt raises RuntimeError after it
+# has already inserted the first items (map key "d").
+_DECODES_BUT_FAILS_TO_INTEGRATE = bytes.fromhex(
+    "010599f197e906012701066669656c6473016401230099f197e90601016100080099f197e90602027c3f80"
+    "00007c400000008799f197e906b80401280099f197e906050162017402787800"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: pycrdt applies part of an update that decodes but fails to integrate "
+    "before raising; receive() raises PayloadError but the fields now show key 'd' that no "
+    "contribution in the log carries (not fixable without a trial application of the update)",
+)
+def test_payload_that_fails_to_integrate_leaves_the_replica_unchanged(
+    make_memory: MakeMemory,
+) -> None:
+    r = make_memory("r")
+    r.fields["mine"] = 1
+    c = Contribution.create("space", "x", 1, (), 1, 0, "fields", _DECODES_BUT_FAILS_TO_INTEGRATE)
+    before = snapshot(r)
+    with pytest.raises(hs.PayloadError):
+        r.receive("x", encode_frame(1, [("x", 1)], [c], None))
+    assert snapshot(r) == before
