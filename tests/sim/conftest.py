@@ -1,0 +1,74 @@
+"""Fixtures of the simulator tests: the soak switch and the known-core-bug classifier.
+
+Soak tests (``@pytest.mark.soak``) run only with ``HYBRIDSYNC_SOAK=1`` (``make soak``).
+
+Seed sweeps fail loudly on any violation, except the ones whose every detail matches a core
+bug listed in ``KNOWN_CORE_BUGS``: those seeds are reported as xfail with the bug's name. Each
+known bug has a minimal strict-xfail reproduction in ``test_regressions.py``; when the core is
+fixed that test XPASSes (and fails), and its entry here must go.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+import pytest
+
+from hybridsync.sim import RunResult
+
+SOAK = os.environ.get("HYBRIDSYNC_SOAK") == "1"
+
+# name -> (regex every matching violation detail satisfies, where it is reproduced)
+KNOWN_CORE_BUGS: dict[str, tuple[str, str]] = {
+    "rollback-erases-concurrent-write": (
+        r"lost silently.*\(rollback, rolled back\) by \S+ at tick \d+, concurrent: [^\n]*\bset\b",
+        "test_regressions.py::test_rollback_of_a_new_key_keeps_a_concurrent_write",
+    ),
+    "rollback-leaves-rolled-back-value": (
+        r"a value written in a rolled-back transaction is visible",
+        "test_regressions.py::test_rollback_restores_a_replaced_map_without_draft_values",
+    ),
+    "rollback-bytes-depend-on-delivery-order": (
+        r"G4 policy independence: .*first difference at position \d+: [^\n]*'rollback by ",
+        "test_regressions.py::test_rollback_contribution_does_not_depend_on_delivery_order",
+    ),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if SOAK:
+        return
+    skip = pytest.mark.skip(reason="soak test: run with `make soak` (HYBRIDSYNC_SOAK=1)")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
+def known_bug(result: RunResult) -> str | None:
+    """The known core bug(s) that explain every detail of a failed run, or ``None``."""
+    if result.ok:
+        return None
+    names: set[str] = set()
+    for detail in result.details or [result.violation or ""]:
+        hits = [n for n, (rx, _) in KNOWN_CORE_BUGS.items() if re.search(rx, detail, re.S)]
+        if not hits:
+            return None
+        names.update(hits)
+    return ", ".join(sorted(names))
+
+
+@pytest.fixture
+def expect_ok() -> Callable[[RunResult], None]:
+    """Pass on a clean run, xfail on a run explained by known core bugs, fail otherwise."""
+
+    def check(result: RunResult) -> None:
+        if result.ok:
+            return
+        bug = known_bug(result)
+        if bug is not None:
+            pytest.xfail(f"known core bug ({bug}); replay: {result.replay}")
+        pytest.fail(f"{result.violation}\nreplay: {result.replay}", pytrace=False)
+
+    return check
