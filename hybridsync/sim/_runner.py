@@ -306,14 +306,14 @@ def _local_changes(sim: Simulation) -> Callable[[str], list[Any]]:
 
 def _check_all(sim: Simulation, workload: Workload, result: RunResult, replay: str) -> None:
     memories = sim.memories()
+    ref = memories[sim.peers[0]]
+    result.fingerprint = fingerprint(f"{sim.routing}/batch={sim.batch_size}", ref)
     check_convergence(memories, replay=replay, conflicts=False)
     assert sim.recorder is not None
     result.applied_checked = check_causal_order(sim.recorder, memories, replay=replay)
     check_convergence(memories, replay=replay, conflicts=True)
-    ref = memories[sim.peers[0]]
     result.explained_by_conflict = check_writes(ref, workload.writes, workload.ops, replay=replay)
     result.conflicts = len(ref.conflicts())
-    result.fingerprint = fingerprint(f"{sim.routing}/batch={sim.batch_size}", ref)
 
 
 def check_policies(
