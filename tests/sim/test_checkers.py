@@ -148,7 +148,7 @@ def test_a_replica_that_drops_a_payload_breaks_convergence() -> None:
     sim.memory("p0").fields["y"] = "from p0"
     sim.run(20)
     assert sim.memory("p2").heads == sim.memory("p0").heads  # it acknowledged everything
-    with pytest.raises(GuaranteeViolation, match="G1 convergence: p2 differs.*fields_json"):
+    with pytest.raises(GuaranteeViolation, match=r"G1 convergence: p2 differs.*fields_json"):
         check_convergence(sim.memories())
 
 
@@ -174,7 +174,7 @@ def test_a_concurrent_overwrite_is_explained_by_its_conflict() -> None:
 
 def test_hiding_the_conflict_makes_the_loss_silent() -> None:
     sim, writes, ops = _concurrent_writes(ConflictHider)
-    with pytest.raises(GuaranteeViolation, match="G2 no silent loss.*lost silently"):
+    with pytest.raises(GuaranteeViolation, match=r"G2 no silent loss.*lost silently"):
         check_writes(sim.memory("p0"), writes, ops)
 
 
@@ -201,7 +201,7 @@ def test_a_later_write_explains_an_overwrite() -> None:
 
 
 def test_a_replica_that_quietly_deletes_writes_is_caught() -> None:
-    with pytest.raises(GuaranteeViolation, match="G2 no silent loss.*op \\d+: p0 .*lost silently"):
+    with pytest.raises(GuaranteeViolation, match=r"G2 no silent loss.*op \d+: p0 .*lost silently"):
         run(_control(_options(seed=5, partitions=False, write_rate=1.0)),
             memory_factory=Saboteur)
 
