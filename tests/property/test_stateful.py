@@ -31,10 +31,12 @@ SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 5), st.integers(2**53, 2**60),
     st.floats(allow_nan=False, width=32), st.text(max_size=4), st.binary(max_size=3),
 )
-VALUES = st.recursive(
+_NESTED = st.lists(SCALARS, max_size=3) | st.dictionaries(SUBKEYS, SCALARS, max_size=2)
+VALUES = st.one_of(
     SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(SUBKEYS, inner, max_size=2),
-    max_leaves=5,
+    _NESTED,
+    st.lists(SCALARS | _NESTED, max_size=2),
+    st.dictionaries(SUBKEYS, SCALARS | _NESTED, max_size=2),
 )
 INDEX = st.integers(0, 4)
 

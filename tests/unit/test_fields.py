@@ -327,13 +327,16 @@ def test_value_just_under_the_size_limit_is_accepted(mem: hs.Memory) -> None:
     assert len(mem.fields["text"]) == (8 << 20) - 10
 
 
-json_like = st.recursive(
+_leaf = (
     st.none() | st.booleans() | st.integers(-(2**255), 2**255)
-    | st.floats(allow_nan=False) | st.text() | st.binary(max_size=16),
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=6).filter(lambda k: k != "$bigint"), inner, max_size=4),
-    max_leaves=12,
+    | st.floats(allow_nan=False) | st.text() | st.binary(max_size=16)
 )
+_keys = st.text(max_size=6).filter(lambda k: k != "$bigint")
+_level1 = st.lists(_leaf, max_size=4) | st.dictionaries(_keys, _leaf, max_size=4)
+_level2 = st.lists(_leaf | _level1, max_size=3) | st.dictionaries(
+    _keys, _leaf | _level1, max_size=3
+)
+json_like = _leaf | _level1 | _level2  # explicit nesting rather than st.recursive
 
 
 def _model(value: object) -> object:
