@@ -154,9 +154,11 @@ def _check_yjs_update(payload: bytes) -> None:
         raise PayloadError(f"not a Yjs v1 update: {exc!r}") from None
 
 
-def yjs_client_id(peer: str, incarnation: int) -> int:
-    """A 32-bit Yjs client id, fresh for every incarnation of a peer (never reused)."""
-    h = hashlib.blake2b(f"{peer}\x00{incarnation}".encode(), digest_size=4).digest()
+def yjs_client_id(peer: str, incarnation: int, generation: int = 0) -> int:
+    """A 32-bit Yjs client id, fresh for every incarnation of a peer and every rebuild of its
+    document (never reused)."""
+    h = hashlib.blake2b(f"{peer}\x00{incarnation}\x00{generation}".encode(),
+                        digest_size=4).digest()
     return int.from_bytes(h, "big") or 1
 
 
@@ -224,6 +226,7 @@ class Memory:
         self._dispatching = False
         self._links: dict[str, _Link] = {}
         self._txn_note: str | None = None
+        self._doc_generation = 0
         self._decoded_local: list[tuple[Part, Any]] = []
         self._rejected = 0
         self._frames_sent = self._frames_received = 0
@@ -290,13 +293,17 @@ class Memory:
     def transaction(self, note: str = "") -> Iterator[Memory]:
         """Group writes into one atomic commit (one contribution).
 
-        If the block raises, its writes are rolled back (the rollback itself is committed,
-        so the Yjs history stays gap-free) and the exception propagates.
+        If the block raises, nothing of it is committed: the fields document is rebuilt from
+        the committed log (with a fresh Yjs client id, so the abandoned items never exist
+        anywhere), region edits made inside the block are reverted, and the exception
+        propagates. Region edits made before the block are committed when it starts.
         """
         if not isinstance(note, str) or len(note.encode()) > 4096:
             raise ConfigError("note must be a str of at most 4096 bytes")
         if self._fields.in_transaction:
             raise TransactionError("transactions do not nest; one is already open")
+        if self._regions.texts or self._regions.buffers:
+            self._cycle()  # so an abort reverts exactly this block's region edits
         self._fields.begin()
         self._txn_note = note
         ok = False
@@ -304,10 +311,14 @@ class Memory:
             yield self
             ok = True
         finally:
-            update = self._fields.end(rollback=not ok)
+            update = self._fields.end()
             self._txn_note = None
-            parts = self._regions.cycle() if ok else []
-            self._commit_parts(update, parts, note)
+            if ok:
+                self._commit_parts(update, self._regions.cycle(), note)
+            else:
+                if update is not None:
+                    self._rebuild_fields()
+                self._regions.revert()
             self._dispatch()
 
     def commit(self) -> None:
@@ -328,6 +339,19 @@ class Memory:
         self._cycle()
         self._dispatch()
         return True
+
+    def _rebuild_fields(self) -> None:
+        """Rebuild the fields document from the committed log only."""
+        self._doc_generation += 1
+        updates: list[bytes] = []
+        for c in self._log.ordered():
+            if c.kind == "fields":
+                updates.append(c.payload)
+            else:
+                updates.extend(p.data for p in decode_parts(c.payload) if p.plane == "fields")
+        self._fields.rebuild(
+            yjs_client_id(self.peer, self.incarnation, self._doc_generation), updates
+        )
 
     def _cycle(self) -> None:
         """The diff/patch cycle: commit what changed in texts and buffers as one contribution."""
@@ -489,13 +513,19 @@ class Memory:
         """Apply a checked contribution whose parents are all held."""
         concurrent = None if self._log.extends_heads(c) else self._log.concurrent_with(c)
         decoded: list[tuple[Part, Any]] = []
-        if c.kind == "fields":
-            self._fields.apply(c.payload)
-        else:
-            decoded = self._decoded.pop(c.id, []) or self._decode_multi(c)
-            for p, _ in decoded:
-                if p.plane == "fields":
-                    self._fields.apply(p.data)
+        try:
+            if c.kind == "fields":
+                self._fields.apply(c.payload)
+            else:
+                decoded = self._decoded.pop(c.id, []) or self._decode_multi(c)
+                for p, _ in decoded:
+                    if p.plane == "fields":
+                        self._fields.apply(p.data)
+        except PayloadError:
+            # pycrdt may have integrated part of the update before refusing it: rebuild the
+            # document from the log, which does not hold this contribution.
+            self._rebuild_fields()
+            raise
         if store:
             self._store.append((c,))
         if concurrent:
@@ -641,13 +671,23 @@ class Memory:
         """
         if self._fields.in_transaction:
             raise TransactionError("receive() inside a transaction")
+        fresh = isinstance(peer, str) and peer not in self._links
         link = self._link(peer)
         try:
             decoded = decode_frame(frame)
+            if decoded.vv is not None and decoded.vv.get(self.peer, 0) > self._log.seq_of(
+                self.peer
+            ):
+                raise IntegrityError(
+                    f"{peer} claims to hold {self.peer}#{decoded.vv[self.peer]}, which this "
+                    f"replica never made"
+                )
             staged, parked, duplicates = self._stage(decoded.drafts)
         except HybridSyncError:
             self._rejected += 1
             self._decoded.clear()
+            if fresh:  # a rejected frame does not make its sender a member (stable frontier)
+                del self._links[peer]
             raise
         # ---- from here on the frame is accepted --------------------------------------------
         self._frames_received += 1
