@@ -92,6 +92,8 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--routing", choices=ROUTINGS, default="mesh")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--write-rate", type=float, default=0.5, help="writes per tick")
+    p.add_argument("--rollbacks", action=argparse.BooleanOptionalAction, default=True,
+                   help="include transactions that raise and roll back (default on)")
     p.add_argument("--tick-ms", type=int, default=10, help="simulated milliseconds per tick")
     p.add_argument("--csv", metavar="PATH", help="write the per-tick series here")
     p.add_argument("--plot", metavar="PATH", help="write a PNG plot here (needs matplotlib)")
@@ -119,6 +121,7 @@ class _Progress:
         self._n = 0
         self._bar: Any = None
         self._last = -1
+        self._postfix = ""
         if enabled:
             try:
                 from tqdm import tqdm
@@ -140,13 +143,17 @@ class _Progress:
             self._bar.set_postfix_str(postfix, refresh=False)
             self._bar.update(1)
             return
+        self._postfix = postfix
         pct = min(100, 100 * self._n // self._total)
         if pct != self._last:
             self._last = pct
-            filled = pct * 30 // 100
-            self._stream.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {pct:3d}% "
-                               f"tick {self._n} {postfix}   ")
-            self._stream.flush()
+            self._draw(pct)
+
+    def _draw(self, pct: int) -> None:
+        filled = pct * 30 // 100
+        self._stream.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {pct:3d}% "
+                           f"tick {self._n} {self._postfix}   ")
+        self._stream.flush()
 
     def close(self) -> None:
         if not self._enabled:
@@ -156,6 +163,7 @@ class _Progress:
             self._bar.refresh()
             self._bar.close()
         else:
+            self._draw(100)
             self._stream.write("\n")
             self._stream.flush()
 
@@ -165,7 +173,8 @@ def _simulate(args: argparse.Namespace) -> int:
         seed=args.seed, peers=args.peers, ticks=args.ticks,
         liveness_ticks=args.liveness_ticks, loss=args.loss, duplicate=args.duplicate,
         reorder=args.reorder, max_delay_ticks=args.max_delay_ticks, routing=args.routing,
-        batch_size=args.batch_size, write_rate=args.write_rate, tick_ms=args.tick_ms,
+        batch_size=args.batch_size, write_rate=args.write_rate, rollbacks=args.rollbacks,
+        tick_ms=args.tick_ms,
         partitions=True, crashes=False,
     )
     peers = [f"p{i}" for i in range(options.peers)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from hybridsync.errors import ConfigError, GuaranteeViolation
@@ -49,6 +50,8 @@ def build_parser(prog: str = "python -m hybridsync.sim") -> argparse.ArgumentPar
     g.add_argument("--partitions", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--crashes", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--write-rate", type=float, help="workload operations per tick")
+    g.add_argument("--rollbacks", action=argparse.BooleanOptionalAction, default=None,
+                   help="include transactions that raise and roll back")
     g.add_argument("--mode", choices=MODES)
     g.add_argument("--epochs", type=int)
     g.add_argument("--burst-ops", type=int)
@@ -58,8 +61,8 @@ def build_parser(prog: str = "python -m hybridsync.sim") -> argparse.ArgumentPar
 
 _OPTION_NAMES = (
     "peers", "ticks", "liveness_ticks", "loss", "duplicate", "reorder", "max_delay_ticks",
-    "routing", "gossip_fanout", "batch_size", "partitions", "crashes", "write_rate", "mode",
-    "epochs", "burst_ops", "tick_ms",
+    "routing", "gossip_fanout", "batch_size", "partitions", "crashes", "write_rate",
+    "rollbacks", "mode", "epochs", "burst_ops", "tick_ms",
 )
 
 
@@ -93,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             replay = exc.replay or options.replay_command()
             message = str(exc).split("\nreplay with:")[0]
             failures.append((seed, message, replay))
+            if exc.__cause__ is not None:  # the code under test crashed: show where
+                traceback.print_exception(exc.__cause__, file=sys.stderr)
             print(f"seed={seed} FAILED: {message}", flush=True)
             print(f"replay: {replay}", flush=True)
     if args.count > 1:

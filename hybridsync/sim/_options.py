@@ -50,6 +50,7 @@ class SimOptions:
 
     ``ticks`` is the safety phase (faults on; in ``epochs`` mode, per epoch);
     ``liveness_ticks`` bounds the liveness phase (faults healed, convergence demanded).
+    ``rollbacks`` lets the workload run transactions that raise and roll back.
     Loss, duplication and reordering stay on in the liveness phase: anti-entropy must win
     over a lossy network; partitions, clogs and crashes stop.
     """
@@ -68,6 +69,7 @@ class SimOptions:
     partitions: bool = True
     crashes: bool = True
     write_rate: float = 0.3
+    rollbacks: bool = True
     mode: str = "interleaved"
     epochs: int = 3
     burst_ops: int = 12
@@ -88,7 +90,7 @@ class SimOptions:
         check_choice(self.routing, "routing", ROUTINGS)
         check_int(self.gossip_fanout, "gossip_fanout", 1, MAX_PEERS)
         check_int(self.batch_size, "batch_size", 1, 65_536)
-        for name in ("partitions", "crashes"):
+        for name in ("partitions", "crashes", "rollbacks"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool")
         if (

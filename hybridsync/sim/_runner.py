@@ -196,7 +196,8 @@ def run(
         batch_size=options.batch_size, memory_factory=memory_factory, sample=sample,
         replay=replay,
     )
-    workload = Workload(options.seed, write_rate=options.write_rate)
+    workload = Workload(options.seed, write_rate=options.write_rate,
+                        rollbacks=options.rollbacks)
     result = RunResult(options, True, None, replay, 0, [], 0, 0, 0, 0, 0, 0, [], None, 0.0)
     try:
         if options.mode == "interleaved":

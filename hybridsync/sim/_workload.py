@@ -83,9 +83,10 @@ def _prefix(p: Path, q: Path) -> bool:
 class Workload:
     """Random operations on the replicas of a simulation, with a record of each write."""
 
-    def __init__(self, seed: int, *, write_rate: float = 0.3) -> None:
+    def __init__(self, seed: int, *, write_rate: float = 0.3, rollbacks: bool = True) -> None:
         self._rng = random.Random(f"{seed}-workload")
         self.write_rate = float(write_rate)
+        self.rollbacks = rollbacks
         self.ops: list[OpRecord] = []
         self.writes: list[WriteRecord] = []
         self.skipped = 0
@@ -136,6 +137,8 @@ class Workload:
         tick: int,
     ) -> bool:
         kind = rng.choices([k for k, _ in _OPS], weights=[w for _, w in _OPS])[0]
+        if kind == "rollback" and not self.rollbacks:
+            kind = "transaction"  # same draws, so the rest of the stream is unchanged
         txn = _Txn()
         before = len(local_changes(peer))
         rolled_back = False

@@ -60,6 +60,12 @@ def known_bug(result: RunResult) -> str | None:
 
 
 @pytest.fixture
+def classify() -> Callable[[RunResult], str | None]:
+    """``known_bug``: the known core bug(s) explaining a failed run, or ``None``."""
+    return known_bug
+
+
+@pytest.fixture
 def expect_ok() -> Callable[[RunResult], None]:
     """Pass on a clean run, xfail on a run explained by known core bugs, fail otherwise."""
 
