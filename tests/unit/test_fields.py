@@ -684,3 +684,19 @@ def test_rolled_back_transaction_keeps_concurrent_nested_writes(make_memory: Mak
     sync_pair(a, b)
     expected = {"t1": {"status": "open"}, "t2": {"status": "new"}}
     assert a.fields["tasks"] == expected and b.fields["tasks"] == expected
+
+
+def test_views_taken_before_a_rolled_back_transaction_stay_live(make_memory: MakeMemory) -> None:
+    a, b = make_memory("a"), make_memory("b")
+    a.fields["tasks"] = {"t1": {"status": "open"}}
+    tasks, root = a.fields["tasks"], a.fields
+    with pytest.raises(ValueError), a.transaction():
+        a.fields["x"] = 1
+        tasks["t1"]["status"] = "claimed"
+        raise ValueError
+    tasks["t2"] = {"status": "new"}
+    root["y"] = 2
+    expected = {"tasks": {"t1": {"status": "open"}, "t2": {"status": "new"}}, "y": 2}
+    assert a.fields.to_dict() == expected and tasks["t1"]["status"] == "open"
+    sync_pair(a, b)
+    assert b.fields.to_dict() == expected
