@@ -473,6 +473,14 @@ class Memory:
 
     def _commit_local(self, kind: str, payload: bytes, note: str) -> Contribution:
         if len(payload) > MAX_PAYLOAD_BYTES:
+            if kind == "fields":
+                # No frame could carry it, and every later frame of ours to every peer would
+                # be refused: discard it (rebuild the document from the log) and refuse.
+                self._rebuild_fields()
+                raise FieldValueError(
+                    f"one commit carries at most {MAX_PAYLOAD_BYTES} bytes, this one "
+                    f"{len(payload)}: split the writes, or use a text or buffer region"
+                )
             # The change is already in the local document; it must still be committed so the
             # Yjs history has no gap. Only frames would fail to carry it, so refuse loudly.
             log.error("commit of %d bytes exceeds the %d-byte payload limit",
