@@ -405,13 +405,6 @@ def test_a_vv_claiming_our_own_future_is_rejected(make_memory: MakeMemory) -> No
     assert_converged([w, r])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="robustness gap: the vv of an accepted frame is not covered by any id and its "
-    "third-party entries are trusted as is; one frame from w claiming v#99 makes r believe "
-    "w holds v#1, so r never relays v#1 to w and the pair never converges (authentication "
-    "at the session layer, G7, keeps corrupted frames off the network)",
-)
 def test_a_vv_claiming_third_party_contributions_does_not_blind_the_link(
     make_memory: MakeMemory,
 ) -> None:
@@ -471,3 +464,28 @@ def test_assert_converged_reports_the_difference(make_memory: MakeMemory) -> Non
         assert_converged([])
     with pytest.raises(hs.ConfigError):
         sync_all([a, make_memory("a")])  # two replicas with one name
+
+
+@pytest.mark.parametrize("how", ["transaction", "update", "extend"])
+def test_a_commit_too_large_for_any_frame_is_refused(make_memory: MakeMemory, how: str) -> None:
+    """Each value is under the 8 MiB per-value limit, but together they exceed the 15 MiB
+    a contribution may carry: committing it would make every later frame to every peer a
+    FrameError, so it must be refused (FieldValueError) and change nothing."""
+    a, b = make_memory("a"), make_memory("b")
+    a.fields["l"] = []
+    sync_pair(a, b)
+    before = snapshot(a)
+    blobs = [bytes([i]) * (6 << 20) for i in range(3)]
+    with pytest.raises(hs.FieldValueError):
+        if how == "transaction":
+            with a.transaction():
+                for i, blob in enumerate(blobs):
+                    a.fields[f"k{i}"] = blob
+        elif how == "update":
+            a.fields.update({f"k{i}": blob for i, blob in enumerate(blobs)})
+        else:
+            a.fields["l"].extend(blobs)
+    assert snapshot(a) == before
+    a.fields["after"] = "small"
+    sync_pair(a, b)
+    assert_converged([a, b])
