@@ -489,3 +489,19 @@ def test_a_commit_too_large_for_any_frame_is_refused(make_memory: MakeMemory, ho
     a.fields["after"] = "small"
     sync_pair(a, b)
     assert_converged([a, b])
+
+
+def test_restart_recomputes_the_same_conflicts(make_memory: MakeMemory) -> None:
+    store = hs.MemoryStore()
+    a, b, c = make_memory("a", store=store), make_memory("b"), make_memory("c")
+    for m in (a, b, c):
+        m.fields["k"] = {"by": m.peer}
+    b.fields["tasks"] = {"t1": "open"}
+    sync_all([a, b, c])
+    a.fields["tasks"] = "replaced"
+    del c.fields["tasks"]
+    sync_all([a, b, c])
+    before = snapshot(a)
+    assert len(before.conflicts) == 4
+    again = make_memory("a", store=store)
+    assert snapshot(again) == before
