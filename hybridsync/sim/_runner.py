@@ -189,13 +189,7 @@ def run(
     replay = options.replay_command()
     started = time.perf_counter()
     deadline = None if time_limit_s is None else started + time_limit_s
-    sim = Simulation(
-        options.peers, options.seed, loss=options.loss, duplicate=options.duplicate,
-        reorder=options.reorder, max_delay_ticks=options.max_delay_ticks,
-        tick_ms=options.tick_ms, routing=options.routing, gossip_fanout=options.gossip_fanout,
-        batch_size=options.batch_size, memory_factory=memory_factory, sample=sample,
-        replay=replay,
-    )
+    sim = Simulation.from_options(options, memory_factory=memory_factory, sample=sample)
     workload = Workload(options.seed, write_rate=options.write_rate,
                         rollbacks=options.rollbacks)
     result = RunResult(options, True, None, replay, 0, [], 0, 0, 0, 0, 0, 0, [], None, 0.0)

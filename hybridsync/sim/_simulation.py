@@ -16,15 +16,22 @@ True
 from __future__ import annotations
 
 import random
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from hybridsync.errors import ConfigError, GuaranteeViolation, ProtocolError, SimulationError
 from hybridsync.replica import Memory
 from hybridsync.sim._checkers import Recorder
 from hybridsync.sim._network import Network, NetworkCounters
-from hybridsync.sim._options import ROUTINGS, check_choice, check_int, check_probability
+from hybridsync.sim._options import (
+    ROUTINGS,
+    SimOptions,
+    check_choice,
+    check_int,
+    check_probability,
+)
 from hybridsync.store import MemoryStore
 
 __all__ = ["MemoryFactory", "PeerStats", "SimStats", "Simulation", "TickSample"]
@@ -182,6 +189,36 @@ class Simulation:
         self.violations: list[str] = []
         for n in names:
             self._start(n)
+
+    @classmethod
+    def from_options(cls, options: SimOptions, **kwargs: Any) -> Simulation:
+        """The network and replicas of ``options`` (the workload and faults are the runner's)."""
+        return cls(
+            options.peers, options.seed, loss=options.loss, duplicate=options.duplicate,
+            reorder=options.reorder, max_delay_ticks=options.max_delay_ticks,
+            tick_ms=options.tick_ms, routing=options.routing,
+            gossip_fanout=options.gossip_fanout, batch_size=options.batch_size,
+            replay=options.replay_command(), **kwargs,
+        )
+
+    @classmethod
+    def random(
+        cls, seed: int, *, scale: str = "default", out: TextIO | None = sys.stdout,
+        **kwargs: Any,
+    ) -> Simulation:
+        """A simulation whose options are drawn from ``seed``; prints the seed and the drawn
+        options first (to ``out``), so any run can be replayed.
+
+        >>> import io
+        >>> sim = Simulation.random(7, scale="small", out=io.StringIO())
+        >>> sim.seed, len(sim.peers) >= 2
+        (7, True)
+        """
+        options = SimOptions.draw(seed, scale=scale)
+        if out is not None:
+            out.write(f"seed={seed} options: {options.describe()}\n")
+            out.flush()
+        return cls.from_options(options, **kwargs)
 
     # ---- peers ---------------------------------------------------------------------------
     @property

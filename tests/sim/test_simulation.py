@@ -311,3 +311,14 @@ def test_scripted_faults_replace_the_drawn_plan() -> None:
     assert result.stats is not None and result.stats.crashes == 1
     assert any(s.partitioned for s in result.samples)
     assert any(s.down == 1 for s in result.samples)
+
+
+def test_random_prints_the_seed_and_drawn_options_first() -> None:
+    import io
+
+    out = io.StringIO()
+    sim = Simulation.random(12, scale="small", out=out)
+    options = SimOptions.draw(12, scale="small")
+    assert out.getvalue() == f"seed=12 options: {options.describe()}\n"
+    assert len(sim.peers) == options.peers and sim.routing == options.routing
+    assert sim.replay_command == options.replay_command()
