@@ -124,6 +124,7 @@ class _Link:
     sent: dict[str, int] = field(default_factory=dict)  # we sent up to this (maybe lost)
     advertised: dict[str, int] | None = None  # our vv as the peer last learned it
     need_state: bool = True
+    acked: dict[str, int] = field(default_factory=dict)  # max of every vv it stated (monotone)
     stall: int = 0  # sync_to calls since the peer last acknowledged progress
     rto: int = 0  # retransmit after this many stalled calls; doubles while nothing arrives
 
@@ -401,7 +402,7 @@ class Memory:
                 authors=authors,
                 kind=issue.kind,
             )
-            merged.append(((issue.key, b"", region), conflict))
+            merged.append(((issue.key, (0, b""), region), conflict))
         merged.sort(key=lambda kc: kc[0])
         return [c for _, c in merged]
 
@@ -460,7 +461,7 @@ class Memory:
         syncs with."""
         frontier = self._log.version_vector()
         for link in self._links.values():
-            frontier = frontier.meet(link.known)
+            frontier = frontier.meet(link.acked)
         return frontier
 
     def close(self) -> None:
@@ -679,8 +680,9 @@ class Memory:
         """
         if self._fields.in_transaction:
             raise TransactionError("receive() inside a transaction")
-        fresh = isinstance(peer, str) and peer not in self._links
-        link = self._link(peer)
+        name = _check_name(peer, "peer")
+        if name == self.peer:
+            raise ConfigError("a replica does not sync with itself")
         try:
             decoded = decode_frame(frame)
             if decoded.vv is not None and decoded.vv.get(self.peer, 0) > self._log.seq_of(
@@ -694,10 +696,9 @@ class Memory:
         except HybridSyncError:
             self._rejected += 1
             self._decoded.clear()
-            if fresh:  # a rejected frame does not make its sender a member (stable frontier)
-                del self._links[peer]
             raise
-        # ---- from here on the frame is accepted --------------------------------------------
+        # ---- from here on the frame is accepted; only now is the sender a member ------------
+        link = self._links.get(name) or self._link(name)
         self._frames_received += 1
         self._bytes_received += len(frame)
         if link.incarnation != decoded.incarnation:
@@ -707,10 +708,24 @@ class Memory:
         known = link.known
         progress = False
         if decoded.vv is not None:
-            for a, s in decoded.vv.items():
+            # The latest statement wins for what we send (a stale or false claim is corrected
+            # by the next one); ``acked`` keeps the monotone maximum for the stable frontier.
+            stated = decoded.vv
+            ours = self._log.vv
+            for a in list(known):
+                s = stated.get(a, 0)
+                if s < known[a]:
+                    known[a] = s
+                    if link.sent.get(a, 0) > s:
+                        link.sent[a] = s
+            for a, s in stated.items():
                 if known.get(a, 0) < s:
                     known[a] = s
                     progress = True
+                if link.acked.get(a, 0) < s:
+                    link.acked[a] = s
+                if s > ours.get(a, 0):
+                    link.need_state = True  # it has what we lack: say our vv (a pull)
         for d in decoded.drafts:
             if known.get(d.author, 0) < d.seq:
                 known[d.author] = d.seq

@@ -94,7 +94,7 @@ class FieldsConflictIndex:
 
     # ---- decoding ------------------------------------------------------------------------
     def _index(self, c: Contribution) -> tuple[FieldWrite, ...]:
-        payload = c.payload if c.kind == "fields" else b""
+        payload = c.payload if c.kind == "fields" else _fields_part(c.payload)
         if not payload:
             self._writes[c.id] = ()
             return ()
@@ -135,14 +135,19 @@ class FieldsConflictIndex:
                 writes.append(FieldWrite(_join(path, key), "set", self._value(it, update.items)))
             else:
                 writes.append(FieldWrite(_join(path, "[]"), "insert", None))
-        for client, clock, length in update.deletes:
-            for iid in self._indexed_in(client, clock, length):
-                entry = self._items[iid]
-                if entry.key is None or iid in local:
-                    continue
-                path = self.path_of(entry.parent)
-                if path is not None:
-                    writes.append(FieldWrite(_join(path, entry.key), "delete", DELETED))
+        deleted = {
+            iid for client, clock, length in update.deletes
+            for iid in self._indexed_in(client, clock, length)
+        }
+        for iid in sorted(deleted):
+            entry = self._items[iid]
+            if entry.key is None or iid in local:
+                continue
+            if not isinstance(entry.parent, str) and self._inside(entry.parent, deleted):
+                continue  # deleted with its container: the container's deletion says it all
+            path = self.path_of(entry.parent)
+            if path is not None:
+                writes.append(FieldWrite(_join(path, entry.key), "delete", DELETED))
         result = tuple(writes)
         self._writes[c.id] = result
         return result
@@ -227,13 +232,22 @@ class FieldsConflictIndex:
             return []
         out = []
         for o in others:
-            if o.kind != "fields":
-                continue
             for wo in self.writes_of(o):
                 for wc in mine:
                     if _related(wo, wc):
                         out.append((o, wo, wc))
         return out
+
+
+def _fields_part(payload: bytes) -> bytes:
+    """The Yjs update inside a ``multi`` payload, or ``b""``."""
+    from hybridsync.regions._plane import decode_parts
+
+    try:
+        parts = decode_parts(payload)
+    except PayloadError:
+        return b""
+    return next((p.data for p in parts if p.plane == "fields"), b"")
 
 
 def _join(base: str, key: str) -> str:

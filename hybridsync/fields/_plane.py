@@ -7,17 +7,16 @@ contributions' updates in any causal order yields the same document on every rep
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pycrdt
 
 from hybridsync.errors import PayloadError, TransactionError
-from hybridsync.fields._values import from_crdt, to_crdt
 from hybridsync.fields._views import FieldMap
 
-__all__ = ["ROOT_NAME", "FieldsPlane", "Journal"]
+__all__ = ["ROOT_NAME", "FieldsPlane", "Path"]
 
 ROOT_NAME = "fields"
 _LOCAL = "hybridsync-local"
@@ -26,77 +25,58 @@ _LOCAL = "hybridsync-local"
 Path = tuple[str | int, ...]
 
 
-class Journal:
-    """What a transaction overwrote, as it was before its first write there, so an exception
-    can roll the transaction back.
+class FieldsPlane:
+    """The pycrdt document of one replica and the bookkeeping around its updates."""
 
-    Snapshots are per (container path, key) and per list path. Restoring goes from the
-    shortest path to the longest, navigating from the root each time, so it stays right when
-    the transaction also replaced or deleted the containers it wrote into, and it leaves alone
-    whatever it did not touch (a concurrent nested write of another replica survives).
-    """
+    def __init__(self, client_id: int, autocommit: Callable[[bytes], None]) -> None:
+        self.generation = 0
+        self._autocommit = autocommit
+        self._captured: list[bytes] = []
+        self._remote = False
+        self._txn: Any = None
+        self._deep_sub: Any = None
+        self._tracking = False
+        self._changed: list[str] = []
+        self._open(client_id)
+        self.view = FieldMap(self, self.root)
 
-    __slots__ = ("_root", "_snap")
+    def _open(self, client_id: int) -> None:
+        self.doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
+        self.root: pycrdt.Map[Any] = self.doc.get(ROOT_NAME, type=pycrdt.Map)
+        self._sub = self.doc.observe(self._on_transaction)
+        self._deep_sub = self.root.observe_deep(self._on_deep) if self._tracking else None
 
-    def __init__(self, root: pycrdt.Map[Any] | None) -> None:
-        self._root = root
-        self._snap: dict[tuple[Path, str | None], tuple[bool, Any]] = {}
+    def rebuild(self, client_id: int, updates: Iterable[bytes]) -> None:
+        """Replace the document by one rebuilt from committed updates only.
 
-    def touch_map(self, ymap: pycrdt.Map[Any], path: Path, key: str) -> None:
-        if self._root is None or (path, key) in self._snap:
-            return
-        had = key in ymap
-        self._snap[(path, key)] = (had, from_crdt(ymap[key]) if had else None)
+        Used when the document holds something no contribution carries: a rolled-back
+        transaction, or an update pycrdt half-applied before refusing it. The new document
+        gets a fresh Yjs client id, so no (client, clock) pair is ever reused. Views find
+        their containers again by key path.
+        """
+        self._txn = None
+        self._captured = []
+        self._open(client_id)
+        self._remote = True
+        try:
+            for update in updates:
+                self.doc.apply_update(update)
+        finally:
+            self._remote = False
+        self._changed.clear()
+        self.generation += 1
+        self.view = FieldMap(self, self.root)
 
-    def touch_list(self, arr: pycrdt.Array[Any], path: Path) -> None:
-        if self._root is None or (path, None) in self._snap:
-            return
-        self._snap[(path, None)] = (True, from_crdt(arr))
-
-    def _navigate(self, path: Path) -> Any:
-        cur: Any = self._root
-        for k in path:
+    def resolve(self, keys: Path) -> Any:
+        """The container at ``keys`` from the root, or ``None``."""
+        cur: Any = self.root
+        for k in keys:
             in_map = isinstance(cur, pycrdt.Map) and isinstance(k, str) and k in cur
             in_list = isinstance(cur, pycrdt.Array) and isinstance(k, int) and k < len(cur)
             if not (in_map or in_list):
                 return None
             cur = cur[k]
         return cur
-
-    def restore(self) -> None:
-        for (path, key), (had, old) in sorted(
-            self._snap.items(), key=lambda kv: len(kv[0][0])
-        ):
-            target = self._navigate(path)
-            if key is None:
-                if isinstance(target, pycrdt.Array):
-                    target.clear()
-                    target.extend([to_crdt(v) for v in old])
-            elif isinstance(target, pycrdt.Map):
-                if had:
-                    target[key] = to_crdt(old)
-                elif key in target:
-                    del target[key]
-
-
-_NO_JOURNAL = Journal(None)  # autocommitted single writes: a failing write changes nothing
-
-
-class FieldsPlane:
-    """The pycrdt document of one replica and the bookkeeping around its updates."""
-
-    def __init__(self, client_id: int, autocommit: Callable[[bytes], None]) -> None:
-        self.doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
-        self.root: pycrdt.Map[Any] = self.doc.get(ROOT_NAME, type=pycrdt.Map)
-        self.view = FieldMap(self, self.root)
-        self._autocommit = autocommit
-        self._captured: list[bytes] = []
-        self._remote = False
-        self._txn: Any = None
-        self._journal: Journal | None = None
-        self._sub = self.doc.observe(self._on_transaction)
-        self._deep_sub: Any = None
-        self._changed: list[str] = []
 
     # ---- capture -------------------------------------------------------------------------
     def _on_transaction(self, event: pycrdt.TransactionEvent) -> None:
@@ -105,6 +85,7 @@ class FieldsPlane:
 
     def track_changes(self) -> None:
         """Start recording changed key paths (only once someone observes the replica)."""
+        self._tracking = True
         if self._deep_sub is None:
             self._deep_sub = self.root.observe_deep(self._on_deep)
 
@@ -133,22 +114,19 @@ class FieldsPlane:
         if self._txn is not None:
             raise TransactionError("a transaction is already open on this replica")
         self._captured.clear()
-        self._journal = Journal(self.root)
         self._txn = self.doc.transaction(origin=_LOCAL)
         self._txn.__enter__()
 
-    def end(self, *, rollback: bool = False) -> bytes | None:
-        """Close the transaction; the Yjs update it produced, or ``None`` if nothing changed."""
-        txn, journal = self._txn, self._journal
+    def end(self) -> bytes | None:
+        """Close the transaction; the Yjs update it produced, or ``None`` if nothing changed.
+
+        To abandon a transaction, close it, discard the update and :meth:`rebuild`.
+        """
+        txn = self._txn
         if txn is None:
             raise TransactionError("no transaction is open")
-        try:
-            if rollback and journal is not None:
-                journal.restore()
-        finally:
-            self._txn = None
-            self._journal = None
-            txn.__exit__(None, None, None)
+        self._txn = None
+        txn.__exit__(None, None, None)
         return self._take_update()
 
     def _take_update(self) -> bytes | None:
@@ -160,18 +138,17 @@ class FieldsPlane:
         return bytes(pycrdt.merge_updates(*captured))
 
     @contextmanager
-    def write(self) -> Iterator[Journal]:
+    def write(self) -> Iterator[None]:
         """Context for one write from a view: joins the open transaction or autocommits."""
         if self._txn is not None:
-            assert self._journal is not None
-            yield self._journal
+            yield None
             return
         if self._remote:
             raise TransactionError("fields cannot be written while a remote change is applied")
         self._captured.clear()
         try:
             with self.doc.transaction(origin=_LOCAL):
-                yield _NO_JOURNAL
+                yield None
         finally:
             # Whatever reached the document is committed, even if the write then failed:
             # an uncommitted Yjs item would leave a gap in this client's clock on every peer.
@@ -179,11 +156,9 @@ class FieldsPlane:
             if update is not None:
                 self._autocommit(update)
 
-    def set_key(self, ymap: pycrdt.Map[Any], key: str, value: Any, path: Path) -> None:
+    def set_key(self, ymap: pycrdt.Map[Any], key: str, value: Any) -> None:
         """``ymap[key] = value`` as one write (the hot path of ``fields[key] = v``)."""
         if self._txn is not None:
-            assert self._journal is not None
-            self._journal.touch_map(ymap, path, key)
             ymap[key] = value
             return
         if self._remote:

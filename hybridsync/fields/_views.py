@@ -5,9 +5,10 @@ as plain Python values (number model in ``_values``); nested dicts and lists rea
 views, so ``mem.fields["tasks"]["t1"]["status"] = "done"`` writes through. Views compare equal
 to the plain values they show; ``to_py()`` returns a plain copy.
 
-Every write goes through the owning replica's ``_write``: outside a transaction each write is
-one commit (one contribution); inside ``mem.transaction()`` writes join that commit and are
-journalled so an exception rolls them back.
+Every write goes through the plane: outside a transaction each write is one commit (one
+contribution); inside ``mem.transaction()`` writes join that commit. A view remembers the key
+path it was reached by; if the document is rebuilt (a rolled-back transaction, a rejected
+update) the view finds its container again by that path.
 """
 
 from __future__ import annotations
@@ -41,16 +42,26 @@ def _join(path: str, key: str) -> str:
 class FieldMap(MutableMapping[str, Any]):
     """A live, dict-like view of one map of the fields document."""
 
-    __slots__ = ("_keys", "_map", "_path", "_plane")
+    __slots__ = ("_gen", "_keys", "_path", "_plane", "_ymap")
 
     def __init__(
         self, plane: FieldsPlane, ymap: pycrdt.Map[Any], path: str = "",
         keys: tuple[str | int, ...] = (),
     ) -> None:
         self._plane = plane
-        self._map = ymap
+        self._ymap = ymap
+        self._gen = plane.generation
         self._path = path
         self._keys = keys  # keys and list indices from the root map to this map
+
+    @property
+    def _map(self) -> pycrdt.Map[Any]:
+        if self._gen != self._plane.generation:
+            found = self._plane.resolve(self._keys)
+            if not isinstance(found, pycrdt.Map):
+                raise FieldValueError(f"the map at {self._path!r} no longer exists")
+            self._ymap, self._gen = found, self._plane.generation
+        return self._ymap
 
     @staticmethod
     def _check_key(key: object) -> str:
@@ -74,31 +85,28 @@ class FieldMap(MutableMapping[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if type(key) is not str or not key.isascii():
             check_text(self._check_key(key))
-        self._plane.set_key(self._map, key, to_crdt(value), self._keys)
+        self._plane.set_key(self._map, key, to_crdt(value))
 
     def __delitem__(self, key: str) -> None:
         self._check_key(key)
         ymap = self._map
         if key not in ymap:
             raise KeyError(key)
-        with self._plane.write() as journal:
-            journal.touch_map(self._map, self._keys, key)
+        with self._plane.write():
             del ymap[key]
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # one commit for the whole update
         items = dict(*args, **kwargs)
         converted = {self._check_key(k): to_crdt(v) for k, v in items.items()}
         ymap = self._map
-        with self._plane.write() as journal:
+        with self._plane.write():
             for k, v in converted.items():
-                journal.touch_map(self._map, self._keys, k)
                 ymap[k] = v
 
     def clear(self) -> None:
         ymap = self._map
-        with self._plane.write() as journal:
+        with self._plane.write():
             for k in list(ymap.keys()):
-                journal.touch_map(self._map, self._keys, k)
                 del ymap[k]
 
     def __iter__(self) -> Iterator[str]:
@@ -140,15 +148,25 @@ def _canon(v: Any) -> Any:
 class FieldList(MutableSequence[Any]):
     """A live, list-like view of one array of the fields document."""
 
-    __slots__ = ("_arr", "_keys", "_path", "_plane")
+    __slots__ = ("_gen", "_keys", "_path", "_plane", "_yarr")
 
     def __init__(
         self, plane: FieldsPlane, arr: pycrdt.Array[Any], path: str, keys: tuple[str | int, ...]
     ) -> None:
         self._plane = plane
-        self._arr = arr
+        self._yarr = arr
+        self._gen = plane.generation
         self._path = path
         self._keys = keys
+
+    @property
+    def _arr(self) -> pycrdt.Array[Any]:
+        if self._gen != self._plane.generation:
+            found = self._plane.resolve(self._keys)
+            if not isinstance(found, pycrdt.Array):
+                raise FieldValueError(f"the list at {self._path!r} no longer exists")
+            self._yarr, self._gen = found, self._plane.generation
+        return self._yarr
 
     def _index(self, i: object) -> int:
         if isinstance(i, bool) or not isinstance(i, int):
@@ -179,8 +197,7 @@ class FieldList(MutableSequence[Any]):
         j = self._index(i)
         converted = to_crdt(value)
         arr = self._arr
-        with self._plane.write() as journal:
-            journal.touch_list(self._arr, self._keys)
+        with self._plane.write():
             del arr[j]
             arr.insert(j, converted)
 
@@ -193,8 +210,7 @@ class FieldList(MutableSequence[Any]):
             raise FieldValueError("slice deletion is not supported")
         j = self._index(i)
         arr = self._arr
-        with self._plane.write() as journal:
-            journal.touch_list(self._arr, self._keys)
+        with self._plane.write():
             del arr[j]
 
     def insert(self, i: int, value: Any) -> None:
@@ -204,22 +220,19 @@ class FieldList(MutableSequence[Any]):
         j = max(0, min(n, i + n if i < 0 else i))
         converted = to_crdt(value)
         arr = self._arr
-        with self._plane.write() as journal:
-            journal.touch_list(self._arr, self._keys)
+        with self._plane.write():
             arr.insert(j, converted)
 
     def append(self, value: Any) -> None:
         converted = to_crdt(value)
         arr = self._arr
-        with self._plane.write() as journal:
-            journal.touch_list(self._arr, self._keys)
+        with self._plane.write():
             arr.append(converted)
 
     def extend(self, values: Iterable[Any]) -> None:
         converted = [to_crdt(v) for v in values]
         arr = self._arr
-        with self._plane.write() as journal:
-            journal.touch_list(self._arr, self._keys)
+        with self._plane.write():
             arr.extend(converted)
 
     def __len__(self) -> int:

@@ -295,6 +295,15 @@ class RegionsPlane:
         self._deletes = []
         return parts
 
+    def revert(self) -> None:
+        """Drop uncommitted edits: working copies return to their shadows."""
+        for st in self.texts.values():
+            st.working = st.shadow
+            st.dirty = False
+        for bst in self.buffers.values():
+            np.copyto(bst.working, bst.shadow)
+        self._deletes = []
+
     @property
     def dirty(self) -> bool:
         if self._deletes or any(st.dirty for st in self.texts.values()):
@@ -306,6 +315,11 @@ class RegionsPlane:
         """Decode every region part up front (so a bad one rejects the frame, not half of it)."""
         out: list[tuple[Part, Any]] = []
         for p in parts:
+            if p.plane != "fields":
+                try:
+                    check_region_name(p.region)
+                except ConfigError as exc:
+                    raise PayloadError(str(exc)) from None
             if p.plane == "text":
                 check_region_name(p.region)
                 out.append((p, decode_patch(p.data)))

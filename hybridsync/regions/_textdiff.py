@@ -26,8 +26,40 @@ LINE_DIFF_BUDGET = 4_000_000
 _EQUAL, _INSERT, _DELETE = 0, 1, -1
 
 
+class _BoundedEngine(diff_match_patch):  # type: ignore[misc]
+    """diff-match-patch whose every diff is bounded by size instead of by a wall clock.
+
+    ``patch_apply`` diffs a hunk against the text it fuzzily found; with no timeout that is
+    O(N·D) and a hostile or unlucky 20 KB deletion would stall every replica's fold. Here a
+    diff whose trimmed middle exceeds the budget becomes one delete + insert, so the hunk
+    fails cleanly (reported as a conflict) instead.
+    """
+
+    def diff_main(
+        self, text1: str, text2: str, checklines: bool = True, deadline: float | None = None
+    ) -> list[tuple[int, str]]:
+        if len(text1) * len(text2) <= CHAR_DIFF_BUDGET or text1 == text2:
+            return super().diff_main(text1, text2, False, deadline)  # type: ignore[no-any-return]
+        p = self.diff_commonPrefix(text1, text2)
+        s = self.diff_commonSuffix(text1[p:], text2[p:])
+        mid1, mid2 = text1[p : len(text1) - s], text2[p : len(text2) - s]
+        out: list[tuple[int, str]] = []
+        if p:
+            out.append((_EQUAL, text1[:p]))
+        if len(mid1) * len(mid2) <= CHAR_DIFF_BUDGET:
+            out.extend(super().diff_main(mid1, mid2, False, deadline))
+        else:
+            if mid1:
+                out.append((_DELETE, mid1))
+            if mid2:
+                out.append((_INSERT, mid2))
+        if s:
+            out.append((_EQUAL, text1[len(text1) - s :]))
+        return out
+
+
 def _engine() -> diff_match_patch:
-    dmp = diff_match_patch()
+    dmp = _BoundedEngine()
     dmp.Diff_Timeout = 0  # no wall clock: the budgets above bound the work instead
     # Tighter than the defaults (0.5, 1000): a hunk that cannot find its context close to
     # where its author saw it fails loudly (a Conflict) instead of landing somewhere wrong.
@@ -38,6 +70,10 @@ def _engine() -> diff_match_patch:
 
 
 _DMP = _engine()
+# Splits hunks so that patch_apply's padding (Patch_Margin on each side) keeps every piece
+# within Match_MaxBits: patch_apply then never re-splits, and results map 1:1 to pieces.
+_SPLITTER = _engine()
+_SPLITTER.Match_MaxBits = _DMP.Match_MaxBits - 2 * _DMP.Patch_Margin
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,22 +173,38 @@ def decode_patch(data: bytes) -> list[Hunk]:
 def apply_patch(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]:
     """Fuzzy-apply hunks to ``text``: the new text and the hunks that failed to apply.
 
-    Deterministic: the same text and hunks give the same result on every replica.
+    Deterministic and total: the same text and hunks give the same result on every replica,
+    and no input makes it raise. Hunks are split into pieces small enough that
+    ``patch_apply`` never splits them again (its own splitting skips patches), so each result
+    maps back to exactly one hunk.
     """
     if not hunks:
         return text, []
-    patches: list[Any] = []
-    for h in hunks:
-        pt = _patch_obj()
-        pt.start1, pt.start2, pt.length1, pt.length2 = h.start1, h.start2, h.length1, h.length2
-        pt.diffs = list(h.diffs)
-        patches.append(pt)
-    new_text, results = _DMP.patch_apply(patches, text)
-    failed = [h for h, ok in zip(hunks, results, strict=False) if not ok]
-    if len(results) != len(hunks):
-        # patch_apply splits hunks longer than Match_MaxBits; report per original hunk
-        # conservatively: a hunk failed if any of its pieces failed.
-        failed = _failed_after_split(hunks, results)
+    pieces: list[Any] = []
+    counts: list[int] = []
+    try:
+        for h in hunks:
+            pt = _patch_obj()
+            pt.start1, pt.start2 = h.start1, h.start2
+            pt.length1, pt.length2 = h.length1, h.length2
+            pt.diffs = list(h.diffs)
+            one = [pt]
+            _SPLITTER.patch_splitMax(one)
+            counts.append(len(one))
+            pieces.extend(one)
+        new_text, results = _DMP.patch_apply(pieces, text)
+    except Exception:
+        # Hunks no honest diff produces can trip diff-match-patch (IndexError in
+        # patch_splitMax). Total and deterministic: nothing applies, every hunk is reported.
+        return text, list(hunks)
+    if len(results) != len(pieces):  # pragma: no cover - defensive: report everything
+        return text, list(hunks)
+    failed: list[Hunk] = []
+    i = 0
+    for h, n in zip(hunks, counts, strict=True):
+        if not all(results[i : i + n]):
+            failed.append(h)
+        i += n
     return new_text, failed
 
 
@@ -160,20 +212,3 @@ def _patch_obj() -> Any:
     from diff_match_patch import patch_obj  # the class lives beside diff_match_patch
 
     return patch_obj()
-
-
-def _failed_after_split(hunks: list[Hunk], results: list[bool]) -> list[Hunk]:
-    pieces = []
-    for h in hunks:
-        pt = _patch_obj()
-        pt.start1, pt.start2, pt.length1, pt.length2 = h.start1, h.start2, h.length1, h.length2
-        pt.diffs = list(h.diffs)
-        split = [pt]
-        _DMP.patch_splitMax(split)
-        pieces.append(len(split))
-    failed, i = [], 0
-    for h, n in zip(hunks, pieces, strict=True):
-        if not all(results[i : i + n]):
-            failed.append(h)
-        i += n
-    return failed

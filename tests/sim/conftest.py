@@ -21,20 +21,7 @@ from hybridsync.sim import RunResult
 SOAK = os.environ.get("HYBRIDSYNC_SOAK") == "1"
 
 # name -> (regex every matching violation detail satisfies, where it is reproduced)
-KNOWN_CORE_BUGS: dict[str, tuple[str, str]] = {
-    "rollback-erases-concurrent-write": (
-        r"lost silently.*\(rollback, rolled back\) by \S+ at tick \d+, concurrent: [^\n]*\bset\b",
-        "test_regressions.py::test_rollback_of_a_new_key_keeps_a_concurrent_write",
-    ),
-    "rollback-leaves-rolled-back-value": (
-        r"a value written in a rolled-back transaction is visible",
-        "test_regressions.py::test_rollback_restores_a_replaced_map_without_draft_values",
-    ),
-    "rollback-bytes-nondeterministic": (
-        r"G4 policy independence: .*first difference at position \d+: [^\n]*'rollback by ",
-        "test_regressions.py::test_a_rollback_commits_the_same_bytes_every_time",
-    ),
-}
+KNOWN_CORE_BUGS: dict[str, tuple[str, str]] = {}  # none open; see test_regressions.py
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

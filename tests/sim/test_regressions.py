@@ -79,11 +79,7 @@ def test_rollback_of_a_list_created_and_appended_twice_raises_the_original_error
     assert m.fields.to_dict() == {}
 
 
-# ---- open core bugs: strict xfail ------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: rolling back a transaction that created a key commits an item born deleted; "
-    "on peers where it sorts after a concurrent write of that key, Yjs lets it overwrite "
-    "(delete) the concurrent value, and no conflict is recorded (silent loss, G2)"))
+# ---- core bugs found by the simulator, fixed: rollbacks rebuild the document from the log -----
 def test_rollback_of_a_new_key_keeps_a_concurrent_write() -> None:
     lost = []
     for inc in range(1, 9):
@@ -100,10 +96,6 @@ def test_rollback_of_a_new_key_keeps_a_concurrent_write() -> None:
     assert lost == [], f"a's write vanished silently for incarnations {lost}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: Journal.restore restores the replaced container first, then writes the "
-    "snapshot of a nested key taken inside the transaction (a draft value) into the "
-    "restored container, so a rolled-back value stays visible"))
 def test_rollback_restores_a_replaced_map_without_draft_values() -> None:
     m = _memory("a", 1)
     m.fields["k"] = {"n1": 1}
@@ -114,11 +106,6 @@ def test_rollback_restores_a_replaced_map_without_draft_values() -> None:
     assert m.fields.to_dict() == {"k": {"n1": 1}}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug (G4, replay): a rollback re-inserts a map's keys in the iteration order of "
-    "pycrdt's hash map (to_py), which varies between Doc instances even for identical "
-    "histories, so the same rollback on the same state commits different Yjs bytes and a "
-    "different contribution id; a seed with such a rollback does not replay byte for byte"))
 def test_a_rollback_commits_the_same_bytes_every_time() -> None:
     heads = set()
     for _ in range(10):
@@ -131,10 +118,6 @@ def test_a_rollback_commits_the_same_bytes_every_time() -> None:
     assert len(heads) == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug: two replicas deleting the same nested map is reported as a conflict "
-    "('k/n0' vs 'k/n0/n2'), because a map deletion's cascade is indexed as deletes of its "
-    "children; fields/_conflicts.py says both deleting one key is not a conflict"))
 def test_deleting_the_same_map_twice_is_not_a_conflict() -> None:
     a, b = _memory("a", 1), _memory("b", 2)
     a.fields["k"] = {"n0": {"n2": 1}}
@@ -189,23 +172,13 @@ def _fails_with(options: SimOptions, pattern: str) -> None:
     raise GuaranteeViolation(message, replay=result.replay)
 
 
-@pytest.mark.xfail(strict=True, raises=GuaranteeViolation,
-                   reason="core bug: rollback of a new key erases a concurrent write (above)")
 def test_pinned_seed_103_rollback_erases_a_concurrent_write() -> None:
-    _fails_with(SEED_103, r"lost silently.*\(rollback, rolled back\)")
+    run(SEED_103)
 
 
-@pytest.mark.xfail(strict=True, raises=GuaranteeViolation,
-                   reason="core bug: rollback leaves a draft value visible (above)")
 def test_pinned_seed_10_rolled_back_value_visible() -> None:
-    _fails_with(SEED_10_EPOCHS, r"rolled-back transaction is visible")
+    run(SEED_10_EPOCHS)
 
 
-@pytest.mark.xfail(strict=True, raises=GuaranteeViolation,
-                   reason="core bug: rollback bytes depend on delivery order (above)")
 def test_pinned_seed_6_policies_disagree_on_a_rollback() -> None:
-    try:
-        check_policies(SEED_6_EPOCHS)
-    except GuaranteeViolation as exc:
-        assert "'rollback by " in str(exc), str(exc)
-        raise
+    check_policies(SEED_6_EPOCHS)
