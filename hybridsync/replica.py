@@ -402,7 +402,8 @@ class Memory:
                 authors=authors,
                 kind=issue.kind,
             )
-            merged.append(((issue.key, (0, b""), region), conflict))
+            keys = sorted(self._log.get(x).order_key for x in ids)  # type: ignore[union-attr]
+            merged.append(((keys[-1], keys[0], region), conflict))
         merged.sort(key=lambda kc: kc[0])
         return [c for _, c in merged]
 

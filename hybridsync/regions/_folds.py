@@ -79,7 +79,7 @@ class TextFold:
         self._entries.insert(i, entry)
         self._keys.insert(i, key)
         if i == len(self._entries) - 1:
-            self._step(entry)
+            self._step(entry, i)
             self._maybe_checkpoint()
             return
         # A late contribution that sorts earlier: rewind and replay.
@@ -88,7 +88,7 @@ class TextFold:
         del self._checkpoints[j + 1 :]
         n, self.value, self.deleted, self._deleted_by = self._checkpoints[j]
         for k in range(n, len(self._entries)):
-            self._step(self._entries[k])
+            self._step(self._entries[k], k)
             if (k + 1) % CHECKPOINT_EVERY == 0:
                 self._checkpoints.append((k + 1, self.value, self.deleted, self._deleted_by))
         self._thin()
@@ -107,9 +107,21 @@ class TextFold:
         older = self._checkpoints[1:half]
         self._checkpoints = [self._checkpoints[0], *older[1::2], *self._checkpoints[half:]]
 
-    def _step(self, e: _Entry) -> None:
+    def _step(self, e: _Entry, index: int) -> None:
         e.issues = []
         if e.hunks is None:
+            # Edits that sort before this deletion but were made without seeing it are
+            # wiped by it: say so (G2), on the deletion's entry so a replay recomputes it.
+            for j in range(index - 1, -1, -1):
+                prev = self._entries[j]
+                if prev.hunks is None:
+                    break
+                if not self._hb(prev.cid, e.cid) and not prev.issues:
+                    e.issues.append(FoldIssue(
+                        "edit-of-deleted-region", prev.cid, prev.key,
+                        "edit made concurrently with the region's deletion; wiped by it",
+                        e.cid,
+                    ))
             self.value, self.deleted, self._deleted_by = "", True, e.cid
             return
         if self.deleted:
@@ -223,8 +235,18 @@ class BufferFold:
         self._winner.clear()
         self.deleted, self._deleted_by = False, None
         self._drop_issues = []
-        for e in self._entries:
+        for idx, e in enumerate(self._entries):
             if e.blocks is None:
+                for j in range(idx - 1, -1, -1):
+                    prev = self._entries[j]
+                    if prev.blocks is None:
+                        break
+                    if not self._hb(prev.cid, e.cid):
+                        self._drop_issues.append(FoldIssue(
+                            "edit-of-deleted-region", prev.cid, prev.key,
+                            "write made concurrently with the region's deletion; wiped by it",
+                            e.cid,
+                        ))
                 self.data[:] = 0
                 self._winner.clear()
                 self.deleted, self._deleted_by = True, e.cid

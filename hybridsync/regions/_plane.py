@@ -227,6 +227,8 @@ class RegionsPlane:
         self.texts: dict[str, _TextState] = {}
         self.buffers: dict[str, _BufferState] = {}
         self._deletes: list[Part] = []
+        # deletions of buffers this replica has not seen yet: replayed when one appears
+        self._orphan_deletes: dict[str, list[tuple[OrderKey, bytes]]] = {}
 
     # ---- handles -------------------------------------------------------------------------
     def text(self, name: str) -> TextRegion:
@@ -291,6 +293,9 @@ class RegionsPlane:
                          for i in blocks]
                 parts.append(Part("buffer", name, encode_delta(
                     tuple(bst.working.shape), bst.working.dtype.name, delta)))
+        if self._deletes:
+            gone = {p.region for p in self._deletes}
+            parts = [p for p in parts if p.region not in gone]  # the deletion supersedes them
         parts.extend(self._deletes)
         self._deletes = []
         return parts
@@ -354,6 +359,8 @@ class RegionsPlane:
                     if p.region in self.texts:
                         continue
                     bst = self.buffers[p.region] = _BufferState(shape, dtype, self._hb)
+                    for dkey, dcid in self._orphan_deletes.pop(p.region, []):
+                        bst.fold.add(dkey, dcid, None)
                 if not bst.fold.same_layout(shape, dtype, bb):
                     continue  # reported by layout_issues
                 bst.fold.add(key, cid, blocks)
@@ -368,6 +375,7 @@ class RegionsPlane:
                 else:
                     bst = self.buffers.get(p.region)
                     if bst is None:
+                        self._orphan_deletes.setdefault(p.region, []).append((key, cid))
                         continue
                     bst.fold.add(key, cid, None)
                 touched.append(p.region)
