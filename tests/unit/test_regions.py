@@ -5,6 +5,7 @@ checks, restart from a store, transactions, and hostile payloads."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import random
 from collections.abc import Callable
@@ -14,8 +15,9 @@ import pytest
 
 import hybridsync as hs
 from hybridsync.causal import Contribution
+from hybridsync.regions._folds import CHECKPOINT_EVERY, MAX_CHECKPOINTS, TextFold
 from hybridsync.regions._plane import BLOCK_BYTES, Part, encode_parts
-from hybridsync.regions._textdiff import Hunk, encode_patch
+from hybridsync.regions._textdiff import Hunk, encode_patch, make_patch
 from hybridsync.testing import (
     LossyChannel,
     ManualClock,
@@ -336,6 +338,53 @@ def test_lossy_duplicating_reordering_delivery_gives_the_same_result(
             reference.digest, reference.history, reference.conflicts)
 
 
+def test_text_fold_rewinds_through_thinned_checkpoints_to_the_same_value() -> None:
+    """Hundreds of entries (checkpoints taken and thinned), late arrivals that sort early
+    (rewind and replay), duplicates: the same value and issues as folding in order."""
+    n = CHECKPOINT_EVERY * (MAX_CHECKPOINTS + 4)
+    entries = []
+    text = ""
+    for k in range(n):
+        cid = hashlib.blake2b(str(k).encode(), digest_size=8).digest()
+        new = text + f"line {k} 😀\n" if k % 3 else text.replace("line", "LINE", 1)
+        entries.append(((k // 2, cid), cid, make_patch(text, new)))
+        text = new
+    in_order = TextFold(lambda x, y: False)
+    for key, cid, hunks in sorted(entries):
+        in_order.add(key, cid, hunks)
+    assert in_order.value.count("😀") == sum(1 for k in range(n) if k % 3)  # no line lost
+    ordered = sorted(entries)
+    arrival = [e for i, e in enumerate(ordered) if i % 20] + ordered[::20][::-1]
+    late = TextFold(lambda x, y: False)
+    for key, cid, hunks in arrival + ordered[:5]:  # and a few duplicates
+        late.add(key, cid, hunks)
+    assert late.replays > 0 and len(late) == n
+    assert late.value == in_order.value
+    assert late.issues() == in_order.issues()
+
+
+def test_long_offline_histories_fold_the_same_in_any_author_order(
+    make_memory: MakeMemory, clock: ManualClock
+) -> None:
+    authors = [make_memory(p) for p in ("a", "b", "c")]
+    authors[0].text("log").set("shared log\n")
+    sync_all(authors)
+    for k in range(20):
+        for m in authors:
+            m.text("log").append(f"{m.peer} entry {k}\n")
+            m.commit()
+            clock.advance(1)
+    frames = {m.peer: m.sync_to("o") for m in authors}
+    sync_all(authors)
+    reference = assert_converged(authors)
+    for order in (["a", "b", "c"], ["c", "b", "a"], ["b", "c", "a"]):
+        o = make_memory("o")
+        for peer in order:
+            for f in frames[peer]:
+                o.receive(peer, f)
+        assert snapshot(o) == reference
+
+
 # ---- deletion tombstones -------------------------------------------------------------------
 
 
@@ -401,12 +450,6 @@ def test_concurrent_write_does_not_resurrect_a_deleted_buffer(make_memory: MakeM
 
 
 @pytest.mark.parametrize("kind", ["text", "buffer"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="an edit concurrent with a deletion that sorts BEFORE the deletion (e.g. a has one "
-    "more commit than b, so its deletion has the higher lamport) is applied and then wiped "
-    "by the deletion with no conflict recorded: the committed edit vanishes silently (G2)",
-)
 def test_concurrent_edit_sorting_before_the_deletion_is_reported(
     make_memory: MakeMemory, kind: str
 ) -> None:
@@ -433,12 +476,6 @@ def test_concurrent_edit_sorting_before_the_deletion_is_reported(
                for c in snap.conflicts)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="text edit and delete_region of the same region in one cycle: both parts fold "
-    "under the same contribution key, TextFold.add ignores the second (the delete part comes "
-    "last), so the deletion is silently lost and the region stays",
-)
 def test_set_then_delete_in_one_cycle_deletes(make_memory: MakeMemory) -> None:
     a = make_memory("a")
     t = a.text("t")
@@ -448,13 +485,6 @@ def test_set_then_delete_in_one_cycle_deletes(make_memory: MakeMemory) -> None:
     assert a.regions() == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a delete part for a buffer the receiver does not hold yet is skipped "
-    "(RegionsPlane.fold: `if bst is None: continue`) instead of leaving a tombstone: with "
-    "a creating buffer 'kv' locally (no write), deleting it, b writing 'kv' concurrently and "
-    "c receiving a's deletion before b's write, a and b show no 'kv' but c shows b's write",
-)
 def test_deletion_of_a_buffer_the_receiver_never_saw_converges(make_memory: MakeMemory) -> None:
     a, b, c = make_memory("a"), make_memory("b"), make_memory("c")
     a.buffer("kv", shape=(4,), dtype="uint8")
@@ -573,6 +603,18 @@ def test_concurrent_writes_to_one_block_converge_to_the_later_one(
     assert conflict.authors == (earlier.author, later.author)
     for m in (a, b, c):
         assert region_conflicts(m) == [conflict]
+
+
+def test_three_concurrent_writers_of_one_block_list_conflicts_in_one_order(
+    make_memory: MakeMemory, clock: ManualClock
+) -> None:
+    mems = [make_memory(f"p{k}") for k in range(3)]
+    for m in mems:
+        m.buffer("b0", shape=(1500,), dtype="float32").write(0, [1.0])
+        clock.advance(1)
+    sync_all(mems)
+    assert len(mems[0].conflicts()) == 3
+    assert_converged(mems)
 
 
 def test_concurrent_writes_to_different_blocks_merge(make_memory: MakeMemory) -> None:
@@ -746,14 +788,6 @@ def test_concurrent_field_writes_inside_multi_contributions_are_reported(
     assert set(conflict.authors) == {"a", "b"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Memory.conflicts() raises TypeError ('<' not supported between bytes and tuple) "
-    "when one contribution has both a field conflict and a region issue: it sorts region keys "
-    "(order_key, b'', region) together with field keys (order_key, order_key, location). "
-    "Input: b: transaction{fields j=0; text t append 'aaa'}; a: transaction{fields j=0; "
-    "text t append 'a'}; sync_all",
-)
 def test_conflicts_of_one_contribution_in_fields_and_a_region_are_listed(
     make_memory: MakeMemory,
 ) -> None:
