@@ -131,6 +131,28 @@ def test_deleting_the_same_map_twice_is_not_a_conflict() -> None:
     assert a.conflicts() == []
 
 
+# ---- open core bugs: strict xfail ------------------------------------------------------------
+@pytest.mark.xfail(strict=True, reason=(
+    "core bug (G2): a committed transaction that creates a key and deletes it again commits "
+    "a Yjs item born deleted; on peers where it sorts after a concurrent write of that key, "
+    "integrating it deletes the concurrent value (the key disappears) and the conflict index "
+    "skips born-deleted items, so no conflict is recorded: a silent loss. Found by seed 2536."))
+def test_a_transaction_that_sets_and_deletes_a_new_key_keeps_a_concurrent_write() -> None:
+    lost = []
+    for inc in range(1, 9):
+        a, b = _memory("a", inc), _memory("b", 100 + inc)
+        a.fields["k"] = "kept"
+        with b.transaction():
+            b.fields["k"] = "scratch"
+            del b.fields["k"]
+        _pump(a, b)
+        _pump(b, a)
+        assert a.fields_json() == b.fields_json()
+        if a.fields.get("k") != "kept" and not a.conflicts():
+            lost.append(inc)
+    assert lost == [], f"a's write vanished silently for incarnations {lost}"
+
+
 # ---- pinned seeds --------------------------------------------------------------------------
 # The runs that found the bugs above, every option written out: each replays with
 # `python -m hybridsync.sim --seed N` and these options.
@@ -146,6 +168,10 @@ SEED_97 = SimOptions(seed=97, peers=2, ticks=44, liveness_ticks=600, loss=0.3, d
 SEED_103 = SimOptions(seed=103, peers=3, ticks=36, liveness_ticks=600, loss=0.3, duplicate=0.0,
                       reorder=True, max_delay_ticks=5, routing="gossip", gossip_fanout=3,
                       batch_size=1, partitions=True, crashes=False, write_rate=0.3)
+SEED_2536 = SimOptions(seed=2536, peers=2, ticks=57, liveness_ticks=600, loss=0.0,
+                       duplicate=0.2, reorder=True, max_delay_ticks=5, routing="mesh",
+                       gossip_fanout=3, batch_size=8, partitions=True, crashes=True,
+                       write_rate=0.6)
 SEED_10_EPOCHS = SimOptions(seed=10, peers=4, ticks=30, liveness_ticks=300, loss=0.05,
                             duplicate=0.05, reorder=False, max_delay_ticks=2, routing="star",
                             gossip_fanout=3, batch_size=1, partitions=True, crashes=False,
@@ -182,3 +208,10 @@ def test_pinned_seed_10_rolled_back_value_visible() -> None:
 
 def test_pinned_seed_6_policies_disagree_on_a_rollback() -> None:
     check_policies(SEED_6_EPOCHS)
+
+
+@pytest.mark.xfail(strict=True, raises=GuaranteeViolation,
+                   reason="core bug: set-then-delete in one transaction erases a concurrent "
+                   "write (above)")
+def test_pinned_seed_2536_set_then_delete_erases_a_concurrent_write() -> None:
+    _fails_with(SEED_2536, r"lost silently.*\(transaction\).*concurrent: set k6, delete k6")
