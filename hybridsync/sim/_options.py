@@ -52,13 +52,15 @@ class SimOptions:
     ``liveness_ticks`` bounds the liveness phase (faults healed, convergence demanded).
     ``rollbacks`` lets the workload run transactions that raise and roll back.
     Loss, duplication and reordering stay on in the liveness phase: anti-entropy must win
-    over a lossy network; partitions, clogs and crashes stop.
+    over a lossy network; partitions, clogs and crashes stop. The default liveness budget
+    leaves room for the replica's retransmit backoff, which grows to 64 × retransmit_rounds
+    (512 sync rounds) while a peer is unreachable, and for a few resends lost after that.
     """
 
     seed: int
     peers: int = 4
     ticks: int = 100
-    liveness_ticks: int = 600
+    liveness_ticks: int = 3000
     loss: float = 0.0
     duplicate: float = 0.0
     reorder: bool = True

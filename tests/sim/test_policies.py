@@ -21,7 +21,7 @@ SOAK_G4_SEEDS = range(500_000, 500_200)
 
 def _options(seed: int, rollbacks: bool, scale: str = "small") -> SimOptions:
     return SimOptions.draw(seed, scale=scale, mode="epochs", epochs=3, ticks=30,
-                           liveness_ticks=400, rollbacks=rollbacks)
+                           rollbacks=rollbacks)
 
 
 def _check(options: SimOptions, expect_ok: Callable[[RunResult], None]) -> None:
