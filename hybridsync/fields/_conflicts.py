@@ -125,6 +125,15 @@ class FieldsConflictIndex:
             if it.kind == "type":
                 created.add(iid)
             if it.kind == "deleted":
+                # Set and deleted within this one update: Yjs still integrates the item, and
+                # when it sorts after a concurrent set of the key it hides that value. For
+                # conflicts it is a deletion of the key.
+                if key is not None and not (
+                    not isinstance(parent, str) and self._inside(parent, created)
+                ):
+                    path = self.path_of(parent)
+                    if path is not None:
+                        writes.append(FieldWrite(_join(path, key), "delete", DELETED))
                 continue
             if not isinstance(parent, str) and self._inside(parent, created):
                 continue  # part of a container this update created: its value, not a write
