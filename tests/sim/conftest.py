@@ -1,6 +1,8 @@
 """Fixtures of the simulator tests: the soak switch and the known-core-bug classifier.
 
-Soak tests (``@pytest.mark.soak``) run only with ``HYBRIDSYNC_SOAK=1`` (``make soak``).
+Soak tests (``@pytest.mark.soak``) run only with ``HYBRIDSYNC_SOAK=1`` (``make soak``). pytest
+hands ``pytest_collection_modifyitems`` every collected item, so this applies to soak tests in
+any directory.
 
 Seed sweeps fail loudly on any violation, except the ones whose every detail matches a core
 bug listed in ``KNOWN_CORE_BUGS``: those seeds are reported as xfail with the bug's name. Each
