@@ -620,7 +620,7 @@ class Memory:
                 link.sent = sent = dict(known)
                 link.stall = 0
                 link.rto = min(2 * (link.rto or self._retransmit_rounds),
-                               64 * self._retransmit_rounds)
+                               8 * self._retransmit_rounds)
         else:
             link.stall = 0
         todo: list[Contribution] = []
