@@ -335,6 +335,44 @@ def test_rewrite_of_a_200k_text_round_trips_through_apply() -> None:
     assert apply_patch(a, make_patch(a, b)) == (b, [])
 
 
+class _TooMuchWork(Exception):
+    pass
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="apply_patch pre-splits every hunk with patch_splitMax, which cuts a deletion "
+    "WITHOUT leading context (a rewrite that differs from the first character) into 32-char "
+    "pieces; patch_apply then matches and rebuilds the whole text once per piece: a 400 KB "
+    "rewrite is ~12,500 pieces, a 2 MB one ~65,000, O(n^2/32) character copies (applying a "
+    "2 MB rewrite whose first character differs takes ~40-85 s here): every replica's fold "
+    "stalls on one big set()",
+)
+def test_applying_a_big_rewrite_does_a_bounded_number_of_matches(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Work proxy, not timing: fuzzy matches per hunk stay bounded, whatever its size."""
+    rng = random.Random(2)
+    # Different from the first character on: the hunk has no leading context, the case
+    # where patch_splitMax cuts the deletion into 32-character pieces.
+    a = "A " + words_text(rng, 400_000, 6)
+    b = "B " + words_text(rng, 400_000, 6)
+    hunks = make_patch(a, b)
+    assert len(hunks) == 1 and hunks[0].diffs[0][0] == DELETE
+    calls = 0
+    original = diff_match_patch.match_main
+
+    def counting_match_main(self: diff_match_patch, *args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 100 * len(hunks):
+            raise _TooMuchWork(f"more than {calls - 1} fuzzy matches for {len(hunks)} hunk(s)")
+        return original(self, *args)
+
+    monkeypatch.setattr(diff_match_patch, "match_main", counting_match_main)
+    assert apply_patch(a, hunks) == (b, [])
+
+
 class _OverBudget(Exception):
     pass
 
