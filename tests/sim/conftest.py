@@ -23,14 +23,7 @@ from hybridsync.sim import RunResult
 SOAK = os.environ.get("HYBRIDSYNC_SOAK") == "1"
 
 # name -> (regex every matching violation detail satisfies, where it is reproduced)
-KNOWN_CORE_BUGS: dict[str, tuple[str, str]] = {
-    "set-then-delete-erases-concurrent-write": (
-        r"lost silently.*\(transaction\) by \S+ at tick \d+, concurrent: "
-        r"[^\n]*\bset (\S+), [^\n]*\bdelete \1\b",
-        "test_regressions.py::test_a_transaction_that_sets_and_deletes_a_new_key_keeps_a_"
-        "concurrent_write",
-    ),
-}
+KNOWN_CORE_BUGS: dict[str, tuple[str, str]] = {}  # none open; see test_regressions.py
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -131,12 +131,9 @@ def test_deleting_the_same_map_twice_is_not_a_conflict() -> None:
     assert a.conflicts() == []
 
 
-# ---- open core bugs: strict xfail ------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug (G2): a committed transaction that creates a key and deletes it again commits "
-    "a Yjs item born deleted; on peers where it sorts after a concurrent write of that key, "
-    "integrating it deletes the concurrent value (the key disappears) and the conflict index "
-    "skips born-deleted items, so no conflict is recorded: a silent loss. Found by seed 2536."))
+# Found by seed 2536: a transaction that created a key and deleted it again committed a Yjs
+# item born deleted; where it sorted after a concurrent write of that key it hid that value,
+# and the conflict index skipped born-deleted items, so nothing was reported (silent loss).
 def test_a_transaction_that_sets_and_deletes_a_new_key_keeps_a_concurrent_write() -> None:
     lost = []
     for inc in range(1, 9):
@@ -210,8 +207,5 @@ def test_pinned_seed_6_policies_disagree_on_a_rollback() -> None:
     check_policies(SEED_6_EPOCHS)
 
 
-@pytest.mark.xfail(strict=True, raises=GuaranteeViolation,
-                   reason="core bug: set-then-delete in one transaction erases a concurrent "
-                   "write (above)")
 def test_pinned_seed_2536_set_then_delete_erases_a_concurrent_write() -> None:
-    _fails_with(SEED_2536, r"lost silently.*\(transaction\).*concurrent: set k6, delete k6")
+    run(SEED_2536)
