@@ -81,8 +81,8 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--peers", type=int, default=6, help="number of replicas (default 6)")
     p.add_argument("--ticks", type=int, default=240,
                    help="ticks of writing; the partition covers the middle half (default 240)")
-    p.add_argument("--liveness-ticks", type=int, default=3000,
-                   help="ticks allowed to converge after the heal (default 3000)")
+    p.add_argument("--liveness-ticks", type=int, default=1000,
+                   help="ticks allowed to converge after the heal (default 1000)")
     p.add_argument("--loss", type=float, default=0.05, help="frame loss probability")
     p.add_argument("--duplicate", type=float, default=0.02,
                    help="frame duplication probability")
