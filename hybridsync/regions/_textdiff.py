@@ -180,6 +180,9 @@ def apply_patch(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]:
     """
     if not hunks:
         return text, []
+    exact = _apply_exact(text, hunks)
+    if exact is not None:
+        return exact, []
     pieces: list[Any] = []
     counts: list[int] = []
     try:
@@ -206,6 +209,29 @@ def apply_patch(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]:
             failed.append(h)
         i += n
     return new_text, failed
+
+
+def _apply_exact(text: str, hunks: list[Hunk]) -> str | None:
+    """Apply hunks whose old text sits exactly where their author saw it, in O(len(text)).
+
+    The common case (a patch on the very text it was made from, or on one that changed only
+    elsewhere) never reaches fuzzy matching. ``None`` when any hunk does not fit exactly.
+    """
+    out: list[str] = []
+    pos = 0
+    delta = 0  # a hunk's start1 counts in the text with the earlier hunks applied
+    for h in hunks:
+        old = "".join(t for op, t in h.diffs if op != _INSERT)
+        new = "".join(t for op, t in h.diffs if op != _DELETE)
+        start = h.start1 - delta
+        if start < pos or text[start : start + len(old)] != old:
+            return None
+        delta += len(new) - len(old)
+        out.append(text[pos:start])
+        out.append(new)
+        pos = start + len(old)
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _patch_obj() -> Any:

@@ -339,15 +339,6 @@ class _TooMuchWork(Exception):
     pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="apply_patch pre-splits every hunk with patch_splitMax, which cuts a deletion "
-    "WITHOUT leading context (a rewrite that differs from the first character) into 32-char "
-    "pieces; patch_apply then matches and rebuilds the whole text once per piece: a 400 KB "
-    "rewrite is ~12,500 pieces, a 2 MB one ~65,000, O(n^2/32) character copies (applying a "
-    "2 MB rewrite whose first character differs takes ~40-85 s here): every replica's fold "
-    "stalls on one big set()",
-)
 def test_applying_a_big_rewrite_does_a_bounded_number_of_matches(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
