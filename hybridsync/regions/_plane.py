@@ -16,7 +16,13 @@ import numpy as np
 
 from hybridsync.errors import ConfigError, PayloadError
 from hybridsync.regions._folds import BufferFold, FoldIssue, HappenedBefore, OrderKey, TextFold
-from hybridsync.regions._textdiff import Hunk, decode_patch, encode_patch, make_patch
+from hybridsync.regions._textdiff import (
+    Hunk,
+    decode_patch,
+    encode_patch,
+    make_patch,
+    unpack_list,
+)
 
 __all__ = ["BufferRegion", "Part", "RegionsPlane", "TextRegion", "decode_parts", "encode_parts"]
 
@@ -44,11 +50,8 @@ def encode_parts(parts: list[Part]) -> bytes:
 
 def decode_parts(payload: bytes) -> list[Part]:
     """Parse a ``multi`` payload; :class:`PayloadError` on anything malformed."""
-    try:
-        raw = msgpack.unpackb(payload, raw=False, max_map_len=0, max_ext_len=0)
-    except Exception as exc:
-        raise PayloadError(f"multi payload is not msgpack ({type(exc).__name__})") from None
-    if type(raw) is not list or not raw:
+    raw = unpack_list(payload, "multi payload")
+    if not raw:
         raise PayloadError("multi payload must be a non-empty list of parts")
     parts = []
     for p in raw:
@@ -75,11 +78,8 @@ def encode_delta(shape: tuple[int, ...], dtype: str, blocks: list[tuple[int, byt
 
 
 def decode_delta(data: bytes) -> tuple[tuple[int, ...], str, int, list[tuple[int, bytes]]]:
-    try:
-        raw = msgpack.unpackb(data, raw=False, max_map_len=0, max_ext_len=0)
-    except Exception as exc:
-        raise PayloadError(f"buffer delta is not msgpack ({type(exc).__name__})") from None
-    if type(raw) is not list or len(raw) != 4:
+    raw = unpack_list(data, "buffer delta")
+    if len(raw) != 4:
         raise PayloadError("a buffer delta is [shape, dtype, block_bytes, blocks]")
     shape, dtype, bb, blocks = raw
     if (type(shape) is not list or len(shape) > 32

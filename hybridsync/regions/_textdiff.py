@@ -145,12 +145,20 @@ def encode_patch(hunks: list[Hunk]) -> bytes:
     return out
 
 
-def decode_patch(data: bytes) -> list[Hunk]:
-    """Inverse of :func:`encode_patch`; :class:`PayloadError` on anything malformed."""
+def unpack_list(data: bytes, what: str) -> list[Any]:
+    """msgpack-decode a payload that must be a list; :class:`PayloadError` otherwise."""
     try:
         raw = msgpack.unpackb(data, raw=False, max_map_len=0, max_ext_len=0)
     except Exception as exc:
-        raise PayloadError(f"text patch is not msgpack ({type(exc).__name__})") from None
+        raise PayloadError(f"{what} is not msgpack ({type(exc).__name__})") from None
+    if type(raw) is not list:
+        raise PayloadError(f"{what} must be a list")
+    return raw
+
+
+def decode_patch(data: bytes) -> list[Hunk]:
+    """Inverse of :func:`encode_patch`; :class:`PayloadError` on anything malformed."""
+    raw = unpack_list(data, "text patch")
     if type(raw) is not list:
         raise PayloadError("text patch must be a list of hunks")
     hunks = []
