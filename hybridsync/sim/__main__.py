@@ -52,6 +52,7 @@ def build_parser(prog: str = "python -m hybridsync.sim") -> argparse.ArgumentPar
     g.add_argument("--write-rate", type=float, help="workload operations per tick")
     g.add_argument("--rollbacks", action=argparse.BooleanOptionalAction, default=None,
                    help="include transactions that raise and roll back")
+    g.add_argument("--region-rate", type=float, help="text and buffer edits per tick")
     g.add_argument("--mode", choices=MODES)
     g.add_argument("--epochs", type=int)
     g.add_argument("--burst-ops", type=int)
@@ -62,7 +63,7 @@ def build_parser(prog: str = "python -m hybridsync.sim") -> argparse.ArgumentPar
 _OPTION_NAMES = (
     "peers", "ticks", "liveness_ticks", "loss", "duplicate", "reorder", "max_delay_ticks",
     "routing", "gossip_fanout", "batch_size", "partitions", "crashes", "write_rate",
-    "rollbacks", "mode", "epochs", "burst_ops", "tick_ms",
+    "rollbacks", "region_rate", "mode", "epochs", "burst_ops", "tick_ms",
 )
 
 

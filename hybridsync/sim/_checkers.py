@@ -141,8 +141,9 @@ class Recorder:
 def check_convergence(
     memories: Mapping[str, Memory], *, replay: str = "", conflicts: bool = True
 ) -> None:
-    """G1: identical fields JSON, heads, ``history()`` ids and (with ``conflicts``) identical
-    ``conflicts()`` on every replica: conflicts are recorded deterministically (DESIGN §1)."""
+    """G1: identical fields JSON, every region's bytes, heads, ``history()`` ids and (with
+    ``conflicts``) identical ``conflicts()`` on every replica: conflicts are recorded
+    deterministically (DESIGN §1)."""
     if not memories:
         return
     names = sorted(memories)
@@ -152,6 +153,7 @@ def check_convergence(
     ref_heads = ref.heads
     ref_ids = [c.hex_id for c in ref.history()]
     ref_conflicts = ref.conflicts()
+    ref_regions = ref.region_bytes()
     for name in names[1:]:
         mem = memories[name]
         problems: list[str] = []
@@ -168,6 +170,13 @@ def check_convergence(
         if js != ref_json:
             problems.append(f"fields_json differs:\n  {ref_name}: {_short(ref_json, 300)}\n"
                             f"  {name}: {_short(js, 300)}")
+        regions = mem.region_bytes()
+        if regions != ref_regions:
+            a = {(k, n): v for k, n, v in ref_regions}
+            b = {(k, n): v for k, n, v in regions}
+            differ = sorted(f"{k} {n!r}" for k, n in set(a) | set(b)
+                            if a.get((k, n)) != b.get((k, n)))
+            problems.append(f"region bytes differ: {', '.join(differ)}")
         if not problems and conflicts and mem.conflicts() != ref_conflicts:
             problems.append("conflicts() differ on replicas holding the same history"
                             + _conflict_diff(ref_conflicts, mem.conflicts(), ref_name, name))

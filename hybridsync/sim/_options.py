@@ -50,7 +50,8 @@ class SimOptions:
 
     ``ticks`` is the safety phase (faults on; in ``epochs`` mode, per epoch);
     ``liveness_ticks`` bounds the liveness phase (faults healed, convergence demanded).
-    ``rollbacks`` lets the workload run transactions that raise and roll back.
+    ``rollbacks`` lets the workload run transactions that raise and roll back;
+    ``region_rate`` is the rate of text and buffer edits (their own stream of the seed).
     Loss, duplication and reordering stay on in the liveness phase: anti-entropy must win
     over a lossy network; partitions, clogs and crashes stop. The default liveness budget
     (1000 ticks, 10 s simulated) leaves room for the replica's capped retransmit backoff and
@@ -72,6 +73,7 @@ class SimOptions:
     crashes: bool = True
     write_rate: float = 0.3
     rollbacks: bool = True
+    region_rate: float = 0.0
     mode: str = "interleaved"
     epochs: int = 3
     burst_ops: int = 12
@@ -102,6 +104,13 @@ class SimOptions:
         ):
             raise ConfigError(f"write_rate must be a number of ops per tick in [0, 16], "
                               f"got {self.write_rate!r}")
+        if (
+            isinstance(self.region_rate, bool)
+            or not isinstance(self.region_rate, int | float)
+            or not 0.0 <= self.region_rate <= 16.0
+        ):
+            raise ConfigError(f"region_rate must be a number of ops per tick in [0, 16], "
+                              f"got {self.region_rate!r}")
         check_choice(self.mode, "mode", MODES)
         check_int(self.epochs, "epochs", 1, 10_000)
         check_int(self.burst_ops, "burst_ops", 0, 100_000)
@@ -133,6 +142,8 @@ class SimOptions:
             "partitions": rng.random() < 0.85,
             "crashes": rng.random() < 0.6,
             "write_rate": rng.choice((0.1, 0.3, 0.6, 1.0)),
+            # Drawn last, so the options drawn before it are what they always were.
+            "region_rate": rng.choice((0.0, 0.1, 0.3)),
         }
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:

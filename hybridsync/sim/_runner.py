@@ -71,6 +71,7 @@ class RunResult:
     elapsed_s: float
     fingerprint: RunFingerprint | None = None
     details: list[str] = field(default_factory=list)  # one entry per failed write (G2)
+    region_ops: int = 0
     samples: list[TickSample] = field(default_factory=list)  # with run(sample=True)
 
     def summary(self) -> str:
@@ -80,6 +81,7 @@ class RunResult:
         verdict = "ok" if self.ok else "VIOLATION"
         return (f"{verdict}: {self.ticks} ticks (liveness {self.liveness_ticks}), "
                 f"{self.ops} ops, {self.writes} writes ({self.rolled_back} rolled back), "
+                f"{self.region_ops} text/buffer edits, "
                 f"{self.conflicts} conflicts ({self.explained_by_conflict} writes explained by "
                 f"one), {self.applied_checked} applications checked, {traffic}; "
                 f"{self.elapsed_s:.2f} s")
@@ -191,7 +193,7 @@ def run(
     deadline = None if time_limit_s is None else started + time_limit_s
     sim = Simulation.from_options(options, memory_factory=memory_factory, sample=sample)
     workload = Workload(options.seed, write_rate=options.write_rate,
-                        rollbacks=options.rollbacks)
+                        rollbacks=options.rollbacks, region_rate=options.region_rate)
     result = RunResult(options, True, None, replay, 0, [], 0, 0, 0, 0, 0, 0, [], None, 0.0)
     try:
         if options.mode == "interleaved":
@@ -224,6 +226,7 @@ def run(
         result.ops = len(workload.ops)
         result.writes = len(workload.writes)
         result.rolled_back = workload.rolled_back
+        result.region_ops = workload.region_ops
         result.stats = sim.stats
         result.samples = list(sim.samples or ())
         result.elapsed_s = time.perf_counter() - started

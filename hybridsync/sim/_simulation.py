@@ -435,15 +435,15 @@ class Simulation:
         )
 
     def converged(self) -> bool:
-        """Every peer is up and all replicas are byte-identical (fields JSON and heads)."""
+        """Every peer is up and all replicas are byte-identical (heads, fields JSON, regions)."""
         if not all(self._up.values()):
             return False
         mems = [self._memories[n] for n in self._names]
         heads = mems[0].heads
         if any(m.heads != heads for m in mems[1:]):
             return False
-        js = mems[0].fields_json()
-        return all(m.fields_json() == js for m in mems[1:])
+        digest = mems[0].state_digest()  # fields JSON and every region's bytes
+        return all(m.state_digest() == digest for m in mems[1:])
 
     def _divergence_report(self) -> str:
         parts = []

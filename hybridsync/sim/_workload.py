@@ -23,13 +23,17 @@ from hybridsync.fields import FieldList, FieldMap
 from hybridsync.replica import Memory
 from hybridsync.sim._checkers import ROLLBACK_MARK, OpRecord, Path, WriteRecord
 
-__all__ = ["HOT_KEYS", "LIST_KEYS", "Workload"]
+__all__ = ["BUFFER", "HOT_KEYS", "LIST_KEYS", "TEXTS", "Workload"]
 
 HOT_KEYS = ("k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7")
 _KEY_WEIGHTS = (30, 20, 12, 8, 6, 4, 3, 2)
 LIST_KEYS = ("l0", "l1")
 NESTED_KEYS = ("n0", "n1", "n2", "n3")
+TEXTS = ("notes", "plan")
+BUFFER = "kv"
+BUFFER_SHAPE = (4096,)  # float32: 16 KiB, four 4 KiB blocks
 _UNICODE = ("é", "ß", "中文", "😀", "👩\u200d💻", "e\u0301", "עברית", "\u0000", "🇫🇷", "Ω")
+_TEXT_CHARS = (*_UNICODE, "a", "b", " ", "\n")
 # op kind -> weight
 _OPS = (
     ("set", 30),
@@ -83,10 +87,16 @@ def _prefix(p: Path, q: Path) -> bool:
 class Workload:
     """Random operations on the replicas of a simulation, with a record of each write."""
 
-    def __init__(self, seed: int, *, write_rate: float = 0.3, rollbacks: bool = True) -> None:
+    def __init__(
+        self, seed: int, *, write_rate: float = 0.3, rollbacks: bool = True,
+        region_rate: float = 0.0,
+    ) -> None:
         self._rng = random.Random(f"{seed}-workload")
+        self._region_rng = random.Random(f"{seed}-regions")
         self.write_rate = float(write_rate)
+        self.region_rate = float(region_rate)
         self.rollbacks = rollbacks
+        self.region_ops = 0
         self.ops: list[OpRecord] = []
         self.writes: list[WriteRecord] = []
         self.skipped = 0
@@ -116,6 +126,7 @@ class Workload:
         """Run this tick's operations (``count`` overrides the drawn number). Returns how many
         committed."""
         n = self.ops_this_tick() if count is None else count
+        self._region_step(peers, memory_of, count)
         done = 0
         for _ in range(n):
             op_rng = self.next_op()
@@ -164,6 +175,42 @@ class Workload:
             for action, path, value in txn.writes:
                 self.writes.append(WriteRecord(index, peer, action, path, value, cid))
         return cid is not None
+
+    # ---- texts and buffers (their own stream; checked for convergence, G1) ---------------
+    def _region_step(
+        self, peers: tuple[str, ...], memory_of: Callable[[str], Memory | None],
+        count: int | None,
+    ) -> None:
+        if self.region_rate <= 0.0:
+            return
+        rate = self.region_rate
+        if count is None:  # one draw per tick, one per operation, as for fields
+            n = int(rate) + (1 if self._region_rng.random() < rate - int(rate) else 0)
+        else:
+            n = max(1, round(count * rate))
+        for _ in range(n):
+            rng = random.Random(self._region_rng.getrandbits(64))
+            mem = memory_of(peers[rng.randrange(len(peers))])
+            if mem is None:
+                continue
+            self.region_ops += 1
+            if rng.random() < 0.6:
+                text = mem.text(rng.choice(TEXTS))
+                value = text.value
+                at = rng.randint(0, len(value))
+                if value and rng.random() < 0.3:
+                    text.delete(at if at < len(value) else 0, rng.randint(1, 12))
+                else:
+                    chunk = "".join(rng.choices(_TEXT_CHARS, k=rng.randint(1, 9)))
+                    text.insert(at, chunk)
+            else:
+                buf = mem.buffer(BUFFER, shape=BUFFER_SHAPE, dtype="float32")
+                start = rng.randrange(BUFFER_SHAPE[0])
+                values = [rng.randint(-64, 64) / 4 for _ in range(rng.randint(1, 8))]
+                buf.write(start, values[: BUFFER_SHAPE[0] - start])
+            # Commit now, not at the next sync round: when a contribution is made (and its
+            # timestamp) must not depend on the routing policy (G4).
+            mem.commit()
 
     # ---- single writes -------------------------------------------------------------------
     def _write(

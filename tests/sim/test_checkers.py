@@ -51,6 +51,17 @@ class AmnesicReplica(hs.Memory):
         super()._apply(c, local=local, store=store)
 
 
+class RegionBitFlipper(hs.Memory):
+    """Reports its regions with one byte flipped on p2 (a fold that went wrong)."""
+
+    def region_bytes(self) -> list[tuple[str, str, bytes]]:
+        items = super().region_bytes()
+        if self.peer != "p2" or not items:
+            return items
+        kind, name, data = items[0]
+        return [(kind, name, bytes([data[0] ^ 1]) + data[1:]), *items[1:]]
+
+
 class ConflictHider(hs.Memory):
     """Resolves concurrent writes like everyone else but reports no conflict."""
 
@@ -149,6 +160,17 @@ def test_a_replica_that_drops_a_payload_breaks_convergence() -> None:
     sim.run(20)
     assert sim.memory("p2").heads == sim.memory("p0").heads  # it acknowledged everything
     with pytest.raises(GuaranteeViolation, match=r"G1 convergence: p2 differs.*fields_json"):
+        check_convergence(sim.memories())
+
+
+def test_diverging_region_bytes_break_convergence() -> None:
+    sim = Simulation(3, 2, memory_factory=RegionBitFlipper)
+    sim.memory("p0").text("notes").set("hello")
+    sim.memory("p1").buffer("kv", shape=(8,), dtype="float32").write(0, [1.0, 2.0])
+    sim.memory("p1").commit()
+    sim.run_until_converged(100)
+    check_convergence({p: sim.memory(p) for p in ("p0", "p1")})
+    with pytest.raises(GuaranteeViolation, match=r"p2 differs.*region bytes differ"):
         check_convergence(sim.memories())
 
 
