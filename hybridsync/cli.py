@@ -94,6 +94,8 @@ def _add_simulate(sub: Any) -> None:
     p.add_argument("--write-rate", type=float, default=0.5, help="writes per tick")
     p.add_argument("--rollbacks", action=argparse.BooleanOptionalAction, default=True,
                    help="include transactions that raise and roll back (default on)")
+    p.add_argument("--region-rate", type=float, default=0.2,
+                   help="text and buffer edits per tick (default 0.2)")
     p.add_argument("--tick-ms", type=int, default=10, help="simulated milliseconds per tick")
     p.add_argument("--csv", metavar="PATH", help="write the per-tick series here")
     p.add_argument("--plot", metavar="PATH", help="write a PNG plot here (needs matplotlib)")
@@ -174,6 +176,7 @@ def _simulate(args: argparse.Namespace) -> int:
         liveness_ticks=args.liveness_ticks, loss=args.loss, duplicate=args.duplicate,
         reorder=args.reorder, max_delay_ticks=args.max_delay_ticks, routing=args.routing,
         batch_size=args.batch_size, write_rate=args.write_rate, rollbacks=args.rollbacks,
+        region_rate=args.region_rate,
         tick_ms=args.tick_ms,
         partitions=True, crashes=False,
     )
