@@ -1,0 +1,45 @@
+"""Run every benchmark: ``python -m benchmarks`` (what ``make bench`` calls).
+
+``--quick`` makes each benchmark small enough for a smoke run; other arguments are not
+forwarded. Benchmarks run in sequence in this process and print Markdown to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import fields
+
+
+def _optional_main(module: str) -> Callable[..., Any] | None:
+    """``module.main`` if that benchmark module exists (it may arrive with another issue)."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    main = getattr(importlib.import_module(module), "main", None)
+    return main if callable(main) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    args = parser.parse_args(argv)
+    status = 0
+
+    print("# Fields: hybridsync vs raw pycrdt vs Loro\n", flush=True)
+    status |= fields.main(["--quick"] if args.quick else [])
+
+    q4_main = _optional_main("benchmarks.q4_error")
+    if q4_main is not None:
+        print("\n# Q4 codec\n", flush=True)
+        rc = q4_main(["--mib", "8", "--repeat", "1"] if args.quick else [])
+        status |= rc if isinstance(rc, int) else 0
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

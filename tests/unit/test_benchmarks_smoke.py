@@ -1,0 +1,74 @@
+"""Smoke test of the fields benchmark: a tiny run must produce well-formed, verified results.
+
+No timing is asserted (machines differ); what is checked is that every system ran, moved
+bytes, and ended with two replicas holding exactly what the workload wrote.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _fields() -> ModuleType:
+    # ``benchmarks`` lives at the repository root, next to the package, not inside it.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    return importlib.import_module("benchmarks.fields")
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    return _fields()
+
+
+def test_workload_is_seeded_and_mixed(bench: ModuleType) -> None:
+    a = bench.make_writes(300, keys=50, seed=3)
+    assert a == bench.make_writes(300, keys=50, seed=3)
+    assert a != bench.make_writes(300, keys=50, seed=4)
+    assert {k for k, _ in a} <= {f"k{i:04d}" for i in range(50)}
+    assert {type(v) for _, v in a} == {int, str}
+
+
+def test_tiny_run_is_well_formed(bench: ModuleType) -> None:
+    results = bench.run(500, repeats=1, warmup=50, keys=100)
+    systems = {(r.workload, r.label) for r in results}
+    expected_labels = ["pycrdt", *(f"hybridsync ({m})" for m in bench.HYBRIDSYNC_MODES)]
+    if bench.loro_available():
+        expected_labels.append("loro")
+    for workload in ("single", "txn100"):
+        for label in expected_labels:
+            assert (workload, label) in systems
+    assert len(results) == len(systems)
+    for r in results:
+        assert r.equal, r.label
+        assert r.writes == 500
+        assert r.repeats == 1 and len(r.seconds_all) == 1
+        assert r.seconds > 0 and math.isfinite(r.writes_per_s)
+        assert r.wire_bytes > 0 and r.frames > 0
+        per_write = 1 if r.workload == "single" else 100
+        if r.system == "hybridsync":
+            assert r.contributions == 500 // per_write
+        else:  # Loro skips a write that sets the value a key already has
+            assert 0 < r.contributions <= 500 // per_write
+        assert r.ratios["time_vs_pycrdt"] > 0
+        json.dumps(r.as_dict())  # serialisable as written by --json
+        targets = bench.check_targets(r)
+        assert set(targets) <= {"time", "bytes"}
+        assert bool(targets) == (r.system == "hybridsync")
+    table = bench.report(results)
+    assert table.count("\n") == len(results) + 1
+    assert "hybridsync (immediate)" in table and "hybridsync (batched)" in table
+
+
+def test_unknown_mode_is_rejected(bench: ModuleType) -> None:
+    with pytest.raises(ValueError, match="unknown hybridsync modes"):
+        bench.run(10, repeats=1, modes=("sometimes",))
