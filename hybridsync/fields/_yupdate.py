@@ -190,7 +190,7 @@ def _sint(buf: bytes, pos: int) -> tuple[int, int]:
     return (-value if negative else value), pos
 
 
-def _bytes(buf: bytes, pos: int, end: int) -> tuple[bytes, int]:
+def _bytes(buf: bytes, pos: int, end: int, what: str = "byte array") -> tuple[bytes, int]:
     """lib0 varUint8Array: varuint length + raw bytes."""
     start = pos
     n = buf[pos]
@@ -199,22 +199,16 @@ def _bytes(buf: bytes, pos: int, end: int) -> tuple[bytes, int]:
         n, pos = _uint_tail(buf, pos, n)
     stop = pos + n
     if stop > end:
-        _fail(f"byte array length {n} runs past the end of the input", start, end)
+        _fail(f"{what} length {n} runs past the end of the input", start, end)
     return buf[pos:stop], stop
 
 
 def _string(buf: bytes, pos: int, end: int) -> tuple[str, int]:
     """lib0 varstring: varuint byte length + UTF-8."""
     start = pos
-    n = buf[pos]
-    pos += 1
-    if n >= 0x80:
-        n, pos = _uint_tail(buf, pos, n)
-    stop = pos + n
-    if stop > end:
-        _fail(f"string length {n} runs past the end of the input", start, end)
+    raw, stop = _bytes(buf, pos, end, "string")
     try:
-        return buf[pos:stop].decode(), stop
+        return raw.decode(), stop
     except UnicodeDecodeError:
         _fail("string is not valid UTF-8", start, end)
 
