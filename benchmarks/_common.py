@@ -82,7 +82,7 @@ class Machine:
         ]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -117,7 +117,7 @@ def machine(packages: Sequence[str] = ("hybridsync", "pycrdt", "loro", "msgpack"
     nproc = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
     return Machine(
         nproc=nproc,
-        cpu=_cpu_model(),
+        cpu=cpu_model(),
         ram_gib=_ram_gib(),
         python=platform.python_version(),
         platform=platform.platform(terse=True),

@@ -25,7 +25,6 @@ Throughput counts float16 input bytes (MiB/s), best of ``--repeat`` runs, single
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks._common import cpu_model
 from hybridsync.regions._q4 import Q4Block, q4_decode, q4_encode, q4_error
 
 CHANNELS = 128
@@ -122,17 +122,6 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['max_rel_peak']:.4f} | {regular} |"
         )
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> None:

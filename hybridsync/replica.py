@@ -20,7 +20,6 @@ from typing import Any
 import pycrdt
 
 from hybridsync.causal import (
-    KINDS,
     CausalLog,
     Contribution,
     Draft,
@@ -489,8 +488,9 @@ class Memory:
                       len(payload), MAX_PAYLOAD_BYTES)
         seq = self._log.seq_of(self.peer) + 1
         parents = self._log.head_ids()
-        # The wire and the log require (peer, seq-1) among the parents, but our previous
-        # contribution is no longer a head once a remote one built on it has been applied.
+        # Name our previous contribution even when it is no longer a head (a remote one built
+        # on it): receivers then check the own chain from the parent dots alone, without
+        # computing the causal past.
         own_prev = self._log.id_of(self.peer, seq - 1) if seq > 1 else None
         if own_prev is not None and own_prev not in parents:
             parents = (*parents, own_prev)
@@ -836,8 +836,6 @@ class Memory:
                     f"contribution {d.author}#{d.seq}: id prefix {d.id_prefix.hex()} does not "
                     f"match its content (computed {c.id[:8].hex()})"
                 )
-            if d.kind not in KINDS:  # pragma: no cover - the decoder admits only known kinds
-                raise IntegrityError(f"unknown kind {d.kind!r}")
             if d.kind == "multi":
                 self._decoded[c.id] = self._decode_multi(c)
             else:

@@ -362,7 +362,7 @@ class RegionsPlane:
                     for dkey, dcid in self._orphan_deletes.pop(p.region, []):
                         bst.fold.add(dkey, dcid, None)
                 if not bst.fold.same_layout(shape, dtype, bb):
-                    continue  # reported by layout_issues
+                    continue  # concurrent creations with two layouts: open bug (see xfail test)
                 bst.fold.add(key, cid, blocks)
                 touched.append(p.region)
             elif p.plane == "delete":

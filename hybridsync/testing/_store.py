@@ -18,6 +18,7 @@ pytest). Outside pytest, :meth:`StoreConformance.run_all` runs every check.
 from __future__ import annotations
 
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,16 +48,16 @@ def _sample_history(space: str) -> list[Contribution]:
     return b.history()
 
 
-class StoreConformance:
+class StoreConformance(ABC):
     """The behaviour every store must have; subclass and define :meth:`make_store`."""
 
     space = "store-conformance"
     peer = "conf-b"
 
     # ---- what an implementation provides -------------------------------------------------
+    @abstractmethod
     def make_store(self, directory: Path) -> Store:
         """A new, empty store that may keep its files under ``directory``."""
-        raise NotImplementedError("subclasses of StoreConformance define make_store()")
 
     def reopen(self, store: Store, directory: Path) -> Store:
         """The same store after a restart. In-process stores return themselves."""
