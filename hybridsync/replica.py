@@ -37,7 +37,7 @@ from hybridsync.errors import (
 from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane, FieldWrite
 from hybridsync.fields._values import canonical_json_default
 from hybridsync.regions import BufferRegion, RegionsPlane, TextRegion
-from hybridsync.regions._plane import Part, decode_parts, encode_parts
+from hybridsync.regions._parts import Part, decode_parts, encode_parts
 from hybridsync.store import MemoryStore, Store
 from hybridsync.wire import MAX_PAYLOAD_BYTES, decode_frame, encode_frame
 

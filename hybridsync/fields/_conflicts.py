@@ -250,7 +250,7 @@ class FieldsConflictIndex:
 
 def _fields_part(payload: bytes) -> bytes:
     """The Yjs update inside a ``multi`` payload, or ``b""``."""
-    from hybridsync.regions._plane import decode_parts
+    from hybridsync.regions._parts import decode_parts
 
     try:
         parts = decode_parts(payload)

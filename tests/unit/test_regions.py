@@ -15,9 +15,10 @@ import pytest
 
 import hybridsync as hs
 from hybridsync.causal import Contribution
-from hybridsync.regions._folds import CHECKPOINT_EVERY, MAX_CHECKPOINTS, TextFold
-from hybridsync.regions._plane import BLOCK_BYTES, Part, encode_parts
+from hybridsync.regions._buffer import BLOCK_BYTES
+from hybridsync.regions._parts import Part, encode_parts
 from hybridsync.regions._textdiff import Hunk, encode_patch, make_patch
+from hybridsync.regions._textfold import CHECKPOINT_EVERY, MAX_CHECKPOINTS, TextFold
 from hybridsync.testing import (
     LossyChannel,
     ManualClock,
