@@ -21,6 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	bash scripts/ci-setup.sh
 	$(PYTEST) -n 2 tests
 
 soak: $(STAMP)
