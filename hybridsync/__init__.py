@@ -13,6 +13,7 @@ content-addressed causal log; replicas converge by anti-entropy over any lossy c
 from hybridsync.causal import Contribution, VersionVector
 from hybridsync.errors import (
     ConfigError,
+    DiscoveryError,
     FieldValueError,
     FrameError,
     GuaranteeViolation,
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "Contribution",
+    "DiscoveryError",
     "FieldList",
     "FieldMap",
     "FieldValueError",

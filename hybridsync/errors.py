@@ -11,6 +11,7 @@
     │   ├── IntegrityError     a contribution whose id does not match its content, or a bad DAG
     │   └── PayloadError       a contribution payload the plane cannot decode (e.g. a Yjs update)
     ├── StoreError             the persistent store cannot be opened or is inconsistent
+    ├── DiscoveryError         mDNS discovery cannot start (sockets, registration)
     └── SimulationError        the simulator was misconfigured, or a checker found a violation
         └── GuaranteeViolation a checker (G1–G4) failed; carries the replay command
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DiscoveryError",
     "FieldValueError",
     "FrameError",
     "GuaranteeViolation",
@@ -69,6 +71,10 @@ class PayloadError(ProtocolError):
 
 class StoreError(HybridSyncError):
     """The store cannot be opened, belongs to another space, or is corrupted."""
+
+
+class DiscoveryError(HybridSyncError):
+    """Discovery could not start: the multicast sockets or the service registration failed."""
 
 
 class SimulationError(HybridSyncError):

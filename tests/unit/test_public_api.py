@@ -66,6 +66,7 @@ EXPECTED_PARENTS = {
     "IntegrityError": ("ProtocolError",),
     "PayloadError": ("ProtocolError",),
     "StoreError": ("HybridSyncError",),
+    "DiscoveryError": ("HybridSyncError",),
     "SimulationError": ("HybridSyncError",),
     "GuaranteeViolation": ("SimulationError",),
 }
