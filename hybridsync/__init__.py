@@ -12,6 +12,7 @@ content-addressed causal log; replicas converge by anti-entropy over any lossy c
 
 from hybridsync.causal import Contribution, VersionVector
 from hybridsync.errors import (
+    AuthenticationError,
     ConfigError,
     DiscoveryError,
     FieldValueError,
@@ -24,6 +25,7 @@ from hybridsync.errors import (
     SimulationError,
     StoreError,
     TransactionError,
+    TransportError,
 )
 from hybridsync.fields import DELETED, FieldList, FieldMap
 from hybridsync.replica import Change, Conflict, Memory, ReplicaStats
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DELETED",
+    "AuthenticationError",
     "Change",
     "ConfigError",
     "Conflict",
@@ -54,6 +57,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TransactionError",
+    "TransportError",
     "VersionVector",
     "__version__",
 ]

@@ -9,9 +9,11 @@
     ├── ProtocolError          anything wrong with bytes that came from a peer
     │   ├── FrameError         malformed, truncated, oversized or mistyped frame
     │   ├── IntegrityError     a contribution whose id does not match its content, or a bad DAG
-    │   └── PayloadError       a contribution payload the plane cannot decode (e.g. a Yjs update)
+    │   ├── PayloadError       a contribution payload the plane cannot decode (e.g. a Yjs update)
+    │   └── AuthenticationError  a peer failed the group handshake, or a record failed its AEAD
     ├── StoreError             the persistent store cannot be opened or is inconsistent
     ├── DiscoveryError         mDNS discovery cannot start (sockets, registration)
+    ├── TransportError         a connection could not be opened, or closed under us
     └── SimulationError        the simulator was misconfigured, or a checker found a violation
         └── GuaranteeViolation a checker (G1–G4) failed; carries the replay command
 
@@ -22,6 +24,7 @@ Built-in exceptions are used only where Python expects them: ``KeyError`` from
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
     "DiscoveryError",
     "FieldValueError",
@@ -34,6 +37,7 @@ __all__ = [
     "SimulationError",
     "StoreError",
     "TransactionError",
+    "TransportError",
 ]
 
 
@@ -67,6 +71,15 @@ class IntegrityError(ProtocolError):
 
 class PayloadError(ProtocolError):
     """A contribution's payload could not be decoded or applied by its plane."""
+
+
+class AuthenticationError(ProtocolError):
+    """A peer did not prove knowledge of the group secret, or a record failed authentication
+    (tampered, replayed, reordered or truncated); the session is closed."""
+
+
+class TransportError(HybridSyncError):
+    """A connection could not be opened, timed out, or was closed by the other end."""
 
 
 class StoreError(HybridSyncError):

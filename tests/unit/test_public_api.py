@@ -65,6 +65,8 @@ EXPECTED_PARENTS = {
     "FrameError": ("ProtocolError",),
     "IntegrityError": ("ProtocolError",),
     "PayloadError": ("ProtocolError",),
+    "AuthenticationError": ("ProtocolError",),
+    "TransportError": ("HybridSyncError",),
     "StoreError": ("HybridSyncError",),
     "DiscoveryError": ("HybridSyncError",),
     "SimulationError": ("HybridSyncError",),
