@@ -1,0 +1,61 @@
+"""The transport seam: a bidirectional stream of length-delimited records, and peer URLs."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from hybridsync.errors import ConfigError
+
+__all__ = ["RecordStream", "format_url", "parse_url"]
+
+
+class RecordStream(Protocol):
+    """What a session needs from a transport: ordered, reliable records with backpressure.
+
+    ``recv`` returns the next record, raises :class:`~hybridsync.errors.FrameError` for a
+    record longer than ``max_bytes`` (checked before anything is allocated) or cut short, and
+    :class:`~hybridsync.errors.TransportError` when the stream ended. ``send`` returns once
+    the record is handed to the OS within the transport's buffer limit (awaiting the drain).
+    """
+
+    @property
+    def remote(self) -> str: ...
+
+    @property
+    def bytes_in(self) -> int: ...
+
+    @property
+    def bytes_out(self) -> int: ...
+
+    async def send(self, record: bytes) -> None: ...
+
+    async def recv(self, max_bytes: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
+
+
+def parse_url(url: object) -> tuple[str, int]:
+    """``"tcp://host:port"`` → ``(host, port)``; IPv6 hosts in brackets.
+
+    >>> parse_url("tcp://127.0.0.1:7001"), parse_url("tcp://[::1]:80")
+    (('127.0.0.1', 7001), ('::1', 80))
+    """
+    if not isinstance(url, str) or not url.startswith("tcp://"):
+        raise ConfigError(f"peer URL must look like tcp://host:port, got {url!r}")
+    rest = url[len("tcp://") :].rstrip("/")
+    if rest.startswith("["):
+        host, sep, port_text = rest[1:].partition("]:")
+    else:
+        host, sep, port_text = rest.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"peer URL must look like tcp://host:port, got {url!r}")
+    return host, int(port_text)
+
+
+def format_url(host: str, port: int) -> str:
+    """The inverse of :func:`parse_url`."""
+    return f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
