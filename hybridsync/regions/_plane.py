@@ -108,8 +108,7 @@ class RegionsPlane:
     def revert(self) -> None:
         """Drop uncommitted edits: working copies return to their shadows."""
         for st in self.texts.values():
-            st.working = st.shadow
-            st.dirty = False
+            st.revert()
         for bst in self.buffers.values():
             np.copyto(bst.working, bst.shadow)
         self._deletes = []
@@ -191,8 +190,7 @@ class RegionsPlane:
         for name in dict.fromkeys(names):
             st = self.texts.get(name)
             if st is not None:
-                st.working = st.shadow = st.fold.value
-                st.dirty = False
+                st.refresh()
             bst = self.buffers.get(name)
             if bst is not None:
                 src = bst.fold.array()

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from hybridsync.errors import ConfigError
 from hybridsync.regions._folds import HappenedBefore
 from hybridsync.regions._parts import Part
-from hybridsync.regions._textdiff import encode_patch, make_patch
+from hybridsync.regions._rope import Rope
+from hybridsync.regions._textdiff import encode_patch, make_patch, trim
 from hybridsync.regions._textfold import TextFold
 
 if TYPE_CHECKING:
@@ -22,22 +23,89 @@ __all__ = ["TextRegion"]
 
 
 class _TextState:
-    __slots__ = ("dirty", "fold", "shadow", "working")
+    """Working copy, shadow and fold of one text region.
+
+    ``shadow`` is the fold's value (a rope) as of the last refresh. The working copy is the
+    ``str`` last handed over with ``set``, or ``None`` while it equals the shadow: a replica
+    that only receives never joins the rope into a ``str`` until someone reads the text.
+    """
+
+    __slots__ = ("_sent", "_trim", "_working", "dirty", "fold", "shadow")
 
     def __init__(self, hb: HappenedBefore) -> None:
         self.fold = TextFold(hb)
-        self.working = ""
-        self.shadow = ""
+        self.shadow: Rope = self.fold.rope
+        self._working: str | None = None
         self.dirty = False
+        # set() compared the new text with the shadow already: (shadow, text, prefix, suffix)
+        self._trim: tuple[Rope, str, int, int] | None = None
+        # the cycle's patch in flight: (the shadow it was made from, the text it makes)
+        self._sent: tuple[Rope, str] | None = None
+
+    @property
+    def working(self) -> str:
+        if self._working is None:
+            self._working = str(self.shadow)
+        return self._working
+
+    @working.setter
+    def working(self, text: str) -> None:
+        self._working = text
+        self._trim = None
+
+    def set(self, text: str) -> None:
+        """Hand over a whole new text: one in-place comparison with the shadow, and only the
+        part that differs is checked for lone surrogates."""
+        p, s = trim(self.shadow, text)
+        middle = text[p : len(text) - s]
+        if not middle.isascii():
+            try:
+                middle.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError("text must be valid Unicode (no lone surrogates)") from None
+        self._working = text
+        self._trim = (self.shadow, text, p, s)
+        self.dirty = True
 
     def cycle_part(self, name: str) -> Part | None:
         """The patch from the shadow to the working copy, if the text changed."""
         if not self.dirty:
             return None
         self.dirty = False
-        hunks = make_patch(self.shadow, self.working)
-        return Part("text", name, encode_patch(hunks)) if hunks else None
+        working = self.working
+        t, self._trim = self._trim, None
+        trimmed = (t[2], t[3]) if t is not None and t[0] is self.shadow and t[1] is working else None
+        hunks = make_patch(self.shadow, working, trimmed=trimmed)
+        if not hunks:
+            return None
+        self._sent = (self.shadow, working)
+        return Part("text", name, encode_patch(hunks))
 
+    def refresh(self) -> None:
+        """After the fold changed: the shadow takes its value, and so does the working copy.
+
+        When the fold just appended our own patch, exactly, on the very shadow it was made
+        from, its value is the text that patch was made to produce: keep that ``str``.
+        """
+        rope = self.fold.rope
+        sent, self._sent = self._sent, None
+        last = self.fold.last_append
+        if (
+            sent is not None and last is not None and last[0] is sent[0]
+            and last[1].hunks is not None and not last[1].issues and len(rope) == len(sent[1])
+        ):
+            self._working = sent[1]
+        else:
+            self._working = None
+        self.shadow = rope
+        self.dirty = False
+        self._trim = None
+
+    def revert(self) -> None:
+        """Drop uncommitted edits: the working copy returns to the shadow."""
+        self._working = None
+        self._trim = self._sent = None
+        self.dirty = False
 
 
 class TextRegion:
@@ -61,16 +129,10 @@ class TextRegion:
         return self._state.working
 
     def set(self, text: str) -> None:
+        """Hand over a whole new text; the next cycle commits what changed."""
         if not isinstance(text, str):
             raise ConfigError(f"text regions hold str, got {type(text).__name__}")
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ConfigError("text must be valid Unicode (no lone surrogates)") from None
-        st = self._state
-        st.working = text
-        st.dirty = True
+        self._state.set(text)
 
     def insert(self, index: int, text: str) -> None:
         v = self.value

@@ -11,19 +11,25 @@ O(text) or bounded, so a full rewrite of a 10 MB text cannot stall the cycle.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import msgpack
 from diff_match_patch import diff_match_patch
 
 from hybridsync.errors import PayloadError
+from hybridsync.regions._rope import Rope
 
-__all__ = ["Hunk", "apply_patch", "decode_patch", "encode_patch", "make_patch"]
+__all__ = ["PATCH_MARGIN", "Hunk", "apply_patch", "decode_patch", "encode_patch", "make_patch",
+           "trim"]
 
 # Cost bounds (products of the two middle lengths the O(N·D) bisection may explore).
 CHAR_DIFF_BUDGET = 4_000_000
 LINE_DIFF_BUDGET = 4_000_000
 _EQUAL, _INSERT, _DELETE = 0, 1, -1
+PATCH_MARGIN = 4  # context characters on each side of a hunk (diff-match-patch's default)
+# A hunk's context widens until its text is unique within this many characters of its place
+# (patch_apply only looks that far: Match_Threshold x Match_Distance plus the pattern).
+_UNIQUE_WINDOW = 1000
 
 
 class _BoundedEngine(diff_match_patch):  # type: ignore[misc]
@@ -116,24 +122,94 @@ def _middle_diffs(a: str, b: str) -> list[tuple[int, str]]:
     return [(_DELETE, a), (_INSERT, b)]
 
 
-def make_patch(shadow: str, new: str) -> list[Hunk]:
-    """Hunks turning ``shadow`` into ``new``; ``[]`` when they are equal."""
-    if shadow == new:
+def trim(shadow: str | Rope, new: str) -> tuple[int, int]:
+    """Lengths of the common prefix and suffix of ``shadow`` and ``new`` (not overlapping).
+
+    A rope compares in place, chunk by chunk: about one ``memcmp`` pass over the common part.
+    """
+    rope = shadow if isinstance(shadow, Rope) else Rope.of(shadow)
+    p = rope.common_prefix(new)
+    s = rope.common_suffix(new, min(len(rope), len(new)) - p)
+    return p, s
+
+
+def make_patch(
+    shadow: str | Rope, new: str, *, margin: int = PATCH_MARGIN, trimmed: tuple[int, int] | None = None
+) -> list[Hunk]:
+    """Hunks turning ``shadow`` into ``new``; ``[]`` when they are equal.
+
+    The work is one comparison of the two texts plus a bounded diff of what lies between
+    their common prefix and suffix (``trimmed`` skips the comparison when the caller made it).
+    Hunks follow diff-match-patch's ``patch_make`` (each one is the edits of a stretch with
+    no equality of ``2 * margin`` characters or more, with ``margin`` characters of context
+    on each side, widened until the hunk's text is unique near its place); positions count
+    code points in the text with the earlier hunks applied.
+    """
+    rope = shadow if isinstance(shadow, Rope) else Rope.of(shadow)
+    p, s = trimmed if trimmed is not None else trim(rope, new)
+    if p == len(rope) == len(new):
         return []
-    p = _DMP.diff_commonPrefix(shadow, new)
-    s = _DMP.diff_commonSuffix(shadow[p:], new[p:])
-    mid_a, mid_b = shadow[p : len(shadow) - s], new[p : len(new) - s]
-    diffs: list[tuple[int, str]] = []
-    if p:
-        diffs.append((_EQUAL, shadow[:p]))
-    diffs.extend(_middle_diffs(mid_a, mid_b))
-    if s:
-        diffs.append((_EQUAL, shadow[len(shadow) - s :]))
-    patches = _DMP.patch_make(shadow, diffs)
-    return [
-        Hunk(pt.start1, pt.start2, pt.length1, pt.length2, tuple((op, t) for op, t in pt.diffs))
-        for pt in patches
-    ]
+    mid_a, mid_b = rope.slice(p, len(rope) - s), new[p : len(new) - s]
+    diffs = _middle_diffs(mid_a, mid_b)
+    return _hunks(rope, new, p, diffs, margin)
+
+
+def _hunks(
+    shadow: Rope, new: str, p: int, diffs: list[tuple[int, str]], margin: int
+) -> list[Hunk]:
+    hunks: list[Hunk] = []
+    c1 = c2 = p  # where the current diff starts, in shadow and in new
+    cur: list[tuple[int, str]] = []
+    h1 = h2 = 0  # where the open hunk starts, in shadow and in new
+    for op, t in diffs:
+        if op == _EQUAL and (len(t) >= 2 * margin or not cur):
+            if cur:
+                hunks.append(_close(shadow, new, h1, h2, cur, margin))
+                cur = []
+        else:
+            if not cur:
+                h1, h2 = c1, c2
+            cur.append((op, t))
+        if op != _INSERT:
+            c1 += len(t)
+        if op != _DELETE:
+            c2 += len(t)
+    if cur:
+        hunks.append(_close(shadow, new, h1, h2, cur, margin))
+    return hunks
+
+
+def _close(
+    shadow: Rope, new: str, h1: int, h2: int, diffs: list[tuple[int, str]], margin: int
+) -> Hunk:
+    """One hunk with its context: ``margin`` characters each side, more while the hunk's text
+    is not unique within ``_UNIQUE_WINDOW`` characters of its place (the text as it is when
+    the hunk applies: ``new`` before it, ``shadow`` from it on)."""
+    while diffs and diffs[-1][0] == _EQUAL:
+        diffs.pop()
+    old = "".join(t for op, t in diffs if op != _INSERT)
+    len1 = len(old)
+    len2 = sum(len(t) for op, t in diffs if op != _DELETE)
+    e1 = h1 + len1
+    window_before = new[max(0, h2 - _UNIQUE_WINDOW) : h2]
+    window = window_before + shadow.slice(h1, e1 + _UNIQUE_WINDOW)
+    at = len(window_before)  # where the hunk's old text starts in window
+    pad = 0
+    pattern = old
+    while (
+        window.find(pattern) != window.rfind(pattern)
+        and len(pattern) < _DMP.Match_MaxBits - 2 * margin
+        and pad < _UNIQUE_WINDOW - margin
+    ):
+        pad += margin
+        pattern = window[max(0, at - pad) : at + len1 + pad]
+    pad += margin
+    prefix = window[max(0, at - pad) : at]
+    suffix = window[at + len1 : at + len1 + pad]
+    out = ([(_EQUAL, prefix)] if prefix else []) + diffs + ([(_EQUAL, suffix)] if suffix else [])
+    start = h2 - len(prefix)
+    return Hunk(start, start, len(prefix) + len1 + len(suffix),
+                len(prefix) + len2 + len(suffix), tuple(out))
 
 
 def encode_patch(hunks: list[Hunk]) -> bytes:
@@ -178,19 +254,34 @@ def decode_patch(data: bytes) -> list[Hunk]:
     return hunks
 
 
-def apply_patch(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]:
+@overload
+def apply_patch(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]: ...
+@overload
+def apply_patch(text: Rope, hunks: list[Hunk]) -> tuple[Rope, list[Hunk]]: ...
+def apply_patch(text: str | Rope, hunks: list[Hunk]) -> tuple[str | Rope, list[Hunk]]:
     """Fuzzy-apply hunks to ``text``: the new text and the hunks that failed to apply.
 
-    Deterministic and total: the same text and hunks give the same result on every replica,
-    and no input makes it raise. Hunks are split into pieces small enough that
-    ``patch_apply`` never splits them again (its own splitting skips patches), so each result
-    maps back to exactly one hunk.
+    Deterministic and total: the result depends only on the characters of ``text`` and on
+    ``hunks`` (never on a rope's chunking), and no input makes it raise. A rope comes back as
+    a rope that shares the chunks no hunk touched.
+
+    When every hunk's old text sits exactly where its author saw it (the common case: a patch
+    on the very text it was made from, or one that changed only elsewhere), the hunks apply
+    in place, in time proportional to what they change. Otherwise the whole patch goes through
+    ``patch_apply``: hunks are split into pieces small enough that it never splits them again
+    (its own splitting skips patches), so each result maps back to exactly one hunk.
     """
     if not hunks:
         return text, []
-    exact = _apply_exact(text, hunks)
+    rope = text if isinstance(text, Rope) else Rope.of(text)
+    exact = _apply_exact(rope, hunks)
     if exact is not None:
-        return exact, []
+        return (exact if isinstance(text, Rope) else str(exact)), []
+    new_text, failed = _apply_fuzzy(str(text), hunks)
+    return (Rope.of(new_text) if isinstance(text, Rope) else new_text), failed
+
+
+def _apply_fuzzy(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]:
     pieces: list[Any] = []
     counts: list[int] = []
     try:
@@ -219,27 +310,18 @@ def apply_patch(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]:
     return new_text, failed
 
 
-def _apply_exact(text: str, hunks: list[Hunk]) -> str | None:
-    """Apply hunks whose old text sits exactly where their author saw it, in O(len(text)).
-
-    The common case (a patch on the very text it was made from, or on one that changed only
-    elsewhere) never reaches fuzzy matching. ``None`` when any hunk does not fit exactly.
-    """
-    out: list[str] = []
-    pos = 0
-    delta = 0  # a hunk's start1 counts in the text with the earlier hunks applied
+def _apply_exact(rope: Rope, hunks: list[Hunk]) -> Rope | None:
+    """Apply hunks whose old text sits exactly at ``start1`` of the text with the earlier
+    hunks applied; ``None`` when any does not. Work: the chunks the hunks touch."""
     for h in hunks:
         old = "".join(t for op, t in h.diffs if op != _INSERT)
-        new = "".join(t for op, t in h.diffs if op != _DELETE)
-        start = h.start1 - delta
-        if start < pos or text[start : start + len(old)] != old:
+        start = h.start1
+        if start + len(old) > len(rope) or rope.slice(start, start + len(old)) != old:
             return None
-        delta += len(new) - len(old)
-        out.append(text[pos:start])
-        out.append(new)
-        pos = start + len(old)
-    out.append(text[pos:])
-    return "".join(out)
+        new = "".join(t for op, t in h.diffs if op != _DELETE)
+        if new != old:
+            rope = rope.replace([(start, start + len(old), new)])
+    return rope
 
 
 def _patch_obj() -> Any:
