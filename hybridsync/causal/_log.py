@@ -57,8 +57,13 @@ class CausalLog:
     ) -> None:
         self.space = space
         self._by_id: dict[bytes, Contribution] = {}
-        self._dots: dict[str, list[bytes]] = {}  # author -> ids by seq-1 (contiguous)
-        self._vv: dict[str, int] = {}  # author -> len(self._dots[author]), kept in step
+        # author -> ids of its contributions from seq ``_off[author] + 1`` on (contiguous);
+        # after compaction the first one is a *stub* (payload dropped) unless it is retained
+        self._dots: dict[str, list[bytes]] = {}
+        self._off: dict[str, int] = {}  # author -> seqs compacted away before ``_dots[author]``
+        self._vv: dict[str, int] = {}  # author -> off + len(self._dots[author]), kept in step
+        self._stubs: set[bytes] = set()  # compacted contributions kept as parents-to-be
+        self._gone: dict[bytes, Dot] = {}  # compacted ids still referenced by folds/conflicts
         self._max_lamport = 0  # the largest lamport held (always that of some head)
         self._heads: set[bytes] = set()
         self._order: list[tuple[int, bytes]] = []  # sorted (lamport, id)
@@ -72,26 +77,45 @@ class CausalLog:
 
     # ---- queries -------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self._by_id)
+        """Retained contributions (compacted ones are not counted)."""
+        return len(self._order)
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._by_id
 
     def get(self, cid: bytes) -> Contribution | None:
+        """The contribution ``cid`` (a stub without payload if it was compacted), or None."""
         return self._by_id.get(cid)
 
     def id_of(self, author: str, seq: int) -> bytes | None:
+        """The id of dot ``author#seq``; None if unknown or compacted away (stubs excepted)."""
         chain = self._dots.get(author)
-        if chain is None or not 0 < seq <= len(chain):
+        if chain is None:
             return None
-        return chain[seq - 1]
+        i = seq - 1 - self._off.get(author, 0)
+        if not 0 <= i < len(chain):
+            return None
+        return chain[i]
 
     def seq_of(self, author: str) -> int:
+        return self._vv.get(author, 0)
+
+    def compacted_seq(self, author: str) -> int:
+        """How many of ``author``'s contributions are folded into the checkpoint."""
+        off = self._off.get(author, 0)
         chain = self._dots.get(author)
-        return len(chain) if chain else 0
+        return off + 1 if chain and chain[0] in self._stubs else off
+
+    def compacted(self) -> dict[str, int]:
+        """The checkpoint's version vector: per author, the contributions compacted away."""
+        return {a: n for a in self._dots if (n := self.compacted_seq(a))}
+
+    def is_compacted(self, dot: Dot) -> bool:
+        """True when ``dot`` was held and is now folded into the checkpoint."""
+        return 0 < dot[1] <= self.compacted_seq(dot[0])
 
     def version_vector(self) -> VersionVector:
-        return VersionVector({a: len(ch) for a, ch in self._dots.items()})
+        return VersionVector(dict(self._vv))
 
     def vv_items(self) -> Iterator[tuple[str, int]]:
         yield from self._vv.items()
@@ -104,7 +128,9 @@ class CausalLog:
     def chain(self, author: str, start: int, stop: int) -> list[Contribution]:
         """The author's contributions with ``start < seq <= stop``."""
         by_id = self._by_id
-        return [by_id[cid] for cid in self._dots[author][start:stop]]
+        off = self._off.get(author, 0)
+        assert start >= self.compacted_seq(author), "compacted contributions cannot be sent"
+        return [by_id[cid] for cid in self._dots[author][start - off : stop - off]]
 
     @property
     def heads(self) -> frozenset[bytes]:
@@ -133,17 +159,19 @@ class CausalLog:
         past = self._causal.get(c.id) or self._past_vv(c.parents)
         out: list[Contribution] = []
         for author, chain in self._dots.items():
-            start = past.get(author, 0)
-            for seq in range(start, len(chain)):
-                cid = chain[seq]
+            start = max(past.get(author, 0), self.compacted_seq(author)) - self._off.get(author, 0)
+            for i in range(start, len(chain)):
+                cid = chain[i]
                 if cid != c.id:
                     out.append(self._by_id[cid])
         return out
 
     def happened_before(self, a: bytes, b: bytes) -> bool:
-        """True when contribution ``a`` is in the causal past of ``b`` (both held)."""
-        ca = self._by_id[a]
-        return self._causal[b].get(ca.author, 0) >= ca.seq and a != b
+        """True when contribution ``a`` is in the causal past of ``b`` (``b`` held; ``a`` held
+        or compacted and still referenced)."""
+        ca = self._by_id.get(a)
+        dot = (ca.author, ca.seq) if ca is not None else self._gone[a]
+        return self._causal[b].get(dot[0], 0) >= dot[1] and a != b
 
     # ---- admission -----------------------------------------------------------------------
     def resolve(self, d: Draft) -> Contribution | None:
@@ -208,7 +236,7 @@ class CausalLog:
         if c.id in self._by_id:
             return False
         if self.extends_heads(c):
-            past = {a: len(ch) for a, ch in self._dots.items()}
+            past = dict(self._vv)
         else:
             past = self._past_vv(c.parents)
         past[c.author] = c.seq
@@ -218,7 +246,7 @@ class CausalLog:
         if chain is None:
             chain = self._dots[c.author] = []
         chain.append(c.id)
-        self._vv[c.author] = len(chain)
+        self._vv[c.author] = self._off.get(c.author, 0) + len(chain)
         if c.lamport > self._max_lamport:
             self._max_lamport = c.lamport
         self._heads.difference_update(c.parents)
@@ -246,8 +274,8 @@ class CausalLog:
         return len(self._pending)
 
     def has_dot(self, dot: Dot) -> bool:
-        chain = self._dots.get(dot[0])
-        return chain is not None and 0 < dot[1] <= len(chain)
+        """True when ``dot`` is held or was compacted away."""
+        return 0 < dot[1] <= self._vv.get(dot[0], 0)
 
     def _missing_parent(self, d: Draft) -> Dot | None:
         if d.seq > 1 and not self.has_dot((d.author, d.seq - 1)):
@@ -309,3 +337,94 @@ class CausalLog:
 
     def pending_drafts(self) -> list[Draft]:
         return list(self._pending.values())
+
+    # ---- compaction (GC at the causal-stability frontier) ---------------------------------
+    def stable_prefix(self, frontier: dict[str, int]) -> int:
+        """Length of the longest prefix of the total order whose contributions are all at or
+        below ``frontier`` (DESIGN.md §1: a shorter rule than this breaks determinism)."""
+        n = 0
+        by_id = self._by_id
+        for _, cid in self._order:
+            c = by_id[cid]
+            if c.seq > frontier.get(c.author, 0):
+                break
+            n += 1
+        return n
+
+    def compact(self, n: int, keep: set[bytes]) -> list[Contribution]:
+        """Fold the first ``n`` contributions of the total order away; return them.
+
+        Each author's last compacted contribution stays as a *stub* (no payload): it may still
+        be named as a parent by a member's future contribution (a member's heads are maximal
+        in what it acknowledged, so any compacted parent is the last of its author's chain).
+        ``keep`` lists compacted ids whose dot must stay known for :meth:`happened_before`.
+        """
+        if n <= 0:
+            return []
+        dropped_keys = self._order[:n]
+        del self._order[:n]
+        dropped = [self._by_id[cid] for _, cid in dropped_keys]
+        last: dict[str, int] = {}
+        for c in dropped:
+            if c.seq > last.get(c.author, 0):
+                last[c.author] = c.seq
+        for author, upto in last.items():
+            chain = self._dots[author]
+            off = self._off.get(author, 0)
+            i = upto - 1 - off  # index of the new stub
+            for cid in chain[:i]:
+                self._forget(cid, keep)
+            stub_id = chain[i]
+            c = self._by_id[stub_id]
+            self._by_id[stub_id] = Contribution(
+                c.id, c.author, c.seq, c.parents, c.lamport, c.hlc, c.kind, "", b""
+            )
+            self._stubs.add(stub_id)
+            self._dots[author] = chain[i:]
+            self._off[author] = upto - 1
+        for cid in [x for x in self._gone if x not in keep]:
+            del self._gone[cid]
+        return dropped
+
+    def _forget(self, cid: bytes, keep: set[bytes]) -> None:
+        c = self._by_id.pop(cid)
+        self._causal.pop(cid, None)
+        self._stubs.discard(cid)
+        if cid in keep:
+            self._gone[cid] = (c.author, c.seq)
+
+    def keep_dots(self, ids: set[bytes]) -> None:
+        """Retain the dots of these compacted ids (and forget those no longer needed)."""
+        for cid in [x for x in self._gone if x not in ids]:
+            del self._gone[cid]
+
+    def stubs(self) -> list[tuple[Contribution, dict[str, int]]]:
+        """The stubs with their causal version vectors (for a checkpoint)."""
+        return [(self._by_id[s], self._causal[s]) for s in sorted(self._stubs)]
+
+    def gone_dots(self) -> dict[bytes, Dot]:
+        return dict(self._gone)
+
+    def restore(self, stubs: list[tuple[Contribution, dict[str, int]]],
+                compacted: dict[str, int], gone: dict[bytes, Dot]) -> None:
+        """Start an empty log from a checkpoint: its stubs, per-author compacted counts and
+        the compacted dots still referenced. Heads are the stubs that no other stub follows."""
+        assert not self._by_id, "restore() needs an empty log"
+        for author, n in compacted.items():
+            self._off[author] = n
+            self._dots[author] = []
+            self._vv[author] = n
+        for c, causal in stubs:
+            self._off[c.author] = c.seq - 1
+            self._dots[c.author] = [c.id]
+            self._vv[c.author] = c.seq
+            self._by_id[c.id] = c
+            self._causal[c.id] = dict(causal)
+            self._stubs.add(c.id)
+            if c.lamport > self._max_lamport:
+                self._max_lamport = c.lamport
+        self._heads = {
+            c.id for c, _ in stubs
+            if not any(o is not c and oc.get(c.author, 0) >= c.seq for o, oc in stubs)
+        }
+        self._gone = dict(gone)
