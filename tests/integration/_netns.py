@@ -250,7 +250,9 @@ class NetLab:
 
     def heal(self) -> None:
         """Remove every partition and loss rule."""
-        self._nft(f"flush chain bridge {_TABLE} partition_hs\nflush chain bridge {_TABLE} loss_hs\n")
+        self._nft(
+            f"flush chain bridge {_TABLE} partition_hs\nflush chain bridge {_TABLE} loss_hs\n"
+        )
 
     # ---- teardown -------------------------------------------------------------------------
 

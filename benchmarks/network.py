@@ -1,0 +1,758 @@
+"""Network benchmark: two peers over real sockets, hybridsync vs pycrdt-websocket, same run.
+
+Every system runs as **two processes** (each with its own interpreter and event loop, as two
+agents would): a *writer* and a *reader*. The orchestrator (this module's ``main``) drives
+them with JSON lines on their stdin/stdout and times everything with ``time.monotonic_ns``,
+which is one system-wide clock on Linux (namespaces included), so a timestamp taken in one
+process can be subtracted from one taken in another.
+
+- **hybridsync:** ``hs.Memory`` + ``hs.Peer`` on each side, the writer dials the reader
+  (``peers=[url]``), one authenticated, encrypted TCP session (group secret).
+- **pycrdt-websocket:** the reader is a ``WebsocketServer`` with its ``YRoom`` (the room's
+  own ``Doc`` is the reader's replica) served through the ``websockets`` library; the writer is
+  a ``pycrdt.Doc`` synchronised by ``pycrdt.Provider`` over a ``websockets`` client
+  connection (plain ``ws://``, no TLS: the baseline pays no encryption), reconnecting after a
+  drop with a backoff of its own (``Provider`` itself does not reconnect).
+
+Phases, each on a fresh pair of processes:
+
+1. **throughput:** the writer makes ``--writes`` single-key writes (the fields benchmark's
+   seeded workload: ``benchmarks.fields.make_writes``), each its own commit/transaction,
+   yielding to its event loop after every write so its transport can run, then an end
+   marker. Writes/s = writes ÷ (first write → end marker visible on the reader). The reader's
+   whole map is then compared with what the workload wrote.
+2. **latency:** ``--samples`` writes, one every ``--interval-ms``; for each, the time from the
+   write (writer's clock reading just before it) to the reader's observer seeing it.
+   Median and p99.
+3. **partition:** both sides write during a ``--partition-s`` cut (a namespace partition
+   with nftables when root, else ``tests/integration/_proxy.py`` on loopback), the cut heals,
+   and the time from the heal until both sides hold each other's last write is measured;
+   then both replicas must be equal.
+
+Goal (issue 4): hybridsync ≥ 2× pycrdt-websocket's writes/s, at equal or lower latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import machine, markdown_table  # noqa: E402
+
+SYSTEMS = ("hybridsync", "pycrdt-websocket")
+DEFAULT_WRITES = 20_000
+QUICK_WRITES = 500
+DEFAULT_SAMPLES = 500
+QUICK_SAMPLES = 50
+DEFAULT_INTERVAL_MS = 10
+DEFAULT_PARTITION_S = 30.0
+QUICK_PARTITION_S = 2.0
+PARTITION_WRITES = 200  # per side, during the cut
+SECRET = b"network benchmark group secret"
+SPACE = "bench-net"
+ROOM = "/bench-net"
+HEARTBEAT_S = 1.0  # the baseline's websocket keepalive (ping every, and timeout)
+TIMEOUT_S = 180.0  # upper bound of any single wait
+THROUGHPUT_TARGET = 2.0
+
+
+def _load(name: str) -> ModuleType:
+    """A helper module of the integration tests (``tests/integration/<name>.py``)."""
+    path = ROOT / "tests" / "integration" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"hybridsync_bench_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _now() -> int:
+    return time.monotonic_ns()
+
+
+def _canonical(content: dict[str, Any]) -> str:
+    """A digest of a flat map's content; numbers as floats (pycrdt stores ints as floats)."""
+    plain = {k: float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+             for k, v in content.items()}
+    blob = json.dumps(plain, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# =========================================================================================
+# Child processes: one replica each, driven by JSON lines
+# =========================================================================================
+
+
+class _Node:
+    """One replica in a child process: write, read, and tell when keys arrive."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[str, tuple[Any, asyncio.Future[int]]] = {}
+        self.seen: dict[str, int] = {}  # key -> first arrival (monotonic ns), for "lat*" keys
+
+    # backend hooks
+    def write(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> Any:
+        raise NotImplementedError
+
+    def content(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    async def close(self) -> None:
+        return None
+
+    # shared
+    def changed(self, keys: Sequence[str]) -> None:
+        now = _now()
+        for key in keys:
+            if key.startswith("lat") and key not in self.seen:
+                self.seen[key] = now
+            waiter = self._waiters.get(key)
+            if waiter is not None and not waiter[1].done() and self.get(key) == waiter[0]:
+                waiter[1].set_result(now)
+
+    async def wait_for(self, key: str, value: Any, timeout_s: float) -> int:
+        if self.get(key) == value:
+            return _now()
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters[key] = (value, fut)
+        try:
+            return await asyncio.wait_for(fut, timeout_s)
+        finally:
+            self._waiters.pop(key, None)
+
+
+class _HsNode(_Node):
+    def __init__(self, mem: Any) -> None:
+        super().__init__()
+        self.mem = mem
+        self.peer: Any = None
+        mem.observe(lambda change: self.changed([p.split("/", 1)[0] for p in change.paths]))
+
+    def write(self, key: str, value: Any) -> None:
+        self.mem.fields[key] = value
+
+    def get(self, key: str) -> Any:
+        try:
+            return self.mem.fields[key]
+        except KeyError:
+            return None
+
+    def content(self) -> dict[str, Any]:
+        return dict(self.mem.fields.to_dict())
+
+    def describe(self) -> dict[str, Any]:
+        return {"sessions": len(getattr(self.peer, "sessions", ()) or ())}
+
+    async def close(self) -> None:
+        if self.peer is not None:
+            await self.peer.stop()
+        self.mem.close()
+
+
+class _YNode(_Node):
+    """A pycrdt ``Doc`` whose root map ``fields`` is the replica."""
+
+    def __init__(self, doc: Any) -> None:
+        super().__init__()
+        from pycrdt import Map
+
+        self.doc = doc
+        self.map = doc.get("fields", type=Map)
+        self._sub = self.map.observe(lambda event: self.changed(list(event.keys)))
+
+    def write(self, key: str, value: Any) -> None:
+        self.map[key] = value
+
+    def get(self, key: str) -> Any:
+        return self.map.get(key)
+
+    def content(self) -> dict[str, Any]:
+        return dict(self.map.to_py() or {})
+
+
+class _WsChannel:
+    """``pycrdt.Channel`` over a ``websockets`` connection."""
+
+    def __init__(self, ws: Any, path: str) -> None:
+        self._ws = ws
+        self._path = path
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    def __aiter__(self) -> _WsChannel:
+        return self
+
+    async def __anext__(self) -> bytes:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return await self.recv()
+        except ConnectionClosed:
+            raise StopAsyncIteration from None
+
+    async def send(self, message: bytes) -> None:
+        await self._ws.send(message)
+
+    async def recv(self) -> bytes:
+        message = await self._ws.recv()
+        return message if isinstance(message, bytes) else message.encode()
+
+
+async def _ws_client_loop(node: _YNode, uri: str, connected: asyncio.Event) -> None:
+    """Keep ``node.doc`` connected to the room at ``uri``: reconnect after any drop."""
+    from pycrdt import Provider
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import WebSocketException
+
+    backoff = 0.05
+    while True:
+        try:
+            async with connect(uri, ping_interval=HEARTBEAT_S, ping_timeout=HEARTBEAT_S,
+                               open_timeout=5, max_size=None, compression=None) as ws:
+                backoff = 0.05
+                async with Provider(node.doc, _WsChannel(ws, ROOM)) as provider:
+                    await provider.synced.wait()
+                    connected.set()
+                    await ws.wait_closed()
+        except (OSError, TimeoutError, WebSocketException):
+            pass
+        connected.clear()
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 1.0)
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+async def _serve_commands(node: _Node, ready: dict[str, Any]) -> None:
+    """Answer JSON commands on stdin until ``stop`` (or EOF)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    _emit({"ready": True, **ready})
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        cmd = json.loads(line)
+        op = cmd["op"]
+        try:
+            reply = await _COMMANDS[op](node, cmd)
+        except Exception as exc:  # the orchestrator reports it; the child keeps serving
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        _emit(reply)
+        if op == "stop":
+            return
+
+
+async def _cmd_burst(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.fields import make_writes
+
+    writes = make_writes(cmd["n"], keys=cmd["keys"], seed=cmd["seed"])
+    t0 = _now()
+    for key, value in writes:
+        node.write(key, value)
+        await asyncio.sleep(0)
+    node.write("__end__", cmd["tag"])
+    return {"t0": t0, "t1": _now()}
+
+
+async def _cmd_latency(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    sent = []
+    interval = cmd["interval_ms"] / 1000
+    for i in range(cmd["m"]):
+        sent.append(_now())
+        node.write(f"lat{i:06d}", i)
+        await asyncio.sleep(interval)
+    return {"sent": sent}
+
+
+async def _cmd_write_many(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    for i in range(cmd["n"]):
+        node.write(f"{cmd['prefix']}{i:05d}", f"{cmd['prefix']}-{i}")
+        await asyncio.sleep(0)
+    return {"ok": True}
+
+
+async def _cmd_write(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    t = _now()
+    node.write(cmd["key"], cmd["value"])
+    return {"t": t}
+
+
+async def _cmd_wait(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"t": await node.wait_for(cmd["key"], cmd["value"], cmd["within_s"])}
+    except TimeoutError:
+        return {"t": None}
+
+
+async def _cmd_seen(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    return {"seen": node.seen}
+
+
+async def _cmd_digest(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    content = node.content()
+    return {"digest": _canonical(content), "keys": len(content), **node.describe()}
+
+
+async def _cmd_check(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Is every key of the seeded workload there with its last written value?"""
+    from benchmarks.fields import make_writes
+
+    expected: dict[str, Any] = {}
+    for key, value in make_writes(cmd["n"], keys=cmd["keys"], seed=cmd["seed"]):
+        expected[key] = value
+    content = node.content()
+    got = {k: content.get(k) for k in expected}
+    return {"equal": _canonical(got) == _canonical(expected), "keys": len(content)}
+
+
+async def _cmd_stop(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    await node.close()
+    return {"stopped": True}
+
+
+_COMMANDS: dict[str, Callable[[_Node, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+    "burst": _cmd_burst,
+    "latency": _cmd_latency,
+    "write_many": _cmd_write_many,
+    "write": _cmd_write,
+    "wait": _cmd_wait,
+    "seen": _cmd_seen,
+    "digest": _cmd_digest,
+    "check": _cmd_check,
+    "stop": _cmd_stop,
+}
+
+
+async def _child_hybridsync(args: argparse.Namespace) -> None:
+    import hybridsync as hs
+
+    mem = hs.Memory(SPACE, args.name)
+    node = _HsNode(mem)
+    peers = [args.connect] if args.connect else []
+    node.peer = await hs.Peer.start(mem, host=args.host, port=args.port, secret=SECRET,
+                                    peers=peers)
+    await _serve_commands(node, {"url": node.peer.url})
+
+
+async def _child_ws_server(args: argparse.Namespace) -> None:
+    from pycrdt.websocket import WebsocketServer
+    from websockets.asyncio.server import serve
+
+    wss = WebsocketServer(rooms_ready=True, auto_clean_rooms=False)
+    async with wss:
+        room = await wss.get_room(ROOM)
+        node = _YNode(room.ydoc)
+
+        async def handler(ws: Any) -> None:
+            await wss.serve(_WsChannel(ws, ROOM))
+
+        async with serve(handler, args.host, args.port, ping_interval=HEARTBEAT_S,
+                         ping_timeout=HEARTBEAT_S, max_size=None, compression=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            await _serve_commands(node, {"url": f"ws://{args.host}:{port}{ROOM}"})
+
+
+async def _child_ws_client(args: argparse.Namespace) -> None:
+    from pycrdt import Doc
+
+    node = _YNode(Doc())
+    connected = asyncio.Event()
+    task = asyncio.create_task(_ws_client_loop(node, args.connect, connected))
+    await asyncio.wait_for(connected.wait(), TIMEOUT_S)
+    try:
+        await _serve_commands(node, {"url": args.connect})
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _child_main(args: argparse.Namespace) -> int:
+    role = {"hybridsync": _child_hybridsync, "ws-server": _child_ws_server,
+            "ws-client": _child_ws_client}[args.role]
+    asyncio.run(role(args))
+    return 0
+
+
+# =========================================================================================
+# The orchestrator
+# =========================================================================================
+
+
+class _Child:
+    """A child process spoken to with JSON lines."""
+
+    def __init__(self, argv: list[str], name: str) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     cwd=ROOT, start_new_session=True)
+        self.ready = self._read(TIMEOUT_S)
+        if "error" in self.ready:
+            raise RuntimeError(f"{name}: {self.ready['error']}")
+
+    def _read(self, timeout_s: float) -> dict[str, Any]:
+        import selectors
+
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if not sel.select(timeout_s):
+                raise TimeoutError(f"{self.name}: no answer within {timeout_s:.0f} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} exited (status {self.proc.poll()})")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def send(self, op: str, **kw: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def ask(self, op: str, timeout_s: float = TIMEOUT_S, **kw: Any) -> dict[str, Any]:
+        self.send(op, **kw)
+        reply = self._read(timeout_s)
+        if "error" in reply:
+            raise RuntimeError(f"{self.name} {op}: {reply['error']}")
+        return reply
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                self.ask("stop", timeout_s=10)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+def _argv(role: str, name: str, *, host: str = "127.0.0.1", port: int = 0,
+          connect: str | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "benchmarks.network", "--role", role, "--name", name,
+            "--host", host, "--port", str(port)]
+    return [*argv, "--connect", connect] if connect else argv
+
+
+@dataclass
+class _Pair:
+    reader: _Child
+    writer: _Child
+
+    def close(self) -> None:
+        self.writer.close()
+        self.reader.close()
+
+
+Wrap = Callable[[int, list[str]], list[str]]
+
+
+def _start_pair(system: str, *, wrap: Wrap | None = None, reader_host: str = "127.0.0.1",
+                dial: Callable[[str], str] | None = None) -> _Pair:
+    """Reader first (it listens), then the writer dialling it; both synced on a hello."""
+    w = wrap or (lambda _i, argv: argv)
+    d = dial or (lambda url: url)
+    role_r, role_w = (("hybridsync", "hybridsync") if system == "hybridsync"
+                      else ("ws-server", "ws-client"))
+    reader = _Child(w(1, _argv(role_r, "reader", host=reader_host)), f"{system} reader")
+    try:
+        writer = _Child(w(0, _argv(role_w, "writer", connect=d(reader.ready["url"]))),
+                        f"{system} writer")
+    except BaseException:
+        reader.close()
+        raise
+    pair = _Pair(reader, writer)
+    try:
+        tag = secrets.token_hex(4)
+        writer.ask("write", key="hello", value=tag)
+        if reader.ask("wait", key="hello", value=tag, within_s=60)["t"] is None:
+            raise RuntimeError(f"{system}: the pair never synced a first write")
+    except BaseException:
+        pair.close()
+        raise
+    return pair
+
+
+@dataclass
+class Result:
+    system: str
+    writes: int = 0
+    writes_per_s: float = 0.0
+    equal: bool = False
+    samples: int = 0
+    latency_median_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    latency_lost: int = 0
+    partition_s: float = 0.0
+    partition_mode: str = ""
+    converge_after_heal_s: float | None = None
+    partition_equal: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+def throughput(system: str, writes: int, *, keys: int = 1000, seed: int = 20261121,
+               result: Result) -> None:
+    pair = _start_pair(system)
+    try:
+        tag = secrets.token_hex(4)
+        pair.reader.send("wait", key="__end__", value=tag, within_s=TIMEOUT_S)
+        burst = pair.writer.ask("burst", n=writes, keys=keys, seed=seed, tag=tag)
+        seen = pair.reader._read(TIMEOUT_S)
+        if seen.get("t") is None:
+            raise RuntimeError(f"{system}: the end marker never arrived")
+        result.writes = writes
+        result.writes_per_s = writes / ((seen["t"] - burst["t0"]) / 1e9)
+        check = pair.reader.ask("check", n=writes, keys=keys, seed=seed)
+        mine = pair.writer.ask("digest")
+        theirs = pair.reader.ask("digest")
+        result.equal = bool(check["equal"]) and mine["digest"] == theirs["digest"]
+    finally:
+        pair.close()
+
+
+def latency(system: str, samples: int, interval_ms: float, *, result: Result) -> None:
+    pair = _start_pair(system)
+    try:
+        sent = pair.writer.ask("latency", m=samples, interval_ms=interval_ms)["sent"]
+        tag = secrets.token_hex(4)
+        pair.writer.ask("write", key="__end__", value=tag)
+        pair.reader.ask("wait", key="__end__", value=tag, within_s=TIMEOUT_S)
+        seen = pair.reader.ask("seen")["seen"]
+        lat = [(seen[f"lat{i:06d}"] - t) / 1e6 for i, t in enumerate(sent)
+               if f"lat{i:06d}" in seen]
+        result.samples = len(lat)
+        result.latency_lost = samples - len(lat)
+        result.latency_median_ms = _percentile(lat, 0.5)
+        result.latency_p99_ms = _percentile(lat, 0.99)
+    finally:
+        pair.close()
+
+
+def partition(system: str, seconds: float, *, result: Result) -> None:
+    """Cut the pair for ``seconds`` while both write; time from heal to convergence."""
+    netns = _load("_netns")
+    lab: Any = None
+    proxy: Any = None
+    if netns.unavailable_reason() is None:
+        lab = netns.NetLab(2)
+        result.partition_mode = "netns"
+        pair = _start_pair(system, wrap=lab.command, reader_host=lab.address(1))
+        cut, heal = (lambda: lab.partition([[0], [1]])), lab.heal
+    else:
+        proxy_mod = _load("_proxy")
+        holder: dict[str, Any] = {}
+
+        def dial(url: str) -> str:
+            scheme, rest = url.split("://", 1)
+            hostport, _, path = rest.partition("/")
+            holder["proxy"] = proxy_mod.PartitionProxy(int(hostport.rsplit(":", 1)[1]))
+            return f"{scheme}://127.0.0.1:{holder['proxy'].port}" + (f"/{path}" if path else "")
+
+        result.partition_mode = "loopback proxy"
+        pair = _start_pair(system, dial=dial)
+        proxy = holder["proxy"]
+        cut, heal = proxy.partition, proxy.heal
+    result.partition_s = seconds
+    try:
+        tag = secrets.token_hex(4)
+        cut()
+        t_cut = time.monotonic()
+        pair.writer.ask("write_many", prefix="w", n=PARTITION_WRITES)
+        pair.reader.ask("write_many", prefix="r", n=PARTITION_WRITES)
+        time.sleep(max(0.0, seconds - 0.5 - (time.monotonic() - t_cut)))
+        pair.writer.ask("write", key="end-w", value=tag)
+        pair.reader.ask("write", key="end-r", value=tag)
+        time.sleep(max(0.0, seconds - (time.monotonic() - t_cut)))
+        t_heal = time.monotonic_ns()
+        heal()
+        pair.writer.send("wait", key="end-r", value=tag, within_s=TIMEOUT_S)
+        pair.reader.send("wait", key="end-w", value=tag, within_s=TIMEOUT_S)
+        tw = pair.writer._read(TIMEOUT_S + 10)["t"]
+        tr = pair.reader._read(TIMEOUT_S + 10)["t"]
+        if tw is None or tr is None:
+            result.notes.append(f"did not converge within {TIMEOUT_S:.0f} s of the heal")
+        else:
+            result.converge_after_heal_s = (max(tw, tr) - t_heal) / 1e9
+        a, b = pair.writer.ask("digest"), pair.reader.ask("digest")
+        result.partition_equal = a["digest"] == b["digest"] and a["keys"] == b["keys"]
+    finally:
+        pair.close()
+        if lab is not None:
+            lab.close()
+        if proxy is not None:
+            proxy.close()
+
+
+def available() -> dict[str, str | None]:
+    """Each system and why it cannot run here (``None`` when it can)."""
+    import hybridsync as hs
+
+    out: dict[str, str | None] = {
+        "hybridsync": None if hasattr(hs, "Peer") else "hybridsync has no Peer yet",
+    }
+    missing = [m for m in ("pycrdt.websocket", "websockets") if importlib.util.find_spec(m) is None]
+    out["pycrdt-websocket"] = (f"not installed: {', '.join(missing)} (pip install "
+                               "'hybridsync[bench]')" if missing else None)
+    return out
+
+
+def run(*, writes: int, samples: int, interval_ms: float, partition_s: float,
+        systems: Sequence[str] = SYSTEMS,
+        progress: Callable[[str], None] = lambda _m: None) -> list[Result]:
+    results = []
+    for system in systems:
+        r = Result(system)
+        progress(f"{system}: throughput ({writes:,} writes)")
+        throughput(system, writes, result=r)
+        progress(f"{system}: latency ({samples} samples)")
+        latency(system, samples, interval_ms, result=r)
+        if partition_s > 0:
+            progress(f"{system}: {partition_s:g} s partition")
+            partition(system, partition_s, result=r)
+        results.append(r)
+    return results
+
+
+def report(results: Sequence[Result]) -> str:
+    base = next((r for r in results if r.system == "pycrdt-websocket"), None)
+    rows = []
+    for r in results:
+        ratio = (f"{r.writes_per_s / base.writes_per_s:.2f}×" if base and base.writes_per_s
+                 else "–")
+        conv = ("not converged" if r.converge_after_heal_s is None and r.partition_s
+                else f"{r.converge_after_heal_s:.2f}" if r.converge_after_heal_s is not None
+                else "–")
+        rows.append([
+            r.system, f"{r.writes_per_s:,.0f}", ratio, "yes" if r.equal else "NO",
+            f"{r.latency_median_ms:.2f}", f"{r.latency_p99_ms:.2f}", f"{r.latency_lost}",
+            f"{r.partition_s:g} ({r.partition_mode})" if r.partition_s else "–", conv,
+            ("yes" if r.partition_equal else "NO") if r.partition_s else "–",
+        ])
+    return markdown_table(
+        ["system", "writes/s", "×baseline", "equal", "latency median ms", "latency p99 ms",
+         "lost", "partition s", "converged after heal s", "equal after heal"], rows)
+
+
+def check_goal(results: Sequence[Result]) -> dict[str, bool] | None:
+    """Issue 4's goal: ≥ 2× the baseline's writes/s, median and p99 latency not higher."""
+    hs_r = next((r for r in results if r.system == "hybridsync"), None)
+    base = next((r for r in results if r.system == "pycrdt-websocket"), None)
+    if hs_r is None or base is None or not base.writes_per_s:
+        return None
+    return {
+        "throughput": hs_r.writes_per_s >= THROUGHPUT_TARGET * base.writes_per_s,
+        "latency_median": hs_r.latency_median_ms <= base.latency_median_ms,
+        "latency_p99": hs_r.latency_p99_ms <= base.latency_p99_ms,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_WRITES} writes, {QUICK_SAMPLES} samples, "
+                             f"{QUICK_PARTITION_S:g} s partition")
+    parser.add_argument("--writes", type=int, default=None)
+    parser.add_argument("--samples", type=int, default=None)
+    parser.add_argument("--interval-ms", type=float, default=DEFAULT_INTERVAL_MS)
+    parser.add_argument("--partition-s", type=float, default=None,
+                        help=f"length of the cut (default {DEFAULT_PARTITION_S:g}; 0 skips)")
+    parser.add_argument("--system", action="append", choices=list(SYSTEMS))
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the goal is missed")
+    parser.add_argument("--quiet", action="store_true")
+    # child roles (internal)
+    parser.add_argument("--role", choices=["hybridsync", "ws-server", "ws-client"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--name", default="peer", help=argparse.SUPPRESS)
+    parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--connect", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role:
+        return _child_main(args)
+
+    def progress(msg: str) -> None:
+        if not args.quiet:
+            print(f"  … {msg}", file=sys.stderr, flush=True)
+
+    writes = args.writes or (QUICK_WRITES if args.quick else DEFAULT_WRITES)
+    samples = args.samples or (QUICK_SAMPLES if args.quick else DEFAULT_SAMPLES)
+    partition_s = (args.partition_s if args.partition_s is not None
+                   else QUICK_PARTITION_S if args.quick else DEFAULT_PARTITION_S)
+    avail = available()
+    systems = [s for s in (args.system or SYSTEMS) if avail[s] is None]
+    m = machine(("hybridsync", "pycrdt", "pycrdt-websocket", "websockets", "cryptography"))
+    load_before = os.getloadavg()[0]
+    results = run(writes=writes, samples=samples, interval_ms=args.interval_ms,
+                  partition_s=partition_s, systems=systems, progress=progress)
+    print(f"Network benchmark: {writes:,} writes (throughput), {samples} writes every "
+          f"{args.interval_ms:g} ms (latency), {partition_s:g} s partition; "
+          f"{time.strftime('%Y-%m-%d')}")
+    for line in m.describe():
+        print(f"  {line}")
+    print(f"  Load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    for s, why in avail.items():
+        if why is not None:
+            print(f"  {s} skipped: {why}")
+    print()
+    print(report(results))
+    for r in results:
+        for note in r.notes:
+            print(f"\n{r.system}: {note}")
+    goal = check_goal(results)
+    if goal is not None:
+        missed = [k for k, ok in goal.items() if not ok]
+        print(f"\nGoal (≥ {THROUGHPUT_TARGET:g}× writes/s, latency not higher): "
+              + ("met" if not missed else f"missed: {', '.join(missed)}"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": asdict(m), "date": time.strftime("%Y-%m-%d"),
+                       "results": [asdict(r) for r in results]}, f, indent=2)
+    failed = any(not r.equal or (r.partition_s and not r.partition_equal) for r in results)
+    missed_goal = goal is not None and not all(goal.values())
+    return 1 if failed or (args.strict and missed_goal) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
