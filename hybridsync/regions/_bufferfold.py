@@ -45,6 +45,11 @@ class BufferFold:
         self._deleted_by: bytes | None = None
         self._has_delete = False
         self._drop_issues: list[FoldIssue] = []
+        # garbage collection: the value of the entries compacted away (None: zeros)
+        self._base: np.ndarray | None = None
+        self._base_state: tuple[bool, bytes | None] = (False, None)
+        self._has_base = False
+        self._archived: list[FoldIssue] = []  # frozen drop issues naming compacted entries
 
     def same_layout(self, shape: tuple[int, ...], dtype: str, block_bytes: int) -> bool:
         return (tuple(shape) == self.shape and np.dtype(dtype) == self.dtype
@@ -52,7 +57,7 @@ class BufferFold:
 
     @property
     def exists(self) -> bool:
-        return bool(self._entries) and not self.deleted
+        return (bool(self._entries) or self._has_base) and not self.deleted
 
     def add(self, key: OrderKey, cid: bytes, blocks: list[tuple[int, bytes]] | None) -> None:
         """Fold in a block delta (``None`` for a deletion)."""
@@ -106,11 +111,18 @@ class BufferFold:
             data[start:end] = np.frombuffer(chunk, dtype=np.uint8)
 
     def _replay(self) -> None:
-        self.data[:] = 0
+        self._replay_entries(len(self._entries))
+
+    def _replay_entries(self, upto: int) -> None:
+        """Refold the first ``upto`` entries on top of the base."""
+        if self._base is None:
+            self.data[:] = 0
+        else:
+            np.copyto(self.data, self._base)
         self._winner.clear()
-        self.deleted, self._deleted_by = False, None
-        self._drop_issues = []
-        for idx, e in enumerate(self._entries):
+        self.deleted, self._deleted_by = self._base_state
+        self._drop_issues = list(self._archived)
+        for idx, e in enumerate(self._entries[:upto]):
             if e.blocks is None:
                 for j in range(idx - 1, -1, -1):
                     prev = self._entries[j]
@@ -143,6 +155,73 @@ class BufferFold:
 
     def issues(self) -> list[FoldIssue]:
         return [*self._pair_issues, *self._drop_issues]
+
+    # ---- garbage collection (the replica calls these at the causal-stability frontier) ----
+    def compact(self, upto: OrderKey) -> list[FoldIssue]:
+        """Fold every entry with key ``<= upto`` into the base and drop it; the value does not
+        change. Returns the issues that only name dropped entries (for the archive)."""
+        m = bisect.bisect_right(self._keys, upto)
+        if m == 0:
+            return []
+        current = self.data.copy()
+        state = (self.deleted, self._deleted_by)
+        winner = dict(self._winner)
+        drops = list(self._drop_issues)
+        self._replay_entries(m)
+        self._base = self.data.copy()
+        self._base_state = (self.deleted, self._deleted_by)
+        np.copyto(self.data, current)
+        self.deleted, self._deleted_by = state
+        self._drop_issues = drops
+        # blocks won by a compacted write keep an order key below every live one
+        self._winner = {i: k for i, k in winner.items() if k > upto}
+        gone = {e.cid for e in self._entries[:m]}
+        del self._entries[:m]
+        del self._keys[:m]
+        for idx in list(self._writers):
+            kept = [(k, c) for k, c in self._writers[idx] if k > upto]
+            if kept:
+                self._writers[idx] = kept
+            else:
+                del self._writers[idx]
+        out = [i for i in self._pair_issues if i.other in gone]
+        self._pair_issues = [i for i in self._pair_issues if i.other not in gone]
+        self._seen_pairs = {p for p in self._seen_pairs if p[1] not in gone}
+        out += [i for i in self._drop_issues if i.cid in gone and (i.other in gone)]
+        # an edit wiped by a live deletion keeps its issue although the edit is compacted
+        self._archived = [i for i in self._drop_issues
+                          if i.cid in gone and i.other not in gone]
+        self._drop_issues = [i for i in self._drop_issues if i not in out]
+        self._has_base = True
+        return out
+
+    def base(self) -> tuple[bytes, bool, bytes | None] | None:
+        """The base ``(bytes, deleted, deleted_by)``, or None before any compaction."""
+        if not self._has_base:
+            return None
+        data = self._base.tobytes() if self._base is not None else bytes(self.nbytes)
+        return data, *self._base_state
+
+    def restore_base(self, data: bytes, deleted: bool, deleted_by: bytes | None) -> None:
+        """Start an empty fold from a checkpoint's base."""
+        assert not self._entries, "restore_base() needs an empty fold"
+        self._base = np.frombuffer(data, dtype=np.uint8).copy()
+        self._base_state = (deleted, deleted_by)
+        np.copyto(self.data, self._base)
+        self.deleted, self._deleted_by = deleted, deleted_by
+        self._has_base = True
+
+    @property
+    def idle(self) -> bool:
+        """Deleted with nothing left to fold: the tombstone can go."""
+        return self.deleted and not self._entries
+
+    def referenced(self) -> set[bytes]:
+        out = {x for i in self.issues() for x in (i.cid, i.other) if x is not None}
+        for by in (self._deleted_by, self._base_state[1]):
+            if by is not None:
+                out.add(by)
+        return out
 
 
 @dataclass(slots=True)

@@ -226,3 +226,75 @@ class RegionsPlane:
             if bst.fold.exists:
                 out.append(("buffer", name, bst.fold.data.tobytes()))
         return out
+
+    # ---- garbage collection --------------------------------------------------------------
+    def compact(self, upto: OrderKey) -> list[tuple[str, str, FoldIssue]]:
+        """Fold every entry at or before ``upto`` into each region's base; drop tombstones of
+        regions that are deleted with nothing left to fold. Returns the dropped issues."""
+        out: list[tuple[str, str, FoldIssue]] = []
+        pending = {p.region for p in self._deletes}
+        for name, st in list(self.texts.items()):
+            out.extend(("text", name, i) for i in st.fold.compact(upto))
+            if st.fold.idle and not st.dirty and not st.working and name not in pending:
+                del self.texts[name]
+        for name, bst in list(self.buffers.items()):
+            out.extend(("buffer", name, i) for i in bst.fold.compact(upto))
+            if bst.fold.idle and name not in pending and not bst.working.any():
+                del self.buffers[name]
+        for name in list(self._orphan_deletes):
+            kept = [(k, c) for k, c in self._orphan_deletes[name] if k > upto]
+            if kept:
+                self._orphan_deletes[name] = kept
+            else:
+                del self._orphan_deletes[name]
+        return out
+
+    def referenced(self) -> set[bytes]:
+        """Contribution ids the folds still name (their dots must stay known)."""
+        out: set[bytes] = set()
+        for st in self.texts.values():
+            out |= st.fold.referenced()
+        for bst in self.buffers.values():
+            out |= bst.fold.referenced()
+        for items in self._orphan_deletes.values():
+            out.update(c for _, c in items)
+        return out
+
+    def bases(self) -> list[list[Any]]:
+        """Every region's base checkpoint, in a msgpack-ready canonical form."""
+        out: list[list[Any]] = []
+        for name, st in sorted(self.texts.items()):
+            tb = st.fold.base()
+            if tb is not None:
+                out.append(["text", name, tb[0], tb[1], tb[2]])
+        for name, bst in sorted(self.buffers.items()):
+            bb = bst.fold.base()
+            if bb is not None:
+                out.append(["buffer", name, list(bst.fold.shape), bst.fold.dtype.name, *bb])
+        return out
+
+    def restore_bases(self, bases: list[list[Any]]) -> None:
+        """Recreate regions from a checkpoint's bases (on an empty plane); PayloadError if
+        malformed."""
+        for item in bases:
+            try:
+                if item[0] == "text":
+                    _, name, value, deleted, by = item
+                    check_region_name(name)
+                    if type(value) is not str or type(deleted) is not bool:
+                        raise PayloadError("a text base is [text, name, str, bool, id]")
+                    st = self.texts[name] = _TextState(self._hb)
+                    st.fold.restore_base(value, deleted, by)
+                else:
+                    _, name, shape, dtype, data, deleted, by = item
+                    check_region_name(name)
+                    shp = tuple(int(n) for n in shape)
+                    if dtype not in DTYPES or type(data) is not bytes:
+                        raise PayloadError("a buffer base is [buffer, name, shape, dtype, ...]")
+                    if int(np.prod(shp, dtype=np.int64)) * np.dtype(dtype).itemsize != len(data):
+                        raise PayloadError("buffer base size does not match its shape")
+                    bst = self.buffers[name] = _BufferState(shp, dtype, self._hb)
+                    bst.fold.restore_base(data, bool(deleted), by)
+            except (ValueError, TypeError, IndexError, ConfigError) as exc:
+                raise PayloadError(f"malformed region base: {exc}") from None
+            self.refresh([name])
