@@ -28,6 +28,7 @@ from hybridsync.errors import (
     TransportError,
 )
 from hybridsync.fields import DELETED, FieldList, FieldMap
+from hybridsync.peer import Peer, SessionInfo
 from hybridsync.replica import Change, Conflict, Memory, ReplicaStats
 from hybridsync.store import MemoryStore, Store
 
@@ -51,8 +52,10 @@ __all__ = [
     "Memory",
     "MemoryStore",
     "PayloadError",
+    "Peer",
     "ProtocolError",
     "ReplicaStats",
+    "SessionInfo",
     "SimulationError",
     "Store",
     "StoreError",

@@ -67,6 +67,14 @@ class Handshake:
         return self._initiator
 
     @property
+    def initiator_nonce(self) -> bytes:
+        """The initiator's nonce (known to both sides once M1 passed): a connection id that
+        both ends agree on, used to break ties between duplicate connections."""
+        if not self._m1:
+            raise AuthenticationError("no M1 yet")
+        return self._m1[len(_HEAD) :]
+
+    @property
     def done(self) -> bool:
         return self._keys is not None
 
