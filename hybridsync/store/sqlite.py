@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from hybridsync.causal import Contribution
-from hybridsync.errors import StoreError
+from hybridsync.errors import IntegrityError, StoreError
 
 __all__ = ["SQLiteStore"]
 
@@ -40,6 +40,7 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path, *, space: str, peer: str) -> None:
         self.path = str(path)
+        self._space = space
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -92,8 +93,13 @@ class SQLiteStore:
             if len(parents) % 32:
                 raise StoreError(f"{self.path}: corrupted parents of {author}#{seq}")
             ps = tuple(parents[i : i + 32] for i in range(0, len(parents), 32))
-            yield Contribution(bytes(cid), author, seq, ps, lamport, hlc, kind, note,
-                               bytes(payload))
+            c = Contribution(bytes(cid), author, seq, ps, lamport, hlc, kind, note,
+                             bytes(payload))
+            try:  # damaged bytes inside a valid page: the content hash no longer matches
+                c.verify(self._space)
+            except IntegrityError as exc:
+                raise StoreError(f"{self.path}: corrupted contribution ({exc})") from None
+            yield c
 
     def get_meta(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
