@@ -192,7 +192,7 @@ class KillStats:
 
 
 def kill_rounds(zygote: Zygote, tmp: Path, *, seed: int, databases: int, kills_per_db: int,
-                quota: int = 400, max_wait_ms: float = 150.0) -> KillStats:
+                quota: int = 400, max_wait_ms: float = 80.0) -> KillStats:
     rng = random.Random(seed)
     stats = KillStats()
     print(f"G6 seed={seed} (replay with HYBRIDSYNC_G6_SEED={seed})")
