@@ -458,6 +458,9 @@ class _Child:
                 os.killpg(self.proc.pid, 9)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 def _argv(role: str, name: str, *, host: str = "127.0.0.1", port: int = 0,

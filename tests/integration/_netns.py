@@ -241,11 +241,9 @@ class NetLab:
             for i in ports:
                 self._check_node(i)
             match = "iifname { " + ", ".join(f'"p{i}"' for i in ports) + " } "
-        rule = (
-            f"add rule bridge {_TABLE} loss_hs {match}numgen random mod 100 < {percent} drop\n"
-            if percent
-            else ""
-        )
+        # numgen's range is 0..99: 100 % is a plain drop.
+        chance = f"numgen random mod 100 < {percent} " if percent < 100 else ""
+        rule = f"add rule bridge {_TABLE} loss_hs {match}{chance}drop\n" if percent else ""
         self._nft(f"flush chain bridge {_TABLE} loss_hs\n{rule}")
 
     def heal(self) -> None:
@@ -268,6 +266,9 @@ class NetLab:
         for proc in self._procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         for ns in reversed(self._created):
             with contextlib.suppress(NetLabError):
                 _run(["ip", "netns", "del", ns], check=False)
