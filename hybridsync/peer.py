@@ -340,7 +340,8 @@ class Peer:
             (
                 "accepted", "dialed", "dial_failures", "sessions_opened", "sessions_closed",
                 "handshake_failures", "handshake_timeouts", "rejected_busy", "duplicates",
-                "protocol_errors", "frames_rejected", "heartbeat_timeouts", "goodbyes",
+                "protocol_errors", "frames_rejected", "heartbeat_timeouts", "write_timeouts",
+                "goodbyes",
             ),
             0,
         )
@@ -792,6 +793,8 @@ class Peer:
                     return
         except Exception as exc:  # TransportError, TimeoutError (a reader that does not read)
             reason = "write timed out" if isinstance(exc, TimeoutError) else repr(exc)
+            if isinstance(exc, TimeoutError):
+                self._counters["write_timeouts"] += 1
             log.info("%s: writing to %s failed: %s", self.mem.peer, s.name, reason)
             self._close(s, reason, graceful=False)
 
