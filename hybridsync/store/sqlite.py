@@ -15,7 +15,7 @@ from pathlib import Path
 from hybridsync.causal import Contribution
 from hybridsync.errors import IntegrityError, StoreError
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "stored_identity"]
 
 _SCHEMA_VERSION = b"1"
 _SCHEMA = """
@@ -33,6 +33,28 @@ CREATE TABLE IF NOT EXISTS contributions (
     payload BLOB NOT NULL
 );
 """
+
+
+def stored_identity(path: str | Path) -> tuple[str, str]:
+    """``(space, peer)`` of an existing store, read without creating or changing anything.
+
+    Raises :class:`StoreError` if the file is missing, not SQLite, or not a hybridsync store.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise StoreError(f"{p}: no such store")
+    try:
+        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{p}: not a usable hybridsync database ({exc})") from None
+    if rows.get("schema") != _SCHEMA_VERSION or "space" not in rows or "peer" not in rows:
+        raise StoreError(f"{p}: not a hybridsync store of schema {_SCHEMA_VERSION.decode()}")
+    return bytes(rows["space"]).decode(errors="replace"), bytes(rows["peer"]).decode(
+        errors="replace")
 
 
 class SQLiteStore:
