@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     print("# Fields: hybridsync vs raw pycrdt vs Loro\n", flush=True)
     status |= fields.main(["--quick"] if args.quick else [])
 
+    network_main = _optional_main("benchmarks.network")
+    if network_main is not None:
+        print("\n# Network: hybridsync peers vs pycrdt-websocket\n", flush=True)
+        rc = network_main(["--quick"] if args.quick else [])
+        status |= rc if isinstance(rc, int) else 0
+
     q4_main = _optional_main("benchmarks.q4_error")
     if q4_main is not None:
         print("\n# Q4 codec\n", flush=True)

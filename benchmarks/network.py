@@ -69,7 +69,13 @@ PARTITION_WRITES = 200  # per side, during the cut
 SECRET = b"network benchmark group secret"
 SPACE = "bench-net"
 ROOM = "/bench-net"
-HEARTBEAT_S = 1.0  # the baseline's websocket keepalive (ping every, and timeout)
+# The baseline gets hs.Peer's liveness defaults: a ping after 1 s of quiet, dead when nothing
+# came back for 4 s in all (websockets: ping_interval 1 s + ping_timeout 3 s), and redials
+# with backoff from 0.2 s doubling to 10 s, jitter 50–100 %.
+PING_INTERVAL_S = 1.0
+PING_TIMEOUT_S = 3.0
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 10.0
 TIMEOUT_S = 180.0  # upper bound of any single wait
 THROUGHPUT_TARGET = 2.0
 
@@ -228,16 +234,18 @@ class _WsChannel:
 
 async def _ws_client_loop(node: _YNode, uri: str, connected: asyncio.Event) -> None:
     """Keep ``node.doc`` connected to the room at ``uri``: reconnect after any drop."""
+    import random
+
     from pycrdt import Provider
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
-    backoff = 0.05
+    backoff = RECONNECT_MIN_S
     while True:
         try:
-            async with connect(uri, ping_interval=HEARTBEAT_S, ping_timeout=HEARTBEAT_S,
+            async with connect(uri, ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
                                open_timeout=5, max_size=None, compression=None) as ws:
-                backoff = 0.05
+                backoff = RECONNECT_MIN_S
                 async with Provider(node.doc, _WsChannel(ws, ROOM)) as provider:
                     await provider.synced.wait()
                     connected.set()
@@ -245,8 +253,8 @@ async def _ws_client_loop(node: _YNode, uri: str, connected: asyncio.Event) -> N
         except (OSError, TimeoutError, WebSocketException):
             pass
         connected.clear()
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, 1.0)
+        await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+        backoff = min(backoff * 2, RECONNECT_MAX_S)
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -370,8 +378,16 @@ async def _child_hybridsync(args: argparse.Namespace) -> None:
 async def _child_ws_server(args: argparse.Namespace) -> None:
     from pycrdt.websocket import WebsocketServer
     from websockets.asyncio.server import serve
+    from websockets.exceptions import ConnectionClosed
 
-    wss = WebsocketServer(rooms_ready=True, auto_clean_rooms=False)
+    def disconnects(exc: BaseException, _log: Any) -> bool:
+        """A client that went away is routine (the room keeps serving the others)."""
+        if isinstance(exc, BaseExceptionGroup):
+            return all(disconnects(e, _log) for e in exc.exceptions)
+        return isinstance(exc, ConnectionClosed | OSError)
+
+    wss = WebsocketServer(rooms_ready=True, auto_clean_rooms=False,
+                          exception_handler=disconnects)
     async with wss:
         room = await wss.get_room(ROOM)
         node = _YNode(room.ydoc)
@@ -379,8 +395,8 @@ async def _child_ws_server(args: argparse.Namespace) -> None:
         async def handler(ws: Any) -> None:
             await wss.serve(_WsChannel(ws, ROOM))
 
-        async with serve(handler, args.host, args.port, ping_interval=HEARTBEAT_S,
-                         ping_timeout=HEARTBEAT_S, max_size=None, compression=None) as server:
+        async with serve(handler, args.host, args.port, ping_interval=PING_INTERVAL_S,
+                         ping_timeout=PING_TIMEOUT_S, max_size=None, compression=None) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             await _serve_commands(node, {"url": f"ws://{args.host}:{port}{ROOM}"})
 

@@ -72,3 +72,26 @@ def test_tiny_run_is_well_formed(bench: ModuleType) -> None:
 def test_unknown_mode_is_rejected(bench: ModuleType) -> None:
     with pytest.raises(ValueError, match="unknown hybridsync modes"):
         bench.run(10, repeats=1, modes=("sometimes",))
+
+
+def test_network_benchmark_tiny_run() -> None:
+    """Both systems run end to end on two processes each; replicas equal; no timing checked."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    net = importlib.import_module("benchmarks.network")
+    missing = {s: why for s, why in net.available().items() if why is not None}
+    if missing:
+        pytest.skip(f"network benchmark systems unavailable: {missing}")
+    results = net.run(writes=200, samples=20, interval_ms=2, partition_s=1.0)
+    assert [r.system for r in results] == list(net.SYSTEMS)
+    for r in results:
+        assert r.equal and r.partition_equal, r
+        assert r.writes == 200 and r.writes_per_s > 0
+        assert r.samples == 20 and r.latency_lost == 0
+        assert 0 < r.latency_median_ms <= r.latency_p99_ms
+        assert r.converge_after_heal_s is not None
+        assert r.partition_mode in {"netns", "loopback proxy"}
+    goal = net.check_goal(results)
+    assert goal is not None and set(goal) == {"throughput", "latency_median", "latency_p99"}
+    table = net.report(results)
+    assert table.count("\n") == len(results) + 1 and "pycrdt-websocket" in table
