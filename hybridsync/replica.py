@@ -256,9 +256,12 @@ class Memory:
         ``set``; the next cycle (``commit``, ``sync_to``, a transaction's end) commits the diff."""
         return self._regions.text(name)
 
-    def buffer(self, name: str, *, shape: Any, dtype: Any = "float32") -> BufferRegion:
-        """The numpy-backed buffer region ``name`` (created if absent); write in place."""
-        return self._regions.buffer(name, shape, dtype)
+    def buffer(
+        self, name: str, *, shape: Any, dtype: Any = "float32", codec: str | None = None
+    ) -> BufferRegion:
+        """The numpy-backed buffer region ``name`` (created if absent); write in place.
+        ``codec="q4"`` (float16 only) stores and ships it 4-bit quantized (docs/q4.md)."""
+        return self._regions.buffer(name, shape, dtype, codec)
 
     def delete_region(self, name: str) -> None:
         """Delete a text or buffer region, leaving a tombstone: an edit concurrent with the

@@ -1,7 +1,14 @@
-"""Buffer regions: numpy working copies, their shadows, block deltas and their wire form.
+"""Buffer regions: numpy working copies, the cycle's block deltas and their wire form.
 
-The cycle compares the working copy with its shadow block by block (``BLOCK_BYTES``) and
-ships the changed blocks; ``BufferFold`` owns the folded value.
+There is no shadow copy: the fold (``BufferFold``) holds the value as of this replica's heads
+already, so the cycle compares the working copy with the fold's bytes block by block
+(``BLOCK_BYTES``), in chunks, and ships the changed blocks. After a fold, only the blocks it
+wrote are copied into the working copy.
+
+With ``codec="q4"`` (float16 only) a delta carries the changed blocks as Q4 groups
+(``_q4.py``, ~0.28x the bytes). The region's value is the *dequantized* data, so every replica
+holds the same bytes; the writer's working copy takes them after its cycle. Groups of a changed
+block whose values did not change are re-sent as they were (no drift from re-quantizing).
 """
 
 from __future__ import annotations
@@ -10,36 +17,97 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
+import numpy.typing as npt
 
 from hybridsync.errors import ConfigError, PayloadError
-from hybridsync.regions._bufferfold import BufferFold
+from hybridsync.regions._bufferfold import CODECS, BufferDelta, BufferFold, Layout
 from hybridsync.regions._folds import HappenedBefore
 from hybridsync.regions._parts import Part
+from hybridsync.regions._q4 import GROUP_SIZE, Q4Block, q4_encode
 from hybridsync.regions._textdiff import unpack_list
 
 if TYPE_CHECKING:
     from hybridsync.regions._plane import RegionsPlane
 
-__all__ = ["BLOCK_BYTES", "BufferRegion", "decode_delta", "encode_delta"]
+__all__ = [
+    "BLOCK_BYTES",
+    "BufferRegion",
+    "buffer_layout",
+    "decode_delta",
+    "encode_delta",
+    "layout_from_wire",
+]
 
 BLOCK_BYTES = 4096  # one page: ~0.1 % framing overhead per changed block, cheap to compare
 MAX_BUFFER_BYTES = 1 << 34
 DTYPES = {"float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
           "uint32", "int64", "uint64", "bool"}
+COMPARE_CHUNK_BLOCKS = 1024  # 4 MiB of each side per step: temporaries stay in cache
+_F16_MAX = 65504.0
 
 
-def encode_delta(shape: tuple[int, ...], dtype: str, blocks: list[tuple[int, bytes]]) -> bytes:
+def buffer_layout(shape: Any, dtype: Any, codec: str | None) -> Layout:
+    """Validate a handle's arguments; :class:`ConfigError` on anything unsupported."""
+    try:
+        shp = tuple(int(n) for n in (shape if isinstance(shape, tuple | list) else (shape,)))
+        dt = np.dtype(dtype).name
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad buffer shape or dtype: {exc}") from None
+    if dt not in DTYPES or any(n < 0 for n in shp):
+        raise ConfigError(f"unsupported buffer dtype {dt!r} or negative shape")
+    if int(np.prod(shp, dtype=np.int64)) * np.dtype(dt).itemsize > MAX_BUFFER_BYTES:
+        raise ConfigError("buffer too large")
+    codec = "raw" if codec is None else codec
+    if codec not in CODECS:
+        raise ConfigError(f"unknown buffer codec {codec!r}; use one of {CODECS}")
+    if codec == "q4" and dt != "float16":
+        raise ConfigError(f"the q4 codec stores float16 buffers, not {dt}")
+    return Layout(shp, dt, BLOCK_BYTES, codec)
+
+
+# ---- wire form ---------------------------------------------------------------------------
+
+
+def encode_delta(layout: Layout, indices: npt.NDArray[np.int64], data: Any) -> bytes:
+    """``[shape, dtype, block_bytes, codec, indices (uint32 LE), data]``: raw data is the
+    blocks' bytes concatenated, Q4 data one ``Q4Block`` of their concatenated values."""
     out: bytes = msgpack.packb(
-        [list(shape), dtype, BLOCK_BYTES, [[i, b] for i, b in blocks]], use_bin_type=True
+        [list(layout.shape), layout.dtype, layout.block_bytes, layout.codec,
+         indices.astype("<u4").tobytes(), data],
+        use_bin_type=True,
     )
     return out
 
 
-def decode_delta(data: bytes) -> tuple[tuple[int, ...], str, int, list[tuple[int, bytes]]]:
+def decode_delta(data: bytes) -> BufferDelta:
+    """Parse and validate a delta; :class:`PayloadError` on anything malformed."""
     raw = unpack_list(data, "buffer delta")
-    if len(raw) != 4:
-        raise PayloadError("a buffer delta is [shape, dtype, block_bytes, blocks]")
-    shape, dtype, bb, blocks = raw
+    if len(raw) != 6:
+        raise PayloadError("a buffer delta is [shape, dtype, block_bytes, codec, indices, data]")
+    *lay, idx, blob = raw
+    layout = layout_from_wire(lay)
+    if type(idx) is not bytes or len(idx) % 4 or type(blob) is not bytes:
+        raise PayloadError("delta indices and data must be bytes (indices: uint32 each)")
+    indices = np.frombuffer(idx, dtype="<u4").astype(np.int64)
+    if len(indices) and (int(indices[-1]) >= layout.blocks
+                         or (len(indices) > 1 and not (np.diff(indices) > 0).all())):
+        raise PayloadError("delta block indices must increase strictly and lie in the buffer")
+    size = layout.block_sizes(indices)
+    if layout.codec == "raw":
+        if len(blob) != size:
+            raise PayloadError(f"delta data is {len(blob)} bytes; its blocks need {size}")
+        return BufferDelta(layout, indices, data=blob)
+    block = Q4Block.from_bytes(blob)
+    if block.length != size // 2:
+        raise PayloadError(f"Q4 delta holds {block.length} values; its blocks need {size // 2}")
+    return BufferDelta(layout, indices, q4=block)
+
+
+def layout_from_wire(raw: Any) -> Layout:
+    """``[shape, dtype, block_bytes, codec]`` from a peer; :class:`PayloadError` if bad."""
+    if type(raw) is not list or len(raw) != 4:
+        raise PayloadError("a buffer layout is [shape, dtype, block_bytes, codec]")
+    shape, dtype, bb, codec = raw
     if (type(shape) is not list or len(shape) > 32
             or any(type(n) is not int or not 0 <= n < 1 << 40 for n in shape)):
         raise PayloadError("buffer shape must be a list of non-negative ints")
@@ -47,39 +115,118 @@ def decode_delta(data: bytes) -> tuple[tuple[int, ...], str, int, list[tuple[int
         raise PayloadError(f"unsupported buffer dtype {dtype!r}")
     if type(bb) is not int or not 64 <= bb <= 1 << 24:
         raise PayloadError("bad block size")
-    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    if nbytes > MAX_BUFFER_BYTES:
+    if type(codec) is not str or codec not in CODECS:
+        raise PayloadError(f"unknown buffer codec {codec!r}")
+    if codec == "q4" and (dtype != "float16" or bb % (2 * GROUP_SIZE)):
+        raise PayloadError("a q4 buffer is float16 with blocks of whole 64-value groups")
+    if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize > MAX_BUFFER_BYTES:
         raise PayloadError("buffer too large")
-    if type(blocks) is not list:
-        raise PayloadError("blocks must be a list")
-    out = []
-    for b in blocks:
-        if (type(b) is not list or len(b) != 2 or type(b[0]) is not int
-                or type(b[1]) is not bytes or not 0 <= b[0] * bb < max(nbytes, 1)):
-            raise PayloadError("a block is [index, bytes] within the buffer")
-        out.append((b[0], b[1]))
-    return tuple(shape), dtype, bb, out
+    return Layout(tuple(shape), dtype, bb, codec)
 
+
+# ---- the working copy and the cycle ------------------------------------------------------
 
 
 class _BufferState:
-    __slots__ = ("fold", "shadow", "working")
+    """The working copy of one buffer region and its fold (the fold's bytes are the shadow)."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: str, hb: HappenedBefore) -> None:
-        self.fold = BufferFold(shape, dtype, BLOCK_BYTES, hb)
-        self.working = np.zeros(shape, dtype=dtype)
-        self.shadow = np.zeros(shape, dtype=dtype)
+    __slots__ = ("fold", "layout", "working")
+
+    def __init__(self, layout: Layout | None, hb: HappenedBefore) -> None:
+        self.fold = BufferFold(layout, hb)
+        self.layout = layout
+        self.working: np.ndarray = (
+            np.zeros(layout.shape, dtype=layout.dtype) if layout is not None
+            else np.zeros(0, dtype=np.uint8)
+        )
+        self.fold.take_touched()
+
+    def open(self, name: str, layout: Layout, *, any_codec: bool) -> None:
+        """A handle asks for ``layout``: adopt it if nothing decided one yet, else check it."""
+        have = self.layout
+        if have is None:  # only deletions folded so far
+            self.fold.propose(layout)
+            self.fold.take_touched()
+            self.layout = layout
+            self.working = np.zeros(layout.shape, dtype=layout.dtype)
+            return
+        if have == layout or (any_codec and have == Layout(
+                layout.shape, layout.dtype, layout.block_bytes, have.codec)):
+            return
+        raise ConfigError(f"buffer {name!r} exists with {have.describe()}")
+
+    def _working_bytes(self) -> npt.NDArray[np.uint8]:
+        return self.working.reshape(-1).view(np.uint8)
+
+    def changed_blocks(self) -> npt.NDArray[np.int64]:
+        """Blocks where the working copy differs from the folded value."""
+        if self.layout is None or self.layout != self.fold.layout:
+            return np.zeros(0, dtype=np.int64)
+        return _changed_blocks(self.fold.data, self._working_bytes(), self.layout.block_bytes)
+
+    def dirty(self) -> bool:
+        return bool(self.changed_blocks().size)
 
     def cycle_part(self, name: str) -> Part | None:
-        """The block delta from the shadow to the working copy, if any block changed."""
-        blocks = _changed_blocks(self.shadow, self.working)
-        if not blocks:
+        """The block delta from the folded value to the working copy, if any block changed."""
+        changed = self.changed_blocks()
+        if not changed.size:
             return None
-        raw = self.working.reshape(-1).view(np.uint8)
-        delta = [(i, raw[i * BLOCK_BYTES : (i + 1) * BLOCK_BYTES].tobytes()) for i in blocks]
-        return Part("buffer", name, encode_delta(
-            tuple(self.working.shape), self.working.dtype.name, delta))
+        layout = self.layout
+        assert layout is not None
+        blocks = _gather(self._working_bytes(), layout, changed)
+        if layout.codec == "q4":
+            return Part("buffer", name, encode_delta(
+                layout, changed, self._q4_blocks(changed, blocks).to_bytes()))
+        return Part("buffer", name, encode_delta(layout, changed, memoryview(blocks)))
 
+    def _q4_blocks(self, changed: npt.NDArray[np.int64], blocks: npt.NDArray[np.uint8]) -> Q4Block:
+        """Q4 of the changed blocks; groups whose values did not change keep their codes."""
+        assert self.layout is not None
+        values = blocks.view(np.float16)
+        if not np.isfinite(values).all():
+            # the cycle runs inside sync: saturate instead of failing (documented in q4.md)
+            values = np.nan_to_num(values, nan=0.0, posinf=_F16_MAX, neginf=-_F16_MAX)
+        fresh = q4_encode(values)
+        old = _gather(self.fold.data, self.layout, changed).view(np.uint16)
+        same = np.zeros(fresh.groups * GROUP_SIZE, dtype=bool)
+        np.equal(old, blocks.view(np.uint16), out=same[: len(old)])
+        same[len(old) :] = True
+        keep = np.flatnonzero(same.reshape(-1, GROUP_SIZE).all(axis=1))
+        if not len(keep):
+            return fresh
+        gpb = self.layout.groups_per_block
+        groups = (changed[:, None] * gpb + np.arange(gpb)).reshape(-1)[: fresh.groups]
+        src = groups[keep]
+        scales, biases = fresh.scales.copy(), fresh.biases.copy()
+        codes = fresh.codes.reshape(-1, GROUP_SIZE // 2).copy()
+        scales[keep] = self.fold.scales[src]
+        biases[keep] = self.fold.biases[src]
+        codes[keep] = self.fold.codes[src]
+        return Q4Block(fresh.length, scales, biases, codes.reshape(-1))
+
+    def refresh(self) -> None:
+        """After folding: the blocks the fold wrote are copied into the working copy."""
+        layout = self.fold.layout
+        touched = self.fold.take_touched()
+        if layout is None:
+            return
+        if layout != self.layout:
+            self.layout = layout
+            self.working = self.fold.array().copy()
+            return
+        if touched is None:
+            np.copyto(self.working, self.fold.array())
+        elif touched.size:
+            _put(self._working_bytes(), layout, touched, _gather(self.fold.data, layout, touched))
+
+    def revert(self) -> None:
+        """Drop uncommitted writes: changed blocks return to the folded value."""
+        changed = self.changed_blocks()
+        if changed.size:
+            assert self.layout is not None
+            _put(self._working_bytes(), self.layout, changed,
+                 _gather(self.fold.data, self.layout, changed))
 
 
 class BufferRegion:
@@ -95,7 +242,7 @@ class BufferRegion:
     def _state(self) -> _BufferState:
         st = self._plane.buffers.get(self.name)
         if st is None:
-            raise ConfigError(f"buffer region {self.name!r} was deleted")
+            raise ConfigError(f"buffer region {self.name!r} was deleted or is a text")
         return st
 
     @property
@@ -110,6 +257,12 @@ class BufferRegion:
     @property
     def dtype(self) -> np.dtype[Any]:
         return self._state.working.dtype
+
+    @property
+    def codec(self) -> str:
+        """``"raw"`` or ``"q4"`` (values are stored and shipped 4-bit quantized)."""
+        layout = self._state.layout
+        return "raw" if layout is None else layout.codec
 
     def write(self, offset: int, data: Any) -> None:
         """Write ``data`` at flat element ``offset``."""
@@ -126,20 +279,69 @@ class BufferRegion:
         return f"BufferRegion({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
 
+# ---- block helpers -----------------------------------------------------------------------
 
-def _changed_blocks(shadow: np.ndarray, working: np.ndarray) -> list[int]:
-    """Indices of the blocks where ``working`` differs from ``shadow``."""
-    a = shadow.reshape(-1).view(np.uint8)
-    b = working.reshape(-1).view(np.uint8)
-    n = a.size
-    if n == 0:
-        return []
-    full = n // BLOCK_BYTES
-    changed: list[int] = []
+
+def _changed_blocks(
+    ref: npt.NDArray[np.uint8], work: npt.NDArray[np.uint8], block_bytes: int = BLOCK_BYTES,
+) -> npt.NDArray[np.int64]:
+    """Indices of the blocks where ``work`` differs from ``ref`` (flat uint8, same size).
+
+    Full blocks are compared as uint64 words, ``COMPARE_CHUNK_BLOCKS`` at a time into one
+    reused boolean scratch array, so no temporary grows with the buffer.
+    """
+    n = ref.size
+    full = n // block_bytes
+    found: list[npt.NDArray[np.int64]] = []
     if full:
-        head_a = a[: full * BLOCK_BYTES].view(np.uint64).reshape(full, BLOCK_BYTES // 8)
-        head_b = b[: full * BLOCK_BYTES].view(np.uint64).reshape(full, BLOCK_BYTES // 8)
-        changed = np.flatnonzero((head_a != head_b).any(axis=1)).tolist()
-    if n % BLOCK_BYTES and not np.array_equal(a[full * BLOCK_BYTES :], b[full * BLOCK_BYTES :]):
-        changed.append(full)
-    return changed
+        words = block_bytes // 8
+        if block_bytes % 8 or ref[:0].ctypes.data % 8 or work[:0].ctypes.data % 8:
+            a = ref[: full * block_bytes].reshape(full, block_bytes)
+            b = work[: full * block_bytes].reshape(full, block_bytes)
+            words = block_bytes
+        else:
+            a = ref[: full * block_bytes].view(np.uint64).reshape(full, words)
+            b = work[: full * block_bytes].view(np.uint64).reshape(full, words)
+        step = min(full, COMPARE_CHUNK_BLOCKS)
+        scratch = np.empty((step, words), dtype=bool)
+        for start in range(0, full, step):
+            stop = min(start + step, full)
+            ne = scratch[: stop - start]
+            np.not_equal(a[start:stop], b[start:stop], out=ne)
+            hits = np.flatnonzero(ne.any(axis=1))
+            if hits.size:
+                found.append(hits + start)
+    if n % block_bytes and not np.array_equal(ref[full * block_bytes :], work[full * block_bytes :]):
+        found.append(np.array([full], dtype=np.int64))
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(found).astype(np.int64, copy=False)
+
+
+def _gather(
+    flat: npt.NDArray[np.uint8], layout: Layout, indices: npt.NDArray[np.int64],
+) -> npt.NDArray[np.uint8]:
+    """The bytes of blocks ``indices`` (sorted), concatenated, in one new array."""
+    bb, full = layout.block_bytes, layout.full_blocks
+    out = np.empty(layout.block_sizes(indices), dtype=np.uint8)
+    k_full = len(indices) - (len(indices) > 0 and int(indices[-1]) >= full)
+    if k_full:
+        np.take(flat[: full * bb].reshape(full, bb), indices[:k_full], axis=0,
+                out=out[: k_full * bb].reshape(k_full, bb))
+    if k_full < len(indices):
+        out[k_full * bb :] = flat[full * bb :]
+    return out
+
+
+def _put(
+    flat: npt.NDArray[np.uint8], layout: Layout, indices: npt.NDArray[np.int64],
+    blocks: npt.NDArray[np.uint8],
+) -> None:
+    """Blocks ``indices`` (sorted) of ``flat`` take ``blocks`` (as made by :func:`_gather`)."""
+    bb, full = layout.block_bytes, layout.full_blocks
+    k_full = len(indices) - (len(indices) > 0 and int(indices[-1]) >= full)
+    if k_full:
+        flat[: full * bb].reshape(full, bb)[indices[:k_full]] = (
+            blocks[: k_full * bb].reshape(k_full, bb))
+    if k_full < len(indices):
+        flat[full * bb :] = blocks[k_full * bb :]

@@ -14,15 +14,15 @@ import numpy as np
 
 from hybridsync.errors import ConfigError, PayloadError
 from hybridsync.regions._buffer import (
-    BLOCK_BYTES,
-    DTYPES,
-    MAX_BUFFER_BYTES,
     BufferRegion,
     _BufferState,
-    _changed_blocks,
+    buffer_layout,
     decode_delta,
+    layout_from_wire,
 )
+from hybridsync.regions._bufferfold import BufferDelta, Layout
 from hybridsync.regions._folds import FoldIssue, HappenedBefore, OrderKey
+from hybridsync.regions._kinds import kind_issues, kind_rank, prune_loser
 from hybridsync.regions._parts import Part, check_region_name, decode_parts, encode_parts
 from hybridsync.regions._text import TextRegion, _TextState
 from hybridsync.regions._textdiff import Hunk, decode_patch
@@ -38,8 +38,8 @@ class RegionsPlane:
         self.texts: dict[str, _TextState] = {}
         self.buffers: dict[str, _BufferState] = {}
         self._deletes: list[Part] = []
-        # deletions of buffers this replica has not seen yet: replayed when one appears
-        self._orphan_deletes: dict[str, list[tuple[OrderKey, bytes]]] = {}
+        # the kind rule (_kinds.py): a name's state of the kind that lost, never visible
+        self._losers: dict[str, _TextState | _BufferState] = {}
 
     # ---- handles -------------------------------------------------------------------------
     def text(self, name: str) -> TextRegion:
@@ -50,26 +50,16 @@ class RegionsPlane:
             self.texts[name] = _TextState(self._hb)
         return TextRegion(self, name)
 
-    def buffer(self, name: str, shape: Any, dtype: Any) -> BufferRegion:
+    def buffer(self, name: str, shape: Any, dtype: Any, codec: str | None = None) -> BufferRegion:
         check_region_name(name)
         if name in self.texts:
             raise ConfigError(f"{name!r} is a text region, not a buffer")
-        try:
-            shp = tuple(int(n) for n in (shape if isinstance(shape, tuple | list) else (shape,)))
-            dt = np.dtype(dtype).name
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"bad buffer shape or dtype: {exc}") from None
-        if dt not in DTYPES or any(n < 0 for n in shp):
-            raise ConfigError(f"unsupported buffer dtype {dt!r} or negative shape")
-        if int(np.prod(shp, dtype=np.int64)) * np.dtype(dt).itemsize > MAX_BUFFER_BYTES:
-            raise ConfigError("buffer too large")
+        layout = buffer_layout(shape, dtype, codec)
         st = self.buffers.get(name)
         if st is None:
-            self.buffers[name] = _BufferState(shp, dt, self._hb)
-        elif not st.fold.same_layout(shp, dt, BLOCK_BYTES):
-            raise ConfigError(
-                f"buffer {name!r} exists with shape {st.fold.shape} and dtype {st.fold.dtype}"
-            )
+            self.buffers[name] = _BufferState(layout, self._hb)
+        else:
+            st.open(name, layout, any_codec=codec is None)
         return BufferRegion(self, name)
 
     def delete(self, name: str) -> None:
@@ -110,14 +100,14 @@ class RegionsPlane:
         for st in self.texts.values():
             st.revert()
         for bst in self.buffers.values():
-            np.copyto(bst.working, bst.shadow)
+            bst.revert()
         self._deletes = []
 
     @property
     def dirty(self) -> bool:
         if self._deletes or any(st.dirty for st in self.texts.values()):
             return True
-        return any(_changed_blocks(b.shadow, b.working) for b in self.buffers.values())
+        return any(b.dirty() for b in self.buffers.values())
 
     # ---- folding ---------------------------------------------------------------------------
     def validate(self, parts: list[Part]) -> list[tuple[Part, Any]]:
@@ -147,43 +137,54 @@ class RegionsPlane:
         touched: list[str] = []
         for p, obj in decoded:
             if p.plane == "text":
-                st = self.texts.get(p.region)
-                if st is None:
-                    if p.region in self.buffers:
-                        continue  # a text edit of a name that is a buffer here: ignored
-                    self.text(p.region)
-                    st = self.texts[p.region]
                 hunks: list[Hunk] = obj
-                st.fold.add(key, cid, hunks)
-                touched.append(p.region)
+                self._state_for("text", p.region).fold.add(key, cid, hunks)
             elif p.plane == "buffer":
-                shape, dtype, bb, blocks = obj
-                bst = self.buffers.get(p.region)
-                if bst is None:
-                    if p.region in self.texts:
-                        continue
-                    bst = self.buffers[p.region] = _BufferState(shape, dtype, self._hb)
-                    for dkey, dcid in self._orphan_deletes.pop(p.region, []):
-                        bst.fold.add(dkey, dcid, None)
-                if not bst.fold.same_layout(shape, dtype, bb):
-                    continue  # concurrent creations with two layouts: open bug (see xfail test)
-                bst.fold.add(key, cid, blocks)
-                touched.append(p.region)
+                delta: BufferDelta = obj
+                self._state_for("buffer", p.region, delta.layout).fold.add(key, cid, delta)
             elif p.plane == "delete":
-                if p.data == b"text":
-                    st = self.texts.get(p.region)
-                    if st is None:
-                        self.text(p.region)
-                        st = self.texts[p.region]
-                    st.fold.add(key, cid, None)
-                else:
-                    bst = self.buffers.get(p.region)
-                    if bst is None:
-                        self._orphan_deletes.setdefault(p.region, []).append((key, cid))
-                        continue
-                    bst.fold.add(key, cid, None)
-                touched.append(p.region)
+                self._state_for(p.data.decode(), p.region).fold.add(key, cid, None)
+            else:
+                continue
+            self._settle(p.region)
+            touched.append(p.region)
         return touched
+
+    def _state_for(self, kind: str, name: str, layout: Layout | None = None) -> Any:
+        """The state that folds ``kind`` parts of ``name``, made if absent (``_settle`` then
+        decides which of a text and a buffer of one name is visible)."""
+        home: dict[str, Any] = self.texts if kind == "text" else self.buffers
+        st = home.get(name)
+        if st is not None:
+            return st
+        loser = self._losers.get(name)
+        if loser is not None and isinstance(loser, _TextState) == (kind == "text"):
+            return loser
+        st = _TextState(self._hb) if kind == "text" else _BufferState(layout, self._hb)
+        if name in self.texts or name in self.buffers:
+            self._losers[name] = st
+        else:
+            home[name] = st
+        return st
+
+    def _settle(self, name: str) -> None:
+        """The kind rule (``_kinds.py``): the kind whose first write sorts first is visible."""
+        loser = self._losers.get(name)
+        if loser is None:
+            return
+        shown: Any = self.texts.get(name) or self.buffers.get(name)
+        if kind_rank(loser.fold) >= kind_rank(shown.fold):
+            return
+        if isinstance(shown, _TextState):
+            del self.texts[name]
+        else:
+            del self.buffers[name]
+        if isinstance(loser, _TextState):
+            self.texts[name] = loser
+        else:
+            self.buffers[name] = loser
+            loser.fold.touch_all()
+        self._losers[name] = shown
 
     def refresh(self, names: list[str]) -> None:
         """After folding: working copies and shadows take the fold's value."""
@@ -193,9 +194,7 @@ class RegionsPlane:
                 st.refresh()
             bst = self.buffers.get(name)
             if bst is not None:
-                src = bst.fold.array()
-                np.copyto(bst.working, src)
-                np.copyto(bst.shadow, src)
+                bst.refresh()
 
     # ---- reporting -------------------------------------------------------------------------
     def issues(self) -> list[tuple[str, str, FoldIssue]]:
@@ -204,6 +203,9 @@ class RegionsPlane:
             out.extend(("text", name, i) for i in st.fold.issues())
         for name, bst in self.buffers.items():
             out.extend(("buffer", name, i) for i in bst.fold.issues())
+        for name, lst in self._losers.items():
+            kind, won = ("text", "buffer") if isinstance(lst, _TextState) else ("buffer", "text")
+            out.extend((kind, name, i) for i in kind_issues(name, won, lst.fold))
         return out
 
     def content_bytes(self) -> int:
@@ -241,12 +243,15 @@ class RegionsPlane:
             out.extend(("buffer", name, i) for i in bst.fold.compact(upto))
             if bst.fold.idle and name not in pending and not bst.working.any():
                 del self.buffers[name]
-        for name in list(self._orphan_deletes):
-            kept = [(k, c) for k, c in self._orphan_deletes[name] if k > upto]
-            if kept:
-                self._orphan_deletes[name] = kept
+        for name, lst in list(self._losers.items()):
+            kind, won = ("text", "buffer") if isinstance(lst, _TextState) else ("buffer", "text")
+            kept, gone = prune_loser(name, won, lst, upto, lambda k=kind: (
+                _TextState(self._hb) if k == "text" else _BufferState(None, self._hb)))
+            out.extend((kind, name, i) for i in gone)
+            if kept is None:
+                del self._losers[name]
             else:
-                del self._orphan_deletes[name]
+                self._losers[name] = kept
         return out
 
     def referenced(self) -> set[bytes]:
@@ -256,8 +261,9 @@ class RegionsPlane:
             out |= st.fold.referenced()
         for bst in self.buffers.values():
             out |= bst.fold.referenced()
-        for items in self._orphan_deletes.values():
-            out.update(c for _, c in items)
+        for lst in self._losers.values():
+            out.update(c for i in lst.fold.issues() for c in (i.cid, i.other) if c is not None)
+            out.update(e.cid for e in lst.fold._entries)
         return out
 
     def bases(self) -> list[list[Any]]:
@@ -270,7 +276,7 @@ class RegionsPlane:
         for name, bst in sorted(self.buffers.items()):
             bb = bst.fold.base()
             if bb is not None:
-                out.append(["buffer", name, list(bst.fold.shape), bst.fold.dtype.name, *bb])
+                out.append(["buffer", name, *bb])
         return out
 
     def restore_bases(self, bases: list[list[Any]]) -> None:
@@ -286,15 +292,14 @@ class RegionsPlane:
                     st = self.texts[name] = _TextState(self._hb)
                     st.fold.restore_base(value, deleted, by)
                 else:
-                    _, name, shape, dtype, data, deleted, by = item
+                    _, name, lay, data, deleted, by, creator = item
                     check_region_name(name)
-                    shp = tuple(int(n) for n in shape)
-                    if dtype not in DTYPES or type(data) is not bytes:
-                        raise PayloadError("a buffer base is [buffer, name, shape, dtype, ...]")
-                    if int(np.prod(shp, dtype=np.int64)) * np.dtype(dtype).itemsize != len(data):
-                        raise PayloadError("buffer base size does not match its shape")
-                    bst = self.buffers[name] = _BufferState(shp, dtype, self._hb)
-                    bst.fold.restore_base(data, bool(deleted), by)
+                    if (type(data) is not bytes or type(deleted) is not bool
+                            or any(x is not None and type(x) is not bytes for x in (by, creator))):
+                        raise PayloadError("a buffer base is [buffer, name, layout, data, ...]")
+                    layout = None if lay is None else layout_from_wire(lay)
+                    bst = self.buffers[name] = _BufferState(None, self._hb)
+                    bst.fold.restore_base(layout, data, deleted, by, creator)
             except (ValueError, TypeError, IndexError, ConfigError) as exc:
                 raise PayloadError(f"malformed region base: {exc}") from None
             self.refresh([name])

@@ -651,12 +651,6 @@ def test_wrong_layout_or_kind_raises_config_error(make_memory: MakeMemory) -> No
             a.buffer("other", shape=shape, dtype=dtype)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="buffer 'kv' created concurrently with shape (4,) on a and (8,) on b: each replica "
-    "skips the other's delta (RegionsPlane.fold: 'reported by layout_issues', which does not "
-    "exist), so they keep different bytes forever and no conflict is recorded",
-)
 def test_concurrent_buffers_of_different_layouts_converge_with_a_conflict(
     make_memory: MakeMemory,
 ) -> None:
@@ -668,12 +662,6 @@ def test_concurrent_buffers_of_different_layouts_converge_with_a_conflict(
     assert snap.conflicts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="name 'x' made a text on a and a buffer on b concurrently: each replica ignores the "
-    "other kind's part (RegionsPlane.fold `continue`), a keeps text 'x' and b buffer 'x' "
-    "forever (state_digest differs), and no conflict is recorded",
-)
 def test_same_name_as_text_and_buffer_concurrently_converges(make_memory: MakeMemory) -> None:
     a, b = make_memory("a"), make_memory("b")
     a.text("x").set("hi")
