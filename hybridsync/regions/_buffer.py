@@ -178,7 +178,7 @@ class _BufferState:
         if layout.codec == "q4":
             return Part("buffer", name, encode_delta(
                 layout, changed, self._q4_blocks(changed, blocks).to_bytes()))
-        return Part("buffer", name, encode_delta(layout, changed, memoryview(blocks)))
+        return Part("buffer", name, encode_delta(layout, changed, blocks.data))
 
     def _q4_blocks(self, changed: npt.NDArray[np.int64], blocks: npt.NDArray[np.uint8]) -> Q4Block:
         """Q4 of the changed blocks; groups whose values did not change keep their codes."""
@@ -295,6 +295,8 @@ def _changed_blocks(
     found: list[npt.NDArray[np.int64]] = []
     if full:
         words = block_bytes // 8
+        a: npt.NDArray[Any]
+        b: npt.NDArray[Any]
         if block_bytes % 8 or ref[:0].ctypes.data % 8 or work[:0].ctypes.data % 8:
             a = ref[: full * block_bytes].reshape(full, block_bytes)
             b = work[: full * block_bytes].reshape(full, block_bytes)
@@ -311,7 +313,8 @@ def _changed_blocks(
             hits = np.flatnonzero(ne.any(axis=1))
             if hits.size:
                 found.append(hits + start)
-    if n % block_bytes and not np.array_equal(ref[full * block_bytes :], work[full * block_bytes :]):
+    tail = full * block_bytes
+    if n % block_bytes and not np.array_equal(ref[tail:], work[tail:]):
         found.append(np.array([full], dtype=np.int64))
     if not found:
         return np.zeros(0, dtype=np.int64)

@@ -259,8 +259,8 @@ class BufferFold:
             return
         if last_wins_by_key:
             won = self._winner.get
-            keep = np.fromiter((won(i) is None or won(i) < key  # type: ignore[operator]
-                                for i in indices.tolist()), dtype=bool, count=len(indices))
+            keep = np.array([(w := won(i)) is None or w < key for i in indices.tolist()],
+                            dtype=bool)
             positions = np.flatnonzero(keep)
             if not len(positions):
                 return

@@ -59,12 +59,12 @@ def prune_loser(name: str, winner: str, state: Any, upto: OrderKey,
     fresh = make()
     old = state.fold
     if isinstance(old, BufferFold):
-        for e in old._entries:
-            if e.key > upto:
-                fresh.fold.add(e.key, e.cid, e.delta)
+        for b in old._entries:
+            if b.key > upto:
+                fresh.fold.add(b.key, b.cid, b.delta)
     else:
         assert isinstance(old, TextFold)
-        for e in old._entries:
-            if e.key > upto:
-                fresh.fold.add(e.key, e.cid, e.hunks)
+        for t in old._entries:
+            if t.key > upto:
+                fresh.fold.add(t.key, t.cid, t.hunks)
     return (fresh if fresh.fold._entries else None), gone

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from hybridsync.errors import ConfigError, PayloadError
 from hybridsync.regions._buffer import (
     BufferRegion,
