@@ -1,30 +1,50 @@
 """The ``hybridsync`` command line.
 
+``hybridsync demo``      three agent processes find each other by mDNS and converge, live
+``hybridsync peer``      a long-running peer keeping a stored replica in sync
+``hybridsync inspect``   fields, regions, history, conflicts and stats of a stored replica
 ``hybridsync simulate``  a seeded partition scenario with a progress bar, a CSV and a plot
-``hybridsync demo``      agents sharing memory over the in-process simulator, live
 
-Exit status: 0 everything held, 1 a guarantee was violated, 2 usage error. Adding a command
-is one ``_add_<name>`` function and one line in :func:`build_parser`.
+Exit status: 0 ok, 1 a guarantee was violated or a runtime failure (store, network,
+discovery), 2 usage error. Adding a command is one ``_add_<name>`` function and one line in
+:func:`build_parser`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import csv
+import json
+import logging
 import os
+import secrets
+import shutil
+import signal
+import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
-from hybridsync.errors import ConfigError, GuaranteeViolation, SimulationError
+from hybridsync.errors import (
+    ConfigError,
+    DiscoveryError,
+    GuaranteeViolation,
+    HybridSyncError,
+    SimulationError,
+    StoreError,
+)
+from hybridsync.replica import Memory
 from hybridsync.sim import Fault, SimOptions, Simulation, TickSample, run
-from hybridsync.sim._checkers import check_causal_order, check_convergence
 from hybridsync.sim._options import ROUTINGS
+from hybridsync.store.sqlite import stored_identity
 
 __all__ = ["build_parser", "main"]
 
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
+EXIT_FAILURE = 1  # a runtime failure: store, network, discovery
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,14 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hybridsync",
         description="Coordinator-free sync of AI agents' working memory. "
         "Run a command with --help for its options.",
-        epilog="Exit status: 0 ok, 1 a guarantee was violated, 2 usage error.",
+        epilog="Exit status: 0 ok, 1 a guarantee was violated or a runtime failure, "
+        "2 usage error.",
     )
     from hybridsync import __version__
 
     parser.add_argument("--version", action="version", version=f"hybridsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_simulate(sub)
     _add_demo(sub)
+    _add_peer(sub)
+    _add_inspect(sub)
+    _add_simulate(sub)
     return parser
 
 
@@ -56,12 +79,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return handler(args)
+    except GuaranteeViolation as exc:
+        print(f"guarantee violated: {exc}", file=sys.stderr)
+        return EXIT_VIOLATION
     except (ConfigError, SimulationError) as exc:
-        if isinstance(exc, GuaranteeViolation):
-            print(f"guarantee violated: {exc}", file=sys.stderr)
-            return EXIT_VIOLATION
         print(f"hybridsync {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (StoreError, DiscoveryError, HybridSyncError) as exc:
+        # A store of another space or a damaged one, a busy port, mDNS that cannot start.
+        print(f"hybridsync {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"hybridsync {args.command}: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 # ---- simulate ------------------------------------------------------------------------------
@@ -271,161 +301,208 @@ def plot_series(
         plt.close(fig)
 
 
+# ---- peer ----------------------------------------------------------------------------------
+def _add_peer(sub: Any) -> None:
+    p = sub.add_parser(
+        "peer",
+        help="run a long-lived peer that keeps a stored replica in sync",
+        description="Open (or create) the replica stored in DB and keep it in sync with the "
+        "other peers of the space over encrypted TCP: the ones given with --peer, and with "
+        "--mdns the ones found by mDNS on the --interface addresses. Logs every session that "
+        "opens or closes. Stops cleanly (flush, goodbye) on Ctrl-C or SIGTERM.",
+        epilog="Example: hybridsync peer --space swarm-1 --secret-file group.key --path a.db "
+        "--listen 127.0.0.1:7001 --mdns\n"
+        "The secret file holds the group secret (at least 8 bytes; surrounding whitespace is "
+        "ignored); make one with: python -c 'import secrets; print(secrets.token_hex(32))'. "
+        "Exit status: 0 stopped cleanly, 1 runtime failure (store, port, discovery), "
+        "2 usage error.",
+    )
+    p.add_argument("--space", required=True, help="name of the shared memory space")
+    p.add_argument("--secret-file", required=True, metavar="FILE",
+                   help="file holding the group secret")
+    p.add_argument("--path", required=True, metavar="DB",
+                   help="SQLite file of this replica (created if absent)")
+    p.add_argument("--name", help="this replica's peer name (default: the name stored in DB, "
+                   "or HOSTNAME-xxxx for a new one)")
+    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="where to accept sessions (default 127.0.0.1:0, a free port)")
+    p.add_argument("--peer", action="append", default=[], dest="peers", metavar="URL",
+                   help="a peer to keep a session with, tcp://host:port (repeatable)")
+    p.add_argument("--mdns", action="store_true",
+                   help="announce and find peers by mDNS (on the --interface addresses)")
+    p.add_argument("--interface", action="append", dest="interfaces", metavar="IP",
+                   help="IPv4 address for mDNS (repeatable; default 127.0.0.1, so nothing "
+                   "leaves this machine unless you name a LAN address)")
+    p.add_argument("--status-interval", type=float, default=30.0, metavar="S",
+                   help="log a status line every S seconds (default 30; 0 = never)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    p.set_defaults(handler=_peer)
+
+
+def read_secret(path: str) -> bytes:
+    """The group secret in ``path`` (surrounding whitespace stripped)."""
+    try:
+        data = Path(path).read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file {path}: {exc.strerror}") from None
+    if len(data) < 8:
+        raise ConfigError(f"the secret in {path} is shorter than 8 bytes")
+    return data
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) → ``(host, port)``."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen must look like HOST:PORT (e.g. 127.0.0.1:7001), got {text!r}")
+    return host, int(port)
+
+
+def _default_name(path: str) -> str:
+    if os.path.exists(path):
+        return stored_identity(path)[1]
+    host = socket.gethostname().split(".")[0] or "peer"
+    return f"{host}-{secrets.token_hex(2)}"
+
+
+def _peer(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+    )
+    if not args.verbose:
+        logging.getLogger("zeroconf").setLevel(logging.WARNING)
+    secret = read_secret(args.secret_file)
+    host, port = parse_listen(args.listen)
+    if args.status_interval < 0:
+        raise ConfigError("--status-interval must be >= 0")
+    interfaces = args.interfaces or ["127.0.0.1"]
+    if not args.mdns and args.interfaces:
+        raise ConfigError("--interface only makes sense with --mdns")
+    name = args.name or _default_name(args.path)
+    mem = Memory(args.space, name, path=args.path)  # StoreError: another space, damaged
+    try:
+        return asyncio.run(_run_peer(mem, host=host, port=port, secret=secret,
+                                     peers=args.peers, mdns=args.mdns, interfaces=interfaces,
+                                     status_interval_s=args.status_interval))
+    finally:
+        mem.close()
+
+
+async def _run_peer(mem: Memory, *, host: str, port: int, secret: bytes, peers: Sequence[str],
+                    mdns: bool, interfaces: Sequence[str], status_interval_s: float) -> int:
+    from hybridsync.peer import Peer
+
+    log = logging.getLogger("hybridsync.cli")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    peer = await Peer.start(mem, host=host, port=port, secret=secret,
+                            discovery="mdns" if mdns else None, peers=list(peers),
+                            interfaces=list(interfaces))
+    print(f"hybridsync peer {mem.peer!r} of space {mem.space!r} listening on {peer.url}"
+          + (f" (mDNS on {', '.join(interfaces)})" if mdns else ""), flush=True)
+    log.info("replica %s: %d commits, digest %s", mem.peer, len(mem.history()),
+             mem.state_digest()[:12])
+    known: dict[str, str] = {}
+    opened = 0
+    last_status = loop.time()
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.5)
+            now = {n: s.url for n, s in peer.sessions.items()}
+            for n in sorted(now.keys() - known.keys()):
+                opened += 1
+                log.info("session with %s opened (%s)", n, now[n])
+            for n in sorted(known.keys() - now.keys()):
+                log.info("session with %s closed", n)
+            known = now
+            if status_interval_s and loop.time() - last_status >= status_interval_s:
+                last_status = loop.time()
+                st = mem.stats()
+                log.info("status: %d sessions, %d commits, %d conflicts, sync bytes in %d "
+                         "out %d, digest %s", len(known), st.log_length, st.conflicts,
+                         st.bytes_received, st.bytes_sent, mem.state_digest()[:12])
+    finally:
+        log.info("stopping: flushing and saying goodbye")
+        await peer.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    st = mem.stats()
+    counters = peer.stats()
+    print(f"stopped: {opened} sessions opened, {st.log_length} commits, {st.conflicts} "
+          f"conflicts, digest {mem.state_digest()[:12]}; handshake failures "
+          f"{counters.get('handshake_failures', 0)}, protocol errors "
+          f"{counters.get('protocol_errors', 0)}", flush=True)
+    return EXIT_OK
+
+
+# ---- inspect -------------------------------------------------------------------------------
+def _add_inspect(sub: Any) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="show a stored replica: fields, regions, history, conflicts, stats",
+        description="Open the replica stored in DB without changing it and print its fields, "
+        "regions, latest history, conflicts and sizes. Safe to run while a peer uses DB.",
+        epilog="Exit status: 0 ok, 1 the store is missing, foreign or damaged, 2 usage error.",
+    )
+    p.add_argument("path", metavar="DB", help="SQLite file of a replica")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead")
+    p.add_argument("--history", type=int, default=20, metavar="N",
+                   help="how many of the latest contributions to list (default 20)")
+    p.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from hybridsync._inspect import inspect_store, render_text
+
+    if args.history < 0:
+        raise ConfigError("--history must be >= 0")
+    report = inspect_store(args.path, history=args.history)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+    else:
+        print(render_text(report, width=shutil.get_terminal_size((100, 24)).columns))
+    return EXIT_OK
+
+
 # ---- demo ----------------------------------------------------------------------------------
-_AGENTS = ("planner", "researcher", "coder", "critic")
-
-
 def _add_demo(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
-        help="agents sharing working memory, live (in-process simulator)",
-        description="Three or four agent replicas share one memory space over the in-process "
-        "simulated network: they write fields, one agent is partitioned away and writes on its "
-        "own, then it rejoins and everyone converges. Prints who holds what, the bytes "
-        "exchanged and the conflicts, then a summary; ends by itself in about ten seconds. "
-        "This demo runs in one process over the deterministic simulator; real processes "
-        "finding each other by mDNS come in a later release.",
+        help="three agent processes find each other by mDNS and converge, live",
+        description="Starts three agents (planner, researcher, critic), each a separate "
+        "process with its own SQLite replica and an encrypted TCP peer; they find each other "
+        "by mDNS on 127.0.0.1 (nothing leaves this machine). They write fields, a shared "
+        "scratchpad text and their own buffers; the critic loses the network and keeps "
+        "editing, then rejoins. A live table shows who has what, the bytes on the wire and "
+        "the conflicts; the demo ends by itself (about 15-30 s) with a summary.",
+        epilog="Exit status: 0 every replica converged to the same state, 1 it did not "
+        "(or a step timed out).",
     )
-    p.add_argument("--agents", type=int, choices=(3, 4), default=4, help="how many agents")
-    p.add_argument("--seed", type=int, default=7, help="seed of the simulated network")
-    p.add_argument("--loss", type=float, default=0.05, help="frame loss probability")
     p.add_argument(
-        "--pace-s", type=float, default=float(os.environ.get("HYBRIDSYNC_DEMO_PACE_S", "0.5")),
-        help="seconds between live views (default 0.5, env HYBRIDSYNC_DEMO_PACE_S; 0 = no wait)",
+        "--pace-s", type=float, default=float(os.environ.get("HYBRIDSYNC_DEMO_PACE_S", "1.0")),
+        help="at most one live view per this many seconds (default 1.0, "
+        "env HYBRIDSYNC_DEMO_PACE_S)",
     )
+    p.add_argument("--step-timeout-s", type=float, default=30.0,
+                   help="give up when one step takes longer (default 30)")
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep the agents' databases and logs in DIR (then try: "
+                   "hybridsync inspect DIR/critic.db)")
     p.set_defaults(handler=_demo)
 
 
-class _Demo:
-    def __init__(self, agents: Sequence[str], seed: int, loss: float, pace_s: float,
-                 out: TextIO) -> None:
-        self.sim = Simulation(list(agents), seed, loss=loss, reorder=True, max_delay_ticks=3,
-                              space="demo")
-        self.agents = tuple(agents)
-        self.pace_s = max(0.0, pace_s)
-        self.out = out
-        self._last_bytes = 0
-
-    def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def view(self, title: str) -> None:
-        sim = self.sim
-        stats = sim.network.counters
-        new_bytes = stats.bytes_sent - self._last_bytes
-        self._last_bytes = stats.bytes_sent
-        distinct, lag = sim.divergence()
-        state = "in sync" if distinct == 1 and lag == 0 else f"{distinct} different states"
-        self.say(f"-- t={sim.now_ms:>5} ms  {title}  [{state}; +{new_bytes} B on the wire, "
-                 f"{stats.bytes_sent} B total]")
-        mems = sim.memories()
-        for name in self.agents:
-            mem = mems.get(name)
-            if mem is None:
-                self.say(f"   {name:<10} (down)")
-                continue
-            unreachable = [o for o in self.agents
-                           if o != name and sim.network.is_blocked(name, o)]
-            if unreachable and len(unreachable) == len(self.agents) - 1:
-                cut = "  (cut off)"
-            elif unreachable:
-                cut = f"  (cannot reach {', '.join(unreachable)})"
-            else:
-                cut = ""
-            fields = mem.fields.to_dict()
-            tasks = fields.get("tasks", {})
-            task_view = " ".join(
-                f"{t}:{v.get('status', '?')}" + (f"@{v['owner']}" if "owner" in v else "")
-                for t, v in sorted(tasks.items()) if isinstance(v, dict)
-            )
-            notes = fields.get("notes", [])
-            self.say(f"   {name:<10} {len(mem.history()):>3} commits  goal={fields.get('goal')!r}"
-                     f"  tasks[{task_view}]  notes={len(notes)}  "
-                     f"conflicts={len(mem.conflicts())}{cut}")
-        if self.pace_s:
-            time.sleep(self.pace_s)
-
-    def run(self, ticks: int, title: str, every: int) -> None:
-        for t in range(1, ticks + 1):
-            self.sim.tick()
-            if t % every == 0:
-                self.view(title)
-
-
 def _demo(args: argparse.Namespace) -> int:
-    agents = _AGENTS[: args.agents]
-    demo = _Demo(agents, args.seed, args.loss, args.pace_s, sys.stdout)
-    sim = demo.sim
-    started = time.perf_counter()
-    demo.say(f"hybridsync demo: {len(agents)} agents share one memory space over a simulated "
-             f"network (seed {args.seed}, {args.loss:.0%} loss, reordering). No coordinator.")
-    demo.say()
-    planner, *workers = agents
-    lonely = agents[-1]
-    m = sim.memory(planner)
-    with m.transaction(note="plan"):
-        m.fields["goal"] = "ship v1"
-        m.fields["tasks"] = {f"t{i + 1}": {"status": "open"} for i in range(len(workers))}
-        m.fields["notes"] = [f"{planner}: plan drafted"]
-    demo.view(f"{planner} writes the goal and {len(workers)} tasks")
-    demo.run(6, "syncing", every=3)
-    for i, w in enumerate(workers):
-        mw = sim.memory(w)
-        with mw.transaction(note=f"claim t{i + 1}"):
-            mw.fields["tasks"][f"t{i + 1}"]["owner"] = w
-            mw.fields["tasks"][f"t{i + 1}"]["status"] = "doing"
-            mw.fields["notes"].append(f"{w}: took t{i + 1}")
-    demo.view("every worker claims a task")
-    demo.run(6, "syncing", every=3)
+    from hybridsync._demo import run_demo
 
-    demo.say()
-    demo.say(f"== {lonely} loses the network ==")
-    sim.isolate(lonely)
-    ml = sim.memory(lonely)
-    ml.fields["tasks"]["t1"]["status"] = "blocked"  # concurrently with the owner of t1
-    ml.fields["notes"].append(f"{lonely}: t1 looks blocked to me")
-    mo = sim.memory(workers[0])
-    mo.fields["tasks"]["t1"]["status"] = "done"
-    sim.memory(planner).fields["goal"] = "ship v1 on Friday"
-    demo.view(f"{lonely} and {workers[0]} both change t1 while apart")
-    demo.run(8, "partitioned", every=4)
-
-    demo.say()
-    demo.say(f"== {lonely} rejoins ==")
-    sim.heal()
-    used = 0
-    for _ in range(6):  # a few live views, then converge silently (bounded below)
-        if sim.converged():
-            break
-        sim.run(5)
-        used += 5
-        demo.view("anti-entropy")
-    try:
-        used += sim.run_until_converged(max_ticks=2000)
-        check_convergence(sim.memories(), replay=sim.replay_command)
-        assert sim.recorder is not None
-        check_causal_order(sim.recorder, sim.memories(), replay=sim.replay_command)
-    except GuaranteeViolation as exc:
-        demo.say(f"guarantee violated: {exc}")
-        return EXIT_VIOLATION
-    demo.view("converged")
-
-    demo.say()
-    ref = sim.memory(planner)
-    st = sim.stats
-    demo.say("== summary ==")
-    demo.say(f"converged: every replica holds the same {len(ref.history())} commits "
-             f"(fields JSON {len(ref.fields_json())} B, identical on all {len(agents)})")
-    demo.say(f"network: {st.messages} frames, {st.bytes} B sent, {st.dropped_loss} lost, "
-             f"{st.dropped_partition} dropped by the partition; converged {used} ticks "
-             f"({used * sim.tick_ms} ms simulated) after the heal")
-    for c in ref.conflicts():
-        demo.say(f"conflict (reported on every replica): {c.detail}")
-    demo.say(f"final tasks: {ref.fields.to_dict()['tasks']}")
-    demo.say(f"demo took {time.perf_counter() - started:.1f} s")
-    return EXIT_OK
-
+    if args.pace_s < 0 or args.step_timeout_s <= 0:
+        raise ConfigError("--pace-s must be >= 0 and --step-timeout-s > 0")
+    return run_demo(sys.stdout, pace_s=args.pace_s, step_timeout_s=args.step_timeout_s,
+                    keep=args.keep)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,4 +1,8 @@
-"""The command lines: ``hybridsync simulate|demo`` and ``python -m hybridsync.sim``."""
+"""The command lines: ``hybridsync simulate`` and its usage errors, ``python -m hybridsync.sim``.
+
+The real-network commands (``demo``, ``peer``, ``inspect``) run in
+tests/integration/test_cli_peer.py.
+"""
 
 from __future__ import annotations
 
@@ -60,19 +64,6 @@ def test_the_textual_progress_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     assert silent.getvalue() == ""
 
 
-def test_demo_runs_and_converges(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--pace-s", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "critic rejoins" in out and "== summary ==" in out
-    assert "converged: every replica holds the same" in out
-    assert "conflict (reported on every replica)" in out
-
-
-def test_demo_with_three_agents(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--agents", "3", "--pace-s", "0", "--seed", "2"]) == 0
-    assert "coder rejoins" in capsys.readouterr().out
-
-
 @pytest.mark.parametrize(
     ("argv", "code"),
     [
@@ -83,7 +74,12 @@ def test_demo_with_three_agents(capsys: pytest.CaptureFixture[str]) -> None:
         (["frobnicate"], 2),
         (["simulate", "--loss", "2"], 2),
         (["simulate", "--peers", "0"], 2),
-        (["demo", "--agents", "7"], 2),
+        (["demo", "--pace-s", "-1"], 2),
+        (["demo", "--agents", "3"], 2),
+        (["peer", "--help"], 0),
+        (["inspect", "--help"], 0),
+        (["peer"], 2),
+        (["inspect"], 2),
     ],
 )
 def test_exit_codes(argv: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,7 +89,11 @@ def test_exit_codes(argv: list[str], code: int, capsys: pytest.CaptureFixture[st
         assert "error" in captured.err
 
 
-def test_demo_help_says_it_is_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_names_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "peer", "inspect", "simulate"):
+        assert command in out
     cli.main(["demo", "--help"])
     assert "mDNS" in capsys.readouterr().out
 
