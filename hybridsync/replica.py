@@ -17,8 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pycrdt
 
+from hybridsync._gc import Checkpoint, Stability, decode_checkpoint, encode_checkpoint
 from hybridsync.causal import (
     CausalLog,
     Contribution,
@@ -39,12 +41,18 @@ from hybridsync.fields._values import canonical_json_default
 from hybridsync.regions import BufferRegion, RegionsPlane, TextRegion
 from hybridsync.regions._parts import Part, decode_parts, encode_parts
 from hybridsync.store import MemoryStore, Store
-from hybridsync.wire import MAX_PAYLOAD_BYTES, decode_frame, encode_frame
+from hybridsync.wire import (
+    MAX_PAYLOAD_BYTES,
+    decode_frame,
+    encode_checkpoint_frame,
+    encode_frame,
+)
 
 __all__ = ["Change", "Conflict", "Memory", "ReplicaStats"]
 
 log = logging.getLogger("hybridsync")
 _MAX_NAME_BYTES = 256
+_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,7 @@ class ReplicaStats:
     content_bytes: int
     metadata_bytes: int
     log_length: int
+    compacted: int  # contributions folded into the checkpoint so far
     heads: int
     version_vector: dict[str, int]
     stable_frontier: dict[str, int]
@@ -109,6 +118,8 @@ class ReplicaStats:
     frames_received: int
     bytes_sent: int
     bytes_received: int
+    late: int = 0  # contributions refused because they sort inside the checkpoint
+    retired: tuple[str, ...] = ()  # members left out of the stable frontier (silent too long)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -126,6 +137,7 @@ class _Link:
     acked: dict[str, int] = field(default_factory=dict)  # max of every vv it stated (monotone)
     stall: int = 0  # sync_to calls since the peer last acknowledged progress
     rto: int = 0  # retransmit after this many stalled calls; doubles while nothing arrives
+    needs_checkpoint: bool = False  # it sent contributions that sort inside our checkpoint
 
 
 def _check_name(value: object, what: str) -> str:
@@ -187,6 +199,9 @@ class Memory:
         retransmit_rounds: int = 8,
         max_pending: int = 20_000,
         commit_interval_ms: int | None = 1_000,
+        gc_min_entries: int | None = 256,
+        retire_after_ms: int | None = None,
+        max_conflicts: int = 10_000,
     ) -> None:
         self.space = _check_name(space, "space")
         self.peer = _check_name(peer, "peer")
@@ -197,6 +212,14 @@ class Memory:
             None if commit_interval_ms is None
             else _check_int(commit_interval_ms, "commit_interval_ms", 1, 1 << 40)
         )
+        self._gc_min = (
+            None if gc_min_entries is None
+            else _check_int(gc_min_entries, "gc_min_entries", 1, 1 << 40)
+        )
+        self._max_conflicts = _check_int(max_conflicts, "max_conflicts", 0, 1 << 40)
+        if retire_after_ms is not None:
+            _check_int(retire_after_ms, "retire_after_ms", 1, 1 << 50)
+        self._max_pending = _check_int(max_pending, "max_pending", 1, 1 << 30)
         if clock is None or incarnation is None:
             from hybridsync import _system
 
@@ -231,11 +254,27 @@ class Memory:
         self._rejected = 0
         self._frames_sent = self._frames_received = 0
         self._bytes_sent = self._bytes_received = 0
+        # garbage collection (``docs/gc.md``)
+        self._stability = Stability(self.peer, retire_after_ms)
+        self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc()  # the fields document as of the compacted prefix
+        self._base_key: tuple[int, bytes] | None = None
+        self._archive: list[tuple[tuple[Any, ...], Conflict]] = []
+        self._gone_meta: dict[bytes, tuple[tuple[int, bytes], str]] = {}
+        self._compacted = 0
+        self._late = 0
         self._replay_store()
 
     # ---- restart -------------------------------------------------------------------------
     def _replay_store(self) -> None:
         """Rebuild the replica from its store (a restart keeps every returned commit)."""
+        raw = self._store.get_meta("checkpoint")
+        if raw is not None:
+            try:
+                self._load_checkpoint(decode_checkpoint(self.space, raw))
+            except PayloadError as exc:
+                from hybridsync.errors import StoreError
+
+                raise StoreError(f"the stored checkpoint is unreadable: {exc}") from None
         stored = list(self._store.contributions())
         for c in stored:
             c.verify(self.space)
@@ -346,7 +385,7 @@ class Memory:
     def _rebuild_fields(self) -> None:
         """Rebuild the fields document from the committed log only."""
         self._doc_generation += 1
-        updates: list[bytes] = []
+        updates: list[bytes] = [self._stable_doc.get_update()]
         for c in self._log.ordered():
             if c.kind == "fields":
                 updates.append(c.payload)
@@ -387,27 +426,44 @@ class Memory:
         return self._log.version_vector()
 
     def conflicts(self) -> list[Conflict]:
-        """Recorded conflicts, oldest first (by the later contribution's place in the order)."""
-        merged: list[tuple[Any, Conflict]] = list(self._conflicts)
+        """Recorded conflicts, oldest first (by the later contribution's place in the order).
+
+        Conflicts that name contributions folded into the checkpoint are kept in an archive
+        (the newest ``max_conflicts`` of them)."""
+        return [c for _, c in self._conflict_entries()]
+
+    def _meta_of(self, cid: bytes) -> tuple[tuple[int, bytes], str]:
+        c = self._log.get(cid)
+        if c is not None:
+            return c.order_key, c.author
+        return self._gone_meta[cid]
+
+    def _conflict_entries(self) -> list[tuple[tuple[Any, ...], Conflict]]:
+        merged: list[tuple[Any, Conflict]] = [*self._archive, *self._conflicts]
         for plane, region, issue in self._regions.issues():
             ids = [issue.cid] if issue.other is None else sorted(
-                [issue.cid, issue.other],
-                key=lambda x: self._log.get(x).order_key,  # type: ignore[union-attr]
+                [issue.cid, issue.other], key=lambda x: self._meta_of(x)[0]
             )
-            authors = tuple(self._log.get(x).author for x in ids)  # type: ignore[union-attr]
             conflict = Conflict(
                 plane=plane,
                 location=region,
                 contributions=tuple(x.hex() for x in ids),
                 values=(issue.detail,),
                 paths=(region,),
-                authors=authors,
+                authors=tuple(self._meta_of(x)[1] for x in ids),
                 kind=issue.kind,
             )
-            keys = sorted(self._log.get(x).order_key for x in ids)  # type: ignore[union-attr]
+            keys = sorted(self._meta_of(x)[0] for x in ids)
             merged.append(((keys[-1], keys[0], region), conflict))
         merged.sort(key=lambda kc: kc[0])
-        return [c for _, c in merged]
+        out: list[tuple[tuple[Any, ...], Conflict]] = []
+        seen: set[tuple[str, str, tuple[str, ...], str]] = set()
+        for key, c in merged:
+            ident = (c.plane, c.location, c.contributions, c.kind)
+            if ident not in seen:
+                seen.add(ident)
+                out.append((key, c))
+        return out
 
     def observe(self, fn: Callable[[Change], None]) -> Callable[[], None]:
         """Call ``fn(change)`` after each applied contribution, local or remote.
@@ -435,17 +491,26 @@ class Memory:
         )
 
     def stats(self) -> ReplicaStats:
-        content = len(self.fields_json().encode()) + self._regions.content_bytes()
+        """Content bytes (fields JSON and region values) and metadata bytes: everything else
+        the replica keeps — retained contributions (payloads and headers), stubs, the Yjs
+        document's overhead, the fields checkpoint, buffer bases, the conflict archive."""
+        fields_bytes = len(self.fields_json().encode())
+        content = fields_bytes + self._regions.content_bytes()
         log_bytes = 0
         for c in self._log.ordered():
             log_bytes += len(c.payload) + 32 * (1 + len(c.parents)) + len(c.author) + 24
             log_bytes += len(c.note)
+        log_bytes += self._log.stub_bytes()
         yjs_state = len(self._fields.doc.get_update())
-        metadata = log_bytes + max(0, yjs_state - content)
+        metadata = log_bytes + max(0, yjs_state - fields_bytes)
+        if self._base_key is not None:
+            metadata += len(self._stable_doc.get_update()) + self._regions.base_bytes()
+            metadata += sum(64 + sum(len(repr(v)) for v in c.values) for _, c in self._archive)
         return ReplicaStats(
             content_bytes=content,
             metadata_bytes=metadata,
             log_length=len(self._log),
+            compacted=self._compacted,
             heads=len(self._log.heads),
             version_vector=self._log.version_vector().to_dict(),
             stable_frontier=self.stable_frontier().to_dict(),
@@ -456,16 +521,215 @@ class Memory:
             frames_received=self._frames_received,
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
+            late=self._late,
+            retired=tuple(sorted(self._stability.retired)),
         )
 
     def stable_frontier(self) -> VersionVector:
-        """Pointwise minimum of this replica's version vector and its peers' acknowledged
-        ones: every contribution at or below it is held by this replica and every peer it
-        syncs with."""
-        frontier = self._log.version_vector()
-        for link in self._links.values():
-            frontier = frontier.meet(link.acked)
-        return frontier
+        """The causal-stability frontier (DESIGN.md §1): the pointwise minimum of this
+        replica's version vector and every member's effective acknowledgement, learned
+        directly or gossiped. Empty while some member has acknowledged a contribution this
+        replica does not hold yet."""
+        frontier = self._frontier()
+        return VersionVector(frontier or {})
+
+    def _frontier(self) -> dict[str, int] | None:
+        now = int(self._now_ms())
+        for author in self._log.vv:
+            self._stability.notice(author, now)
+        for name in self._links:
+            self._stability.notice(name, now)
+        return self._stability.frontier(self._log.vv, now)
+
+    # ---- garbage collection --------------------------------------------------------------
+    def collect(self, *, min_entries: int = 1) -> int:
+        """Fold the stable prefix of the log into the checkpoint now (it also runs by itself
+        after ``receive`` once ``gc_min_entries`` contributions are stable). Returns how many
+        contributions were compacted."""
+        if self._fields.in_transaction:
+            raise TransactionError("collect() inside a transaction")
+        frontier = self._frontier()
+        if frontier is None:
+            return 0
+        n = self._log.stable_prefix(frontier)
+        if n < max(1, min_entries):
+            return 0
+        self._compact(n)
+        return n
+
+    def _maybe_collect(self) -> None:
+        if self._gc_min is not None and len(self._log) >= self._gc_min:
+            self.collect(min_entries=self._gc_min)
+
+    def _compact(self, n: int) -> None:
+        dropped = self._log.ordered()[:n]
+        gone_hex = {c.hex_id for c in dropped}
+        upto = dropped[-1].order_key
+        # 1. conflicts that name compacted contributions move to the archive (while every id
+        #    can still be resolved)
+        archived = {(c.plane, c.location, c.contributions, c.kind) for _, c in self._archive}
+        for key, conflict in self._conflict_entries():
+            ident = (conflict.plane, conflict.location, conflict.contributions, conflict.kind)
+            if ident not in archived and any(h in gone_hex for h in conflict.contributions):
+                self._archive.append((key, conflict))
+        self._archive.sort(key=lambda kc: kc[0])
+        if len(self._archive) > self._max_conflicts:
+            del self._archive[: len(self._archive) - self._max_conflicts]
+        self._conflicts = [
+            kc for kc in self._conflicts
+            if not any(h in gone_hex for h in kc[1].contributions)
+        ]
+        # 2. the fields checkpoint absorbs the compacted Yjs updates (a causal prefix, so
+        #    nothing waits for a missing dependency)
+        for c in dropped:
+            for update in self._fields_updates(c):
+                self._stable_doc.apply_update(update)
+            self._conflict_index.forget(c.id)
+            self._decoded.pop(c.id, None)
+        # 3. regions fold the prefix into their bases; 4. the log keeps stubs and the dots
+        #    that the folds still name
+        self._regions.compact(upto)
+        referenced = self._regions.referenced()
+        for c in dropped:
+            if c.id in referenced:
+                self._gone_meta[c.id] = (c.order_key, c.author)
+        self._log.compact(n, referenced)
+        self._gone_meta = {
+            k: v for k, v in self._gone_meta.items() if k in referenced and k not in self._log
+        }
+        self._base_key = upto
+        self._compacted += n
+        # the conflict index forgets compacted items: reseeded from the checkpoint state,
+        # then the retained contributions (decoded lazily)
+        self._conflict_index = FieldsConflictIndex()
+        self._conflict_index.seed(self._stable_doc.get_update())
+        for c in self._log.ordered():
+            self._conflict_index.defer(c)
+        # 5. the store drops them and keeps the checkpoint, atomically
+        self._store.compact([c.id for c in dropped], self._checkpoint_bytes())
+
+    def _fields_updates(self, c: Contribution) -> list[bytes]:
+        if not c.payload:
+            return []
+        if c.kind == "fields":
+            return [c.payload]
+        return [p.data for p in decode_parts(c.payload) if p.plane == "fields"]
+
+    def _checkpoint(self) -> Checkpoint:
+        assert self._base_key is not None
+        gone = {}
+        for cid, (author, seq) in self._log.gone_dots().items():
+            meta = self._gone_meta.get(cid)
+            gone[cid] = (author, seq, meta[0][0] if meta else 0)
+        return Checkpoint(
+            base=self._base_key,
+            compacted=self._log.compacted(),
+            stubs=self._log.stubs(),
+            gone=gone,
+            fields=self._stable_doc.get_update(),
+            regions=self._regions.bases(),
+            archive=list(self._archive),
+        )
+
+    def _checkpoint_bytes(self) -> bytes:
+        return encode_checkpoint(self.space, self._checkpoint())
+
+    def _load_checkpoint(self, cp: Checkpoint) -> None:
+        """Replace the whole state by a checkpoint (restart, or adopting a peer's)."""
+        stable: pycrdt.Doc[Any] = pycrdt.Doc()
+        try:
+            stable.apply_update(cp.fields)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # pycrdt's PanicException derives from BaseException
+            raise PayloadError(f"checkpoint fields state is not a Yjs update: {exc!r}") from None
+        self._log = CausalLog(self.space, max_pending=self._max_pending)
+        self._log.restore(cp.stubs, cp.compacted,
+                          {cid: (a, s) for cid, (a, s, _) in cp.gone.items()})
+        self._regions.reset(self._log.happened_before)
+        self._regions.restore_bases(cp.regions)
+        self._stable_doc = stable
+        self._doc_generation += 1
+        self._fields.rebuild(
+            yjs_client_id(self.peer, self.incarnation, self._doc_generation), [cp.fields]
+        )
+        self._conflict_index = FieldsConflictIndex()
+        self._conflict_index.seed(cp.fields)
+        self._conflicts = []
+        self._archive = list(cp.archive)
+        self._gone_meta = {cid: ((lam, cid), a) for cid, (a, _, lam) in cp.gone.items()}
+        self._base_key = cp.base
+        self._decoded.clear()
+
+    def _adopt_checkpoint(self, data: bytes) -> bool:
+        """A peer sent its checkpoint because we lack what it compacted. Adopt it unless we
+        are as far; contributions of ours that sort inside it are re-based: their effects
+        are re-applied to the new state and committed anew (nothing of ours is lost).
+        Returns True when it was adopted."""
+        cp = decode_checkpoint(self.space, data)
+        if self._base_key is not None and cp.base <= self._base_key:
+            return False
+        if any(n > cp.compacted.get(a, 0) for a, n in self._log.compacted().items()):
+            raise IntegrityError("a checkpoint that lacks part of our own compacted state")
+        if self._regions.texts or self._regions.buffers:
+            self._cycle()
+        keep: list[Contribution] = []
+        rebase: list[Contribution] = []
+        dropped: set[bytes] = set()
+        for c in self._log.ordered():
+            if c.seq <= cp.compacted.get(c.author, 0):
+                continue  # in the checkpoint already
+            if c.order_key <= cp.base or any(p in dropped for p in c.parents):
+                dropped.add(c.id)
+                if c.author == self.peer:
+                    rebase.append(c)
+                continue
+            keep.append(c)
+        old_json = self._fields.to_py()
+        old_ids = [c.id for c in self._log.ordered()]
+        region_parts = [self._decode_multi(c) for c in rebase if c.kind == "multi"]
+        touched = sorted({w.path for c in rebase for w in self._conflict_index.writes_of(c)})
+        self._late += len(dropped)
+        self._load_checkpoint(cp)
+        for c in keep:
+            self._log.check(c)
+            self._apply(c, local=False, store=False)
+        self._store.compact(old_ids, self._checkpoint_bytes())
+        self._store.append(keep)
+        self._rebase(region_parts, touched, old_json)
+        return True
+
+    def _rebase(self, region_parts: list[list[tuple[Part, Any]]], touched: list[str],
+                old_json: dict[str, Any]) -> None:
+        """Re-apply the effects of our own contributions that a checkpoint made late."""
+        from hybridsync.regions._textdiff import apply_patch
+
+        for decoded in region_parts:
+            for p, obj in decoded:
+                if p.plane == "text" and p.region not in self._regions.buffers:
+                    region = self.text(p.region)
+                    value, _failed = apply_patch(region.value, obj)
+                    region.set(str(value))
+                elif p.plane == "buffer" and p.region not in self._regions.texts:
+                    shape, dtype, bb, blocks = obj
+                    buf = self.buffer(p.region, shape=shape, dtype=dtype)
+                    raw = buf.array.reshape(-1).view(np.uint8)
+                    for idx, chunk in blocks:
+                        raw[idx * bb : idx * bb + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                elif p.plane == "delete" and p.region in self.regions():
+                    self.delete_region(p.region)
+        if region_parts:
+            self._cycle()
+        # Fields: re-assert, for every top-level key our late writes touched, its value then.
+        new_json = self._fields.to_py()
+        keys = set(old_json) | set(new_json)
+        tops = {k for k in keys for path in touched if path == k or path.startswith(k + "/")}
+        for k in sorted(tops):
+            if k in old_json:
+                if new_json.get(k, _MISSING) != old_json[k]:
+                    self._fields.view[k] = old_json[k]
+            elif k in new_json:
+                del self._fields.view[k]
 
     def close(self) -> None:
         self._store.close()
@@ -615,6 +879,21 @@ class Memory:
         ours = dict(self._log.vv)
         known = link.known
         sent = link.sent
+        frames: list[bytes] = []
+        if self._base_key is not None and link.incarnation is not None:
+            compacted = self._log.compacted()
+            if link.needs_checkpoint or any(
+                known.get(a, 0) < n for a, n in compacted.items()
+            ):
+                # It lacks what we folded away (a joiner, a retired member, or one whose
+                # contributions sort inside our checkpoint): the checkpoint, then the suffix.
+                frames.append(encode_checkpoint_frame(self.incarnation, self._checkpoint_bytes()))
+                link.needs_checkpoint = False
+                for a, n in compacted.items():
+                    if known.get(a, 0) < n:
+                        known[a] = n
+                    if sent.get(a, 0) < known[a]:
+                        sent[a] = known[a]
         if any(s > known.get(a, 0) for a, s in sent.items()):
             link.stall += 1
             if link.stall >= (link.rto or self._retransmit_rounds):
@@ -635,28 +914,30 @@ class Memory:
             if k > start:
                 start = k
             if have > start:
+                if self._base_key is not None and start < self._log.compacted_seq(author):
+                    need_vv = True  # first hear what it holds: it may need the checkpoint
+                    continue
                 todo.extend(self._log.chain(author, start, have))
             elif not need_vv and have != advertised.get(author, 0):
                 # The peer learns our vv from frames that carry it and from the dots it
                 # receives; this entry changed without a dot to show it: say it (an ack).
                 need_vv = True
-        if not todo and not need_vv:
+        if not todo and not need_vv and not frames:
             return []
         if len(todo) > 1:
             todo.sort(key=lambda c: c.order_key)
-        frames: list[bytes] = []
         vv_pairs = sorted(ours.items()) if need_vv else None
         batch: list[Contribution] = []
         size = 0
         for c in todo:
             csize = len(c.payload) + len(c.note) + 48 + 12 * len(c.parents)
             if batch and (len(batch) >= self._batch_size or size + csize > self._max_frame_bytes):
-                frames.append(self._encode(vv_pairs, batch))
+                frames.append(self._encode(vv_pairs, batch, peer))
                 vv_pairs, batch, size = None, [], 0
             batch.append(c)
             size += csize
         if batch or vv_pairs is not None:
-            frames.append(self._encode(vv_pairs, batch))
+            frames.append(self._encode(vv_pairs, batch, peer))
         for a, s in ours.items():
             if sent.get(a, 0) < s:
                 sent[a] = s
@@ -666,8 +947,14 @@ class Memory:
         self._bytes_sent += sum(len(f) for f in frames)
         return frames
 
-    def _encode(self, vv: list[tuple[str, int]] | None, batch: list[Contribution]) -> bytes:
-        return encode_frame(self.incarnation, vv, batch, self._dot_of)
+    def _encode(self, vv: list[tuple[str, int]] | None, batch: list[Contribution],
+                to: str = "") -> bytes:
+        acks = None
+        if vv is not None and self._gc_min is not None:
+            # gossip third members' acks so stability is known through relays (our own ack is
+            # the frame's vv; the receiver's own is of no use to it)
+            acks = [row for row in self._stability.table(self._log.vv)[1:] if row[0] != to]
+        return encode_frame(self.incarnation, vv, batch, self._dot_of, acks)
 
     def _dot_of(self, cid: bytes) -> tuple[str, int]:
         c = self._log.get(cid)
@@ -689,14 +976,26 @@ class Memory:
             raise ConfigError("a replica does not sync with itself")
         try:
             decoded = decode_frame(frame)
-            if decoded.vv is not None and decoded.vv.get(self.peer, 0) > self._log.seq_of(
-                self.peer
-            ):
-                raise IntegrityError(
-                    f"{peer} claims to hold {self.peer}#{decoded.vv[self.peer]}, which this "
-                    f"replica never made"
-                )
-            staged, parked, duplicates = self._stage(decoded.drafts)
+            if decoded.checkpoint is not None:
+                adopted = self._adopt_checkpoint(decoded.checkpoint)
+                link = self._links.get(name) or self._link(name)
+                self._frames_received += 1
+                self._bytes_received += len(frame)
+                link.need_state = True  # tell it what we hold now
+                if adopted:
+                    self._dispatch()
+                return
+            mine = self._log.seq_of(self.peer)
+            claims = [decoded.vv] if decoded.vv is not None else []
+            if decoded.acks:
+                claims.extend(decoded.acks.values())
+            for claim in claims:
+                if claim.get(self.peer, 0) > mine:
+                    raise IntegrityError(
+                        f"{peer} claims that {self.peer}#{claim[self.peer]} exists, which this "
+                        f"replica never made"
+                    )
+            staged, parked, duplicates, late = self._stage(decoded.drafts)
         except HybridSyncError:
             self._rejected += 1
             self._decoded.clear()
@@ -739,6 +1038,15 @@ class Memory:
             link.rto = 0
         if duplicates:
             link.need_state = True
+        if late:
+            self._late += late
+            link.needs_checkpoint = True
+        now = int(self._now_ms())
+        if decoded.vv is not None:
+            self._stability.note(name, decoded.vv, now)
+        if decoded.acks:
+            for member, vv in decoded.acks.items():
+                self._stability.note(member, vv, now)
         if staged and (self._regions.texts or self._regions.buffers):
             self._cycle()  # commit local edits first: the fold then replaces working copies
         try:
@@ -747,16 +1055,19 @@ class Memory:
             for d in parked:
                 self._log.park(d)
             self._drain_ready()
+            self._maybe_collect()
         finally:
             self._dispatch()
 
     def _stage(
         self, drafts: tuple[Draft, ...]
-    ) -> tuple[list[Contribution], list[Draft], int]:
+    ) -> tuple[list[Contribution], list[Draft], int, int]:
         """Resolve and verify a frame's drafts without changing anything.
 
         Returns the contributions ready to apply (in frame order), the drafts that must wait
-        for parents, and the number of duplicates. Raises on the first bad contribution.
+        for parents, the number of duplicates and the number of *late* ones (they sort inside
+        our checkpoint, or name a compacted parent: their author must adopt the checkpoint
+        and re-base them). Raises on the first bad contribution.
         """
         overlay: dict[tuple[str, int], Contribution] = {}
         overlay_ids: dict[bytes, Contribution] = {}
@@ -779,8 +1090,9 @@ class Memory:
 
         staged: list[Contribution] = []
         parked: list[Draft] = []
-        duplicates = 0
+        duplicates = late = 0
         log_ = self._log
+        base = self._base_key
         for d in drafts:
             held = log_.id_of(d.author, d.seq)
             if held is not None:
@@ -789,6 +1101,15 @@ class Memory:
                         f"{d.author}#{d.seq} is already held with a different id"
                     )
                 duplicates += 1
+                continue
+            if log_.has_dot(d.dot):
+                duplicates += 1  # compacted into the checkpoint
+                continue
+            if base is not None and (
+                d.lamport <= base[0] and any(log_.is_compacted(p) and log_.id_of(*p) is None
+                                             for p in d.parent_dots)
+            ):
+                late += 1
                 continue
             parents: list[bytes] = []
             lamport = 0
@@ -812,6 +1133,9 @@ class Memory:
             ):
                 missing = True
             if missing:
+                if base is not None and d.lamport <= base[0]:
+                    late += 1  # its parents were never ours to send: it predates our base
+                    continue
                 parked.append(d)
                 continue
             if d.seq > 1 and (d.author, d.seq - 1) not in d.parent_dots:
@@ -839,6 +1163,9 @@ class Memory:
                     f"contribution {d.author}#{d.seq}: id prefix {d.id_prefix.hex()} does not "
                     f"match its content (computed {c.id[:8].hex()})"
                 )
+            if base is not None and c.order_key <= base:
+                late += 1  # it sorts inside our checkpoint: folding it would break G1
+                continue
             if d.kind == "multi":
                 self._decoded[c.id] = self._decode_multi(c)
             else:
@@ -846,7 +1173,7 @@ class Memory:
             overlay[(d.author, d.seq)] = c
             overlay_ids[c.id] = c
             staged.append(c)
-        return staged, parked, duplicates
+        return staged, parked, duplicates, late
 
     def _drain_ready(self) -> None:
         """Apply parked drafts whose parents have arrived, until none is left ready."""
@@ -858,7 +1185,13 @@ class Memory:
                 try:
                     c = self._log.resolve(d)
                     if c is None:
+                        if any(self._log.has_dot(p) for p in d.parent_dots):
+                            self._late += 1  # a parent was compacted: it predates our base
+                            continue
                         self._log.park(d)
+                        continue
+                    if self._base_key is not None and c.order_key <= self._base_key:
+                        self._late += 1
                         continue
                     if c.id in self._log:
                         # Already applied from a later frame (a retransmission) that also

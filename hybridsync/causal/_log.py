@@ -235,10 +235,7 @@ class CausalLog:
         """Insert a checked contribution; ``False`` when it was already held."""
         if c.id in self._by_id:
             return False
-        if self.extends_heads(c):
-            past = dict(self._vv)
-        else:
-            past = self._past_vv(c.parents)
+        past = dict(self._vv) if self.extends_heads(c) else self._past_vv(c.parents)
         past[c.author] = c.seq
         self._causal[c.id] = past
         self._by_id[c.id] = c
@@ -354,9 +351,10 @@ class CausalLog:
     def compact(self, n: int, keep: set[bytes]) -> list[Contribution]:
         """Fold the first ``n`` contributions of the total order away; return them.
 
-        Each author's last compacted contribution stays as a *stub* (no payload): it may still
-        be named as a parent by a member's future contribution (a member's heads are maximal
-        in what it acknowledged, so any compacted parent is the last of its author's chain).
+        Compacted contributions that may still be named as parents stay as *stubs* (no
+        payload, causal past kept): each author's last one (a member's future heads are
+        maximal in what it acknowledged, so a compacted parent of a future contribution is
+        the last of its author's chain) and the parents of every retained contribution.
         ``keep`` lists compacted ids whose dot must stay known for :meth:`happened_before`.
         """
         if n <= 0:
@@ -368,20 +366,25 @@ class CausalLog:
         for c in dropped:
             if c.seq > last.get(c.author, 0):
                 last[c.author] = c.seq
+        needed = {p for _, cid in self._order for p in self._by_id[cid].parents}
+        candidates = set(self._stubs)
         for author, upto in last.items():
             chain = self._dots[author]
-            off = self._off.get(author, 0)
-            i = upto - 1 - off  # index of the new stub
-            for cid in chain[:i]:
-                self._forget(cid, keep)
-            stub_id = chain[i]
-            c = self._by_id[stub_id]
-            self._by_id[stub_id] = Contribution(
-                c.id, c.author, c.seq, c.parents, c.lamport, c.hlc, c.kind, "", b""
-            )
-            self._stubs.add(stub_id)
+            i = upto - 1 - self._off.get(author, 0)  # index of the author's new chain stub
+            candidates.update(chain[: i + 1])
+            needed.add(chain[i])
             self._dots[author] = chain[i:]
             self._off[author] = upto - 1
+        for cid in candidates:
+            if cid in needed:
+                c = self._by_id[cid]
+                if c.payload or c.note:
+                    self._by_id[cid] = Contribution(
+                        c.id, c.author, c.seq, c.parents, c.lamport, c.hlc, c.kind, "", b""
+                    )
+                self._stubs.add(cid)
+            else:
+                self._forget(cid, keep)
         for cid in [x for x in self._gone if x not in keep]:
             del self._gone[cid]
         return dropped
@@ -402,6 +405,11 @@ class CausalLog:
         """The stubs with their causal version vectors (for a checkpoint)."""
         return [(self._by_id[s], self._causal[s]) for s in sorted(self._stubs)]
 
+    def stub_bytes(self) -> int:
+        """Approximate bytes held for stubs and retained compacted dots."""
+        return sum(64 + len(self._by_id[s].author) + 8 * len(self._causal[s])
+                   for s in self._stubs) + 48 * len(self._gone)
+
     def gone_dots(self) -> dict[bytes, Dot]:
         return dict(self._gone)
 
@@ -414,10 +422,10 @@ class CausalLog:
             self._off[author] = n
             self._dots[author] = []
             self._vv[author] = n
-        for c, causal in stubs:
-            self._off[c.author] = c.seq - 1
-            self._dots[c.author] = [c.id]
-            self._vv[c.author] = c.seq
+        for c, causal in sorted(stubs, key=lambda sc: (sc[0].author, sc[0].seq)):
+            if c.seq == compacted.get(c.author):  # the author's chain stub (its last)
+                self._off[c.author] = c.seq - 1
+                self._dots[c.author] = [c.id]
             self._by_id[c.id] = c
             self._causal[c.id] = dict(causal)
             self._stubs.add(c.id)
@@ -425,6 +433,7 @@ class CausalLog:
                 self._max_lamport = c.lamport
         self._heads = {
             c.id for c, _ in stubs
-            if not any(o is not c and oc.get(c.author, 0) >= c.seq for o, oc in stubs)
+            if c.seq == compacted.get(c.author)
+            and not any(o is not c and oc.get(c.author, 0) >= c.seq for o, oc in stubs)
         }
         self._gone = dict(gone)

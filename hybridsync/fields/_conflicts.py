@@ -80,6 +80,31 @@ class FieldsConflictIndex:
     def forget(self, cid: bytes) -> None:
         self._writes.pop(cid, None)
 
+    def seed(self, state: bytes) -> None:
+        """Index the items of a checkpoint's fields state (no writes are attributed to it):
+        later updates name those items as origins, and their paths must stay resolvable."""
+        try:
+            update = decode_update(state)
+        except PayloadError:
+            return
+        todo = [it for it in update.items if it.kind not in ("gc", "skip")]
+        while todo:  # an origin may name an item of a client encoded later: repeat
+            left = []
+            for it in todo:
+                parent, key = self._parent_of(it)
+                if parent is None:
+                    left.append(it)
+                    continue
+                self._items[(it.client, it.clock)] = _Entry(parent, key)
+                clocks = self._clocks.setdefault(it.client, [])
+                if not clocks or clocks[-1] < it.clock:
+                    clocks.append(it.clock)
+                else:
+                    bisect.insort(clocks, it.clock)
+            if len(left) == len(todo):
+                break
+            todo = left
+
     def _catch_up(self) -> None:
         backlog, self._backlog = self._backlog, []
         for c in backlog:

@@ -20,6 +20,9 @@ class Store(Protocol):
 
     def append(self, contributions: Iterable[Contribution]) -> None: ...
     def contributions(self) -> Iterator[Contribution]: ...
+    def compact(self, drop: Iterable[bytes], checkpoint: bytes) -> None:
+        """Atomically remove the contributions ``drop`` and store ``checkpoint`` (meta key
+        ``checkpoint``): a crash leaves either both or neither."""
     def get_meta(self, key: str) -> bytes | None: ...
     def set_meta(self, key: str, value: bytes) -> None: ...
     def close(self) -> None: ...
@@ -37,6 +40,11 @@ class MemoryStore:
 
     def contributions(self) -> Iterator[Contribution]:
         return iter(list(self._log))
+
+    def compact(self, drop: Iterable[bytes], checkpoint: bytes) -> None:
+        gone = set(drop)
+        self._log = [c for c in self._log if c.id not in gone]
+        self._meta["checkpoint"] = bytes(checkpoint)
 
     def get_meta(self, key: str) -> bytes | None:
         return self._meta.get(key)

@@ -102,6 +102,21 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: append failed ({exc})") from None
 
+    def compact(self, drop: Iterable[bytes], checkpoint: bytes) -> None:
+        """Delete compacted contributions and store the checkpoint in one transaction."""
+        ids = [(bytes(cid),) for cid in drop]
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("DELETE FROM contributions WHERE id = ?", ids)
+                self._db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('checkpoint', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (bytes(checkpoint),),
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: compaction failed ({exc})") from None
+
     def contributions(self) -> Iterator[Contribution]:
         try:
             cur = self._db.execute(

@@ -10,6 +10,7 @@ from hybridsync.wire._frames import (
     VERSION,
     SyncFrame,
     decode_frame,
+    encode_checkpoint_frame,
     encode_frame,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "VERSION",
     "SyncFrame",
     "decode_frame",
+    "encode_checkpoint_frame",
     "encode_frame",
 ]

@@ -2,13 +2,18 @@
 
 A frame is one msgpack array (see ``docs/wire.md``)::
 
-    [VERSION=1, TYPE_SYNC=1, incarnation, authors, vv | nil, contributions]
+    [VERSION=1, TYPE_SYNC=1, incarnation, authors, vv | nil, contributions (, acks)]
+    [VERSION=1, TYPE_CHECKPOINT=2, incarnation, checkpoint]
 
 ``authors`` is the frame's author table; ``vv`` (when present) lists the sender's version
 vector as seqs aligned with ``authors``; each contribution is
 ``[author_index, seq, parents, lamport, hlc, kind, note, payload, id_prefix]`` where
 ``parents`` is a flat list ``[author_index, seq, ...]`` of dots. Ids never travel whole: the
-receiver recomputes them (blake2b-256) and checks the 8-byte prefix.
+receiver recomputes them (blake2b-256) and checks the 8-byte prefix. ``acks`` (optional)
+gossips what the sender knows of every member's acknowledged version vector:
+``[[member_index, [author_index, seq, ...]], ...]`` (the stability frontier of garbage
+collection needs every member's, also through relays). A checkpoint frame carries the
+sender's compacted state to a peer that lacks what was compacted (``docs/gc.md``).
 
 Decoding is total: any input either yields a :class:`SyncFrame` whose every field has been
 type- and range-checked, or raises :class:`FrameError`.
@@ -35,11 +40,14 @@ __all__ = [
     "VERSION",
     "SyncFrame",
     "decode_frame",
+    "encode_checkpoint_frame",
     "encode_frame",
 ]
 
 VERSION = 1
 TYPE_SYNC = 1
+TYPE_CHECKPOINT = 2
+MAX_MEMBERS = 1_024
 MAX_FRAME_BYTES = 16 << 20  # hard limit: larger input is rejected before decoding
 MAX_PAYLOAD_BYTES = 15 << 20  # one contribution's payload must fit in one frame
 MAX_CONTRIBUTIONS_PER_FRAME = 65_536
@@ -59,6 +67,8 @@ class SyncFrame:
     incarnation: int
     vv: dict[str, int] | None
     drafts: tuple[Draft, ...]
+    acks: dict[str, dict[str, int]] | None = None
+    checkpoint: bytes | None = None
 
 
 def encode_frame(
@@ -66,8 +76,10 @@ def encode_frame(
     vv: Sequence[tuple[str, int]] | None,
     contributions: Iterable[Contribution],
     dot_of: Any,
+    acks: Sequence[tuple[str, Sequence[tuple[str, int]]]] | None = None,
 ) -> bytes:
-    """Encode one frame. ``dot_of(id) -> (author, seq)`` names parents by their dots."""
+    """Encode one frame. ``dot_of(id) -> (author, seq)`` names parents by their dots;
+    ``acks`` lists ``(member, [(author, seq), ...])`` known acknowledgements."""
     authors: list[str] = []
     index: dict[str, int] = {}
 
@@ -97,9 +109,26 @@ def encode_frame(
         ])
     # The sender holds whatever it sends, so its vv already names every author above.
     assert vv_seqs is None or len(vv_seqs) == len(authors), "vv must cover the frame's authors"
-    out: bytes = msgpack.packb(
-        [VERSION, TYPE_SYNC, incarnation, authors, vv_seqs, body], use_bin_type=True
-    )
+    frame: list[Any] = [VERSION, TYPE_SYNC, incarnation, authors, vv_seqs, body]
+    if acks:
+        table = []
+        for member, pairs in acks:
+            flat: list[int] = []
+            for a, s in pairs:
+                flat.append(aidx(a))
+                flat.append(s)
+            table.append([aidx(member), flat])
+        if vv_seqs is not None:
+            vv_seqs.extend([0] * (len(authors) - len(vv_seqs)))
+        frame.append(table)
+    out: bytes = msgpack.packb(frame, use_bin_type=True)
+    return out
+
+
+def encode_checkpoint_frame(incarnation: int, checkpoint: bytes) -> bytes:
+    """A frame carrying a checkpoint (the compacted state) to a peer that lacks it."""
+    out: bytes = msgpack.packb([VERSION, TYPE_CHECKPOINT, incarnation, checkpoint],
+                               use_bin_type=True)
     return out
 
 
@@ -145,11 +174,16 @@ def decode_frame(data: object) -> SyncFrame:
         raise _fail("not a frame array")
     if type(obj[0]) is not int or obj[0] != VERSION:
         raise _fail(f"unsupported version {obj[0]!r}")
-    if type(obj[1]) is not int or obj[1] != TYPE_SYNC:
+    if type(obj[1]) is not int or obj[1] not in (TYPE_SYNC, TYPE_CHECKPOINT):
         raise _fail(f"unknown frame type {obj[1]!r}")
-    if len(obj) != 6:
-        raise _fail("a sync frame has 6 elements")
-    _, _, incarnation, authors, vv_seqs, body = obj
+    if obj[1] == TYPE_CHECKPOINT:
+        if len(obj) != 4 or type(obj[3]) is not bytes:
+            raise _fail("a checkpoint frame is [version, 2, incarnation, bytes]")
+        return SyncFrame(_int(obj[2], 0, _MAX_U64, "incarnation"), None, (),
+                         checkpoint=obj[3])
+    if len(obj) not in (6, 7):
+        raise _fail("a sync frame has 6 or 7 elements")
+    incarnation, authors, vv_seqs, body = obj[2:6]
     _int(incarnation, 0, _MAX_U64, "incarnation")
     if type(authors) is not list or len(authors) > MAX_AUTHORS:
         raise _fail("author table must be a list of at most 4096 names")
@@ -165,7 +199,11 @@ def decode_frame(data: object) -> SyncFrame:
             raise _fail("vv must be a list aligned with the author table")
         vv = {}
         for a, s in zip(authors, vv_seqs, strict=True):
-            vv[a] = _int(s, 0, _MAX_SAFE, "vv entry")
+            if _int(s, 0, _MAX_SAFE, "vv entry"):
+                vv[a] = s
+    acks: dict[str, dict[str, int]] | None = None
+    if len(obj) == 7:
+        acks = _decode_acks(obj[6], authors)
     if type(body) is not list or len(body) > MAX_CONTRIBUTIONS_PER_FRAME:
         raise _fail("contributions must be a list")
     n_kinds = len(KINDS)
@@ -210,7 +248,32 @@ def decode_frame(data: object) -> SyncFrame:
         seen.add(dot)
         drafts.append(Draft(author, seq, tuple(dots), lamport, hlc, KINDS[kind], note,
                             payload, prefix))
-    return SyncFrame(incarnation, vv, tuple(drafts))
+    return SyncFrame(incarnation, vv, tuple(drafts), acks)
+
+
+def _decode_acks(table: object, authors: list[str]) -> dict[str, dict[str, int]]:
+    n = len(authors)
+    if type(table) is not list or len(table) > MAX_MEMBERS:
+        raise _fail("acks must be a list of at most 1024 members")
+    out: dict[str, dict[str, int]] = {}
+    for row in table:
+        if type(row) is not list or len(row) != 2 or type(row[1]) is not list:
+            raise _fail("an ack is [member index, [author index, seq, ...]]")
+        mi = _int(row[0], 0, n - 1, "ack member index")
+        flat = row[1]
+        if len(flat) % 2 or len(flat) > 2 * MAX_AUTHORS:
+            raise _fail("an ack's version vector is a flat list of pairs")
+        vv: dict[str, int] = {}
+        for i in range(0, len(flat), 2):
+            a = authors[_int(flat[i], 0, n - 1, "ack author index")]
+            if a in vv:
+                raise _fail("an ack names an author twice")
+            vv[a] = _int(flat[i + 1], 0, _MAX_SAFE, "ack seq")
+        member = authors[mi]
+        if member in out:
+            raise _fail("acks name a member twice")
+        out[member] = vv
+    return out
 
 
 def _explain(item: list[Any], n_authors: int) -> str:
