@@ -11,6 +11,7 @@ then answers one JSON line per command:
 - ``{"op": "join", "within_s": T}``: wait for the stream to finish; ``{"written": n}``.
 - ``{"op": "state"}``: state digest, number of keys, heads, live sessions (remote names),
   RSS, and the convergence lag of every remote stream write seen so far.
+- ``{"op": "lags"}``: every convergence lag seen so far, in ms.
 - ``{"op": "keys"}``: every key of the fields.
 - ``{"op": "connect", "url": u}``: ``peer.connect(u)``.
 - ``{"op": "stop"}``: ``peer.stop()``, close the memory, exit.
@@ -105,6 +106,8 @@ class Runner:
                 "rss_kib": _rss_kib(),
                 "lag": _summary(self.lags_ms),
             }
+        if op == "lags":
+            return {"lags_ms": self.lags_ms}
         if op == "keys":
             return {"keys": sorted(self.mem.fields.to_dict())}
         if op == "connect":
