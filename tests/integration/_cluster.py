@@ -23,6 +23,27 @@ RUNNER = Path(__file__).with_name("_peer_runner.py")
 Wrap = Callable[[int, list[str]], list[str]]
 
 
+def runner_argv(
+    space: str,
+    secret: bytes,
+    name: str,
+    *,
+    host: str = "127.0.0.1",
+    peers: Sequence[str] = (),
+    heartbeat_s: float = 1.0,
+    reconnect_max_s: float = 2.0,
+) -> list[str]:
+    """The command line of one ``_peer_runner.py``."""
+    argv = [
+        sys.executable, str(RUNNER), "--space", space, "--name", name,
+        "--secret-hex", secret.hex(), "--host", host,
+        "--heartbeat-s", str(heartbeat_s), "--reconnect-max-s", str(reconnect_max_s),
+    ]
+    for url in peers:
+        argv += ["--peer", url]
+    return argv
+
+
 class PeerProcess:
     """One ``_peer_runner.py`` process."""
 
@@ -86,13 +107,11 @@ class Cluster:
         self.peers: list[PeerProcess] = []
         try:
             for i in range(n):
-                argv = [
-                    sys.executable, str(RUNNER), "--space", self.space, "--name", f"p{i}",
-                    "--secret-hex", self.secret.hex(), "--host", host(i),
-                    "--heartbeat-s", str(heartbeat_s), "--reconnect-max-s", str(reconnect_max_s),
-                ]
-                for j in dials(i):
-                    argv += ["--peer", self.peers[j].url]
+                argv = runner_argv(
+                    self.space, self.secret, f"p{i}", host=host(i),
+                    peers=[self.peers[j].url for j in dials(i)],
+                    heartbeat_s=heartbeat_s, reconnect_max_s=reconnect_max_s,
+                )
                 self.peers.append(PeerProcess(wrap(i, argv) if wrap else argv, f"p{i}"))
         except BaseException:
             self.close()
