@@ -199,7 +199,7 @@ class Memory:
         retransmit_rounds: int = 8,
         max_pending: int = 20_000,
         commit_interval_ms: int | None = 1_000,
-        gc_min_entries: int | None = 256,
+        gc_min_entries: int | None = None,
         retire_after_ms: int | None = None,
         max_conflicts: int = 10_000,
     ) -> None:
@@ -525,6 +525,12 @@ class Memory:
             retired=tuple(sorted(self._stability.retired)),
         )
 
+    @property
+    def compacted_upto(self) -> tuple[int, bytes] | None:
+        """The order key ``(lamport, id)`` of the last contribution folded into the
+        checkpoint; ``history()`` holds what sorts after it. None before any compaction."""
+        return self._base_key
+
     def stable_frontier(self) -> VersionVector:
         """The causal-stability frontier (DESIGN.md §1): the pointwise minimum of this
         replica's version vector and every member's effective acknowledgement, learned
@@ -669,6 +675,9 @@ class Memory:
         cp = decode_checkpoint(self.space, data)
         if self._base_key is not None and cp.base <= self._base_key:
             return False
+        vv = self._log.vv
+        if all(vv.get(a, 0) >= n for a, n in cp.compacted.items()):
+            return False  # we hold all it folded (a stale statement made the peer send it)
         if any(n > cp.compacted.get(a, 0) for a, n in self._log.compacted().items()):
             raise IntegrityError("a checkpoint that lacks part of our own compacted state")
         if self._regions.texts or self._regions.buffers:

@@ -170,7 +170,15 @@ class CausalLog:
         """True when contribution ``a`` is in the causal past of ``b`` (``b`` held; ``a`` held
         or compacted and still referenced)."""
         ca = self._by_id.get(a)
-        dot = (ca.author, ca.seq) if ca is not None else self._gone[a]
+        if ca is not None:
+            dot: Dot = (ca.author, ca.seq)
+        else:
+            got = self._gone.get(a)
+            if got is None:
+                # Compacted and not retained: it is stable, so in the past of everything
+                # that arrives from now on (the folds name the ids they still need).
+                return a != b
+            dot = got
         return self._causal[b].get(dot[0], 0) >= dot[1] and a != b
 
     # ---- admission -----------------------------------------------------------------------
@@ -375,6 +383,9 @@ class CausalLog:
             needed.add(chain[i])
             self._dots[author] = chain[i:]
             self._off[author] = upto - 1
+        for chain in self._dots.values():
+            if chain and chain[0] in candidates:
+                needed.add(chain[0])  # every author's chain stub stays
         for cid in candidates:
             if cid in needed:
                 c = self._by_id[cid]

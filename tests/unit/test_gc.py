@@ -1,0 +1,150 @@
+"""Garbage collection at the causal-stability frontier (DESIGN.md §1, docs/gc.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import hybridsync as hs
+from hybridsync.errors import PayloadError
+from hybridsync.store import MemoryStore
+from hybridsync.testing import sync_all, sync_pair
+from hybridsync.wire import encode_checkpoint_frame
+
+
+def _workload(
+    gc: int | None, stores: list[MemoryStore] | None = None, rounds: int = 30
+) -> list[hs.Memory]:
+    clock = lambda: 0  # noqa: E731
+    ms = [
+        hs.Memory(
+            "s",
+            p,
+            clock=clock,
+            incarnation=i + 1,
+            gc_min_entries=gc,
+            store=stores[i] if stores else None,
+        )
+        for i, p in enumerate("abc")
+    ]
+    for r in range(rounds):
+        for m in ms:
+            m.fields[f"k{r % 5}"] = f"{m.peer}{r}"
+            if r % 7 == 3 and "k1" in m.fields:
+                del m.fields["k1"]
+            m.text("notes").set(m.text("notes").value + f"{m.peer}{r} ")
+            if r % 11 == 5 and m.peer == "b":
+                m.delete_region("notes")
+            m.commit()
+        if r % 3:
+            sync_all(ms)
+    sync_all(ms)
+    return ms
+
+
+def _conflicts(m: hs.Memory) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [(c.kind, c.location, c.contributions) for c in m.conflicts()]
+
+
+def test_gc_changes_no_value_and_no_conflict() -> None:
+    with_gc = _workload(8)
+    without = _workload(None)
+    assert all(m.stats().compacted > 100 for m in with_gc)
+    assert {m.state_digest() for m in with_gc} == {without[0].state_digest()}
+    assert _conflicts(with_gc[0]) == _conflicts(without[0])
+    assert len(with_gc[0].history()) < len(without[0].history())
+    # what is left of the history is the suffix of the full one
+    tail = [c.id for c in with_gc[0].history()]
+    full = [c.id for c in without[0].history()]
+    assert full[-len(tail) :] == tail
+
+
+def test_restart_from_a_checkpoint(tmp_path: Path) -> None:
+    stores = [MemoryStore() for _ in range(3)]
+    ms = _workload(8, stores)
+    again = hs.Memory("s", "a", clock=lambda: 0, incarnation=99, gc_min_entries=8, store=stores[0])
+    assert again.state_digest() == ms[0].state_digest()
+    assert _conflicts(again) == _conflicts(ms[0])
+    assert again.stats().log_length < 20 and stores[0].get_meta("checkpoint")
+
+
+def test_sqlite_compaction_and_restart(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    a = hs.Memory("s", "a", path=str(db), clock=lambda: 0, incarnation=1, gc_min_entries=4)
+    b = hs.Memory("s", "b", clock=lambda: 0, incarnation=2, gc_min_entries=4)
+    for i in range(20):
+        a.fields[f"x{i % 3}"] = i
+        b.text("t").set(f"version {i}")
+        b.commit()
+        sync_pair(a, b)
+    assert a.stats().compacted > 0
+    digest = a.state_digest()
+    a.close()
+    again = hs.Memory("s", "a", path=str(db), clock=lambda: 0, incarnation=3)
+    assert again.state_digest() == digest
+    assert again.text("t").value == "version 19"
+
+
+def test_joiner_catches_up_from_a_checkpoint_and_rebases_its_own_writes() -> None:
+    ms = _workload(8)
+    d = hs.Memory("s", "d", clock=lambda: 0, incarnation=7, gc_min_entries=8)
+    d.fields["joiner"] = 1
+    d.text("mine").set("written before joining")
+    d.commit()
+    sync_pair(ms[0], d)
+    assert d.stats().late >= 1 and ms[0].stats().late >= 1  # its early work sorted inside
+    sync_all([*ms, d])
+    assert len({m.state_digest() for m in [*ms, d]}) == 1
+    assert ms[2].fields["joiner"] == 1  # re-based, not lost
+    assert ms[2].text("mine").value == "written before joining"
+
+
+def test_stability_is_gossiped_through_a_relay() -> None:
+    """a - hub - c: a and c never talk, yet both learn that everything is stable."""
+    clock = lambda: 0  # noqa: E731
+    a, hub, c = (
+        hs.Memory("s", p, clock=clock, incarnation=i + 1, gc_min_entries=4)
+        for i, p in enumerate(["a", "hub", "c"])
+    )
+    for i in range(12):
+        a.fields["a"] = i
+        c.fields["c"] = i
+        for _ in range(3):
+            sync_pair(a, hub)
+            sync_pair(hub, c)
+    assert a.stats().compacted > 0 and c.stats().compacted > 0
+    assert a.state_digest() == c.state_digest() == hub.state_digest()
+
+
+def test_a_silent_member_blocks_gc_until_it_is_retired() -> None:
+    now = [0]
+    clock = lambda: now[0]  # noqa: E731
+    a, b, silent = (
+        hs.Memory("s", p, clock=clock, incarnation=i + 1, gc_min_entries=2, retire_after_ms=60_000)
+        for i, p in enumerate("abz")
+    )
+    silent.fields["hello"] = 1
+    sync_pair(silent, a)  # a now knows z as a member; z goes silent
+    for i in range(10):
+        a.fields["x"] = i
+        sync_pair(a, b)
+    assert a.stats().compacted == 0  # z never acknowledged
+    now[0] = 120_000
+    for i in range(10):
+        a.fields["x"] = 100 + i
+        sync_pair(a, b)
+    assert "z" in a.stats().retired and a.stats().compacted > 0
+    assert a.state_digest() == b.state_digest()
+
+
+def test_garbage_checkpoint_frame_is_rejected_and_changes_nothing() -> None:
+    ms = _workload(8, rounds=10)
+    d = hs.Memory("s", "d", clock=lambda: 0, incarnation=9)
+    d.fields["x"] = 1
+    before = d.state_digest()
+    for junk in (b"", b"\x91\x01", b"not msgpack at all"):
+        with pytest.raises(PayloadError):
+            d.receive("a", encode_checkpoint_frame(1, junk))
+    assert d.state_digest() == before
+    assert ms[0].state_digest()
