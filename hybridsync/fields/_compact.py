@@ -195,8 +195,10 @@ class DroppedRanges:
     def encode(self) -> bytes:
         """A compact byte form (lib0 varints), for storing next to the checkpoint."""
         out = bytearray()
-        write_uint(out, len(self.anchors))
-        for parent, key in self.anchors:
+        parents = sorted({parent for parent, _ in self.anchors}, key=_parent_sort_key)
+        number = {parent: i for i, parent in enumerate(parents)}
+        write_uint(out, len(parents))
+        for parent in parents:
             if isinstance(parent, str):
                 out.append(1)
                 _write_str(out, parent)
@@ -204,6 +206,9 @@ class DroppedRanges:
                 out.append(0)
                 write_uint(out, parent[0])
                 write_uint(out, parent[1])
+        write_uint(out, len(self.anchors))
+        for parent, key in self.anchors:
+            write_uint(out, number[parent])
             _write_str(out, key)
         write_uint(out, len(self.starts))
         for client, starts in self.starts.items():
@@ -227,22 +232,30 @@ class DroppedRanges:
         try:
             n, pos = _uint(buf, 0)
             if n > end:
-                raise PayloadError("dropped ranges: anchor count exceeds the input")
-            anchors: list[tuple[Parent, str]] = []
+                raise PayloadError("dropped ranges: parent count exceeds the input")
+            parents: list[Parent] = []
             for _ in range(n):
                 kind = buf[pos]
                 pos += 1
-                parent: Parent
                 if kind == 1:
-                    parent, pos = _string(buf, pos, end)
+                    name, pos = _string(buf, pos, end)
+                    parents.append(name)
                 elif kind == 0:
                     p_client, pos = _uint(buf, pos)
                     p_clock, pos = _uint(buf, pos)
-                    parent = (p_client, p_clock)
+                    parents.append((p_client, p_clock))
                 else:
                     raise PayloadError(f"dropped ranges: bad parent kind {kind}")
+            n, pos = _uint(buf, pos)
+            if n > end:
+                raise PayloadError("dropped ranges: anchor count exceeds the input")
+            anchors: list[tuple[Parent, str]] = []
+            for _ in range(n):
+                which, pos = _uint(buf, pos)
+                if which >= len(parents):
+                    raise PayloadError(f"dropped ranges: unknown parent {which}")
                 key, pos = _string(buf, pos, end)
-                anchors.append((parent, key))
+                anchors.append((parents[which], key))
             n_clients, pos = _uint(buf, pos)
             if n_clients > end:
                 raise PayloadError("dropped ranges: client count exceeds the input")
@@ -431,14 +444,16 @@ def compact_state(state_update: bytes, *, concurrent: Iterable[bytes] = ()) -> C
     for client, written in raw.clients:
         if client in index.starts:
             raise PayloadError(f"client {client} appears twice in the state")
-        if written[0].clock != 0:
+        if not written or written[0].clock != 0:
             raise PayloadError(f"client {client} does not start at clock 0: not a full state")
         for s in written:
             if s.ref == REF_SKIP:
                 raise PayloadError(f"skip struct at {client}:{s.clock}: not a full state")
             if s.is_item:
                 _check_supported(s)
-        index.add_client(client, written)
+        # Empty items (yrs writes them after a split inside a UTF-8 character) hold no clock
+        # and no content: they are left out.
+        index.add_client(client, [s for s in written if s.length])
     deletes = _Deletes((c, k, n) for c, spans in raw.deletes for k, n in spans)
     resolver = _Resolver(index)
 
@@ -569,7 +584,8 @@ def compact_state(state_update: bytes, *, concurrent: Iterable[bytes] = ()) -> C
         for s in out:
             if not s.is_item:
                 gc_ranges.append((client, s.clock, s.length))
-        clients_out.append((client, tuple(out)))
+        if out:
+            clients_out.append((client, tuple(out)))
 
     all_deletes = _Deletes(
         [(c, k, n) for c, spans in raw.deletes for k, n in spans] + gc_ranges
@@ -582,11 +598,14 @@ def compact_state(state_update: bytes, *, concurrent: Iterable[bytes] = ()) -> C
     return CompactedState(update, dropped, kept_items, dropped_items)
 
 
-def _chain_sort_key(chain: tuple[Parent, str]) -> tuple[int, str, int, int, str]:
-    parent, key = chain
+def _parent_sort_key(parent: Parent) -> tuple[int, str, int, int]:
     if isinstance(parent, str):
-        return (0, parent, 0, 0, key)
-    return (1, "", parent[0], parent[1], key)
+        return (0, parent, 0, 0)
+    return (1, "", parent[0], parent[1])
+
+
+def _chain_sort_key(chain: tuple[Parent, str]) -> tuple[tuple[int, str, int, int], str]:
+    return (_parent_sort_key(chain[0]), chain[1])
 
 
 def _append_gc(out: list[RawStruct], client: int, clock: int, length: int) -> None:
@@ -749,6 +768,9 @@ def _rewrite_struct(s: RawStruct, dropped: DroppedRanges) -> list[RawStruct] | N
     """``None`` when ``s`` needs no change, else its replacement structs."""
     if not s.is_item:
         return None
+    if not s.length:
+        fixed = _rewrite_header(s, dropped)
+        return None if fixed is s else ([fixed] if fixed.is_item else [])
     end = s.clock + s.length
     inside = dropped.overlaps(s.client, s.clock, end)
     if not inside:

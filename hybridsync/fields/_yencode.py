@@ -185,7 +185,7 @@ def encode_raw(update: RawUpdate) -> bytes:
                 raise PayloadError(
                     f"struct {s.client}:{s.clock} out of place (expected {client}:{clock})"
                 )
-            if s.length <= 0:
+            if s.length < 0 or (s.length == 0 and not s.is_item):
                 raise PayloadError(f"struct {s.client}:{s.clock} has length {s.length}")
             _write_struct(out, s)
             clock += s.length
@@ -375,9 +375,10 @@ def _decode_raw(buf: bytes) -> RawUpdate:
                     parent_sub, pos = _string(buf, pos, end)
             start = pos
             length, pos = _content(buf, pos, end, ref, at)
-            if length <= 0 or clock + length > 1 << 64:
-                # yjs never writes an empty item; one would make clocks ambiguous.
-                _fail(f"item {client}:{clock} has clock length {length}", at, end)
+            if clock + length > 1 << 64:
+                _fail(f"item {client}:{clock} runs past clock 2^64", at, end)
+            # yrs writes empty string items (length 0) after a text edit split a UTF-8
+            # character; they are kept so that such updates still round-trip.
             structs.append(
                 RawStruct(
                     client,

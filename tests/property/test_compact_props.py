@@ -16,6 +16,7 @@ byte-identical compacted states, and each compacted state has the checkpoint's s
 
 from __future__ import annotations
 
+import contextlib
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from hybridsync.errors import PayloadError
 from hybridsync.fields._compact import (
     DroppedRanges,
     compact_state,
@@ -369,3 +371,58 @@ CompactionMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=80, deadline=None
 )
 TestCompaction = CompactionMachine.TestCase
+
+
+# -- totality ---------------------------------------------------------------------------------
+
+
+def _corpus() -> tuple[bytes, bytes, DroppedRanges]:
+    a = fresh(7)
+    root = a.get("fields", type=pycrdt.Map)
+    for i in range(30):
+        root[f"k{i % 4}"] = i
+    root["n"] = pycrdt.Map({"x": pycrdt.Array([1, 2]), "t": pycrdt.Text("hi")})
+    root["gone"] = 1
+    del root["gone"]
+    b = fresh(8, a.get_update())
+    sv = b.get_state()
+    b.get("fields", type=pycrdt.Map)["gone"] = 2
+    b.get("fields", type=pycrdt.Map)["k1"] = "x"
+    return a.get_update(), b.get_update(sv), compact_state(a.get_update()).dropped
+
+
+CORPUS = _corpus()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    which=st.integers(0, 1),
+    edits=st.lists(
+        st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.integers(0, 2)), max_size=4
+    ),
+    cut=st.integers(0, 10_000),
+)
+def test_mangled_input_is_rejected_cleanly(
+    which: int, edits: list[tuple[int, int, int]], cut: int
+) -> None:
+    """Whatever the bytes: a result or PayloadError, never another exception or a hang."""
+    data = bytearray(CORPUS[which])
+    for pos, byte, kind in edits:
+        at = pos % (len(data) + 1)
+        if kind == 0 and at < len(data):
+            data[at] = byte
+        elif kind == 1:
+            data.insert(at, byte)
+        elif at < len(data):
+            del data[at]
+    if cut % 3 == 0:
+        data = data[: cut % (len(data) + 1)]
+    blob = bytes(data)
+    for fn in (
+        compact_state,
+        lambda d: rewrite_update(d, CORPUS[2]),
+        lambda d: export_update(d, CORPUS[2]),
+        DroppedRanges.decode,
+    ):
+        with contextlib.suppress(PayloadError):
+            fn(blob)
