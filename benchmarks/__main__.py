@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         rc = network_main(["--quick"] if args.quick else [])
         status |= rc if isinstance(rc, int) else 0
 
+    gc_main = _optional_main("benchmarks.fields_gc")
+    if gc_main is not None:
+        print("\n# Fields GC: Yjs tombstone compaction\n", flush=True)
+        rc = gc_main(["--quick"] if args.quick else [])
+        status |= rc if isinstance(rc, int) else 0
+
     q4_main = _optional_main("benchmarks.q4_error")
     if q4_main is not None:
         print("\n# Q4 codec\n", flush=True)
