@@ -346,6 +346,10 @@ async def _cmd_check(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
     return {"equal": _canonical(got) == _canonical(expected), "keys": len(content)}
 
 
+async def _cmd_cpu(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    return {"cpu_s": time.process_time()}
+
+
 async def _cmd_stop(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
     await node.close()
     return {"stopped": True}
@@ -360,6 +364,7 @@ _COMMANDS: dict[str, Callable[[_Node, dict[str, Any]], Awaitable[dict[str, Any]]
     "seen": _cmd_seen,
     "digest": _cmd_digest,
     "check": _cmd_check,
+    "cpu": _cmd_cpu,
     "stop": _cmd_stop,
 }
 
@@ -419,7 +424,15 @@ async def _child_ws_client(args: argparse.Namespace) -> None:
 def _child_main(args: argparse.Namespace) -> int:
     role = {"hybridsync": _child_hybridsync, "ws-server": _child_ws_server,
             "ws-client": _child_ws_client}[args.role]
-    asyncio.run(role(args))
+    profile_dir = os.environ.get("HYBRIDSYNC_BENCH_PROFILE")
+    if not profile_dir:
+        asyncio.run(role(args))
+        return 0
+    import cProfile
+
+    with cProfile.Profile() as prof:
+        asyncio.run(role(args))
+    prof.dump_stats(os.path.join(profile_dir, f"{args.role}-{args.name}-{os.getpid()}.prof"))
     return 0
 
 
@@ -469,6 +482,8 @@ class _Child:
         if self.proc.poll() is None:
             with contextlib.suppress(Exception):
                 self.ask("stop", timeout_s=10)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, 9)
@@ -530,6 +545,7 @@ class Result:
     system: str
     writes: int = 0
     writes_per_s: float = 0.0
+    cpu_us_per_write: float = 0.0
     equal: bool = False
     samples: int = 0
     latency_median_ms: float = 0.0
@@ -555,13 +571,18 @@ def throughput(system: str, writes: int, *, keys: int = 1000, seed: int = 202611
     pair = _start_pair(system)
     try:
         tag = secrets.token_hex(4)
+        cpu0 = pair.writer.ask("cpu")["cpu_s"] + pair.reader.ask("cpu")["cpu_s"]
         pair.reader.send("wait", key="__end__", value=tag, within_s=TIMEOUT_S)
         burst = pair.writer.ask("burst", n=writes, keys=keys, seed=seed, tag=tag)
         seen = pair.reader._read(TIMEOUT_S)
         if seen.get("t") is None:
             raise RuntimeError(f"{system}: the end marker never arrived")
+        cpu1 = pair.writer.ask("cpu")["cpu_s"] + pair.reader.ask("cpu")["cpu_s"]
         result.writes = writes
         result.writes_per_s = writes / ((seen["t"] - burst["t0"]) / 1e9)
+        # CPU of both processes (acks and stragglers after the end marker included):
+        # unlike wall time, barely moved by other jobs on a shared machine.
+        result.cpu_us_per_write = (cpu1 - cpu0) / writes * 1e6
         check = pair.reader.ask("check", n=writes, keys=keys, seed=seed)
         mine = pair.writer.ask("digest")
         theirs = pair.reader.ask("digest")
@@ -683,14 +704,16 @@ def report(results: Sequence[Result]) -> str:
                 else f"{r.converge_after_heal_s:.2f}" if r.converge_after_heal_s is not None
                 else "–")
         rows.append([
-            r.system, f"{r.writes_per_s:,.0f}", ratio, "yes" if r.equal else "NO",
+            r.system, f"{r.writes_per_s:,.0f}", ratio, f"{r.cpu_us_per_write:.0f}",
+            "yes" if r.equal else "NO",
             f"{r.latency_median_ms:.2f}", f"{r.latency_p99_ms:.2f}", f"{r.latency_lost}",
             f"{r.partition_s:g} ({r.partition_mode})" if r.partition_s else "–", conv,
             ("yes" if r.partition_equal else "NO") if r.partition_s else "–",
         ])
     return markdown_table(
-        ["system", "writes/s", "×baseline", "equal", "latency median ms", "latency p99 ms",
-         "lost", "partition s", "converged after heal s", "equal after heal"], rows)
+        ["system", "writes/s", "×baseline", "CPU µs/write", "equal", "latency median ms",
+         "latency p99 ms", "lost", "partition s", "converged after heal s", "equal after heal"],
+        rows)
 
 
 def check_goal(results: Sequence[Result]) -> dict[str, bool] | None:
