@@ -8,6 +8,8 @@ replaced by an empty one.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -57,32 +59,60 @@ def stored_identity(path: str | Path) -> tuple[str, str]:
         errors="replace")
 
 
+def _lock(path: str) -> int:
+    """An exclusive advisory lock (flock) on the database file, held until closed."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(f"{path} is already open by another replica (one writer per store; "
+                         "readers use hybridsync inspect)") from None
+    return fd
+
+
 class SQLiteStore:
     """Contributions and metadata of one replica in one SQLite file."""
 
-    def __init__(self, path: str | Path, *, space: str, peer: str) -> None:
+    def __init__(self, path: str | Path, *, space: str, peer: str,
+                 exclusive: bool = True) -> None:
+        """Open (or create) the store. ``exclusive`` (the default, for a replica that writes)
+        holds an advisory lock on the file, so a second process opening it as a writer gets
+        a :class:`StoreError` instead of two writers committing under one peer name;
+        ``exclusive=False`` is for readers (``hybridsync inspect``)."""
         self.path = str(path)
         self._space = space
+        self._lock_fd: int | None = None
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            check = self._db.execute("PRAGMA quick_check").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a usable hybridsync database ({exc})") from None
-        if not check or check[0] != "ok":
-            raise StoreError(f"{self.path}: database is corrupted ({check})")
-        for key, expected in (("schema", _SCHEMA_VERSION), ("space", space.encode()),
-                              ("peer", peer.encode())):
-            held = self.get_meta(key)
-            if held is None:
-                self.set_meta(key, expected)
-            elif held != expected:
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open ({exc})") from None
+        try:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+                if exclusive:
+                    self._lock_fd = _lock(self.path)
+                check = self._db.execute("PRAGMA quick_check").fetchone()
+            except sqlite3.DatabaseError as exc:
                 raise StoreError(
-                    f"{self.path} belongs to {key} {held.decode(errors='replace')!r}, "
-                    f"not {expected.decode(errors='replace')!r}"
-                )
+                    f"{self.path}: not a usable hybridsync database ({exc})") from None
+            if not check or check[0] != "ok":
+                raise StoreError(f"{self.path}: database is corrupted ({check})")
+            for key, expected in (("schema", _SCHEMA_VERSION), ("space", space.encode()),
+                                  ("peer", peer.encode())):
+                held = self.get_meta(key)
+                if held is None:
+                    self.set_meta(key, expected)
+                elif held != expected:
+                    raise StoreError(
+                        f"{self.path} belongs to {key} {held.decode(errors='replace')!r}, "
+                        f"not {expected.decode(errors='replace')!r}"
+                    )
+        except BaseException:
+            self.close()
+            raise
 
     def append(self, contributions: Iterable[Contribution]) -> None:
         rows = [
@@ -152,3 +182,6 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
