@@ -12,7 +12,7 @@ from typing import Any
 from hybridsync.causal._hlc import hlc_split
 from hybridsync.fields._values import canonical_json_default
 from hybridsync.replica import Memory
-from hybridsync.store.sqlite import stored_identity
+from hybridsync.store.sqlite import SQLiteStore, stored_identity
 
 __all__ = ["inspect_store", "render_text"]
 
@@ -23,7 +23,8 @@ def inspect_store(path: str, *, history: int = 20) -> dict[str, Any]:
     Raises :class:`~hybridsync.errors.StoreError` for a missing, foreign or damaged file.
     """
     space, peer = stored_identity(path)
-    mem = Memory(space, peer, path=path, commit_interval_ms=None)
+    store = SQLiteStore(path, space=space, peer=peer, exclusive=False)  # a running peer may
+    mem = Memory(space, peer, store=store, commit_interval_ms=None)  # hold the writer's lock
     try:
         st = mem.stats()
         log = mem.history()

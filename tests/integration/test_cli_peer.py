@@ -40,9 +40,25 @@ class PeerProc:
         self.err_path = tmp / f"{name}.err"
         self._err = self.err_path.open("w")
         self.proc = subprocess.Popen(
-            [*CLI, "peer", "--space", space, "--secret-file", str(_secret(tmp)),
-             "--path", str(self.db), "--name", name, "--status-interval", "1", *args],
-            stdout=subprocess.PIPE, stderr=self._err, text=True, env=ENV,
+            [
+                *CLI,
+                "peer",
+                "--space",
+                space,
+                "--secret-file",
+                str(_secret(tmp)),
+                "--path",
+                str(self.db),
+                "--name",
+                name,
+                "--status-interval",
+                "1",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            env=ENV,
         )
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
@@ -107,20 +123,24 @@ def _populate(db: Path, name: str, space: str = "cli-space", n: int = 5) -> str:
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=ENV, timeout=timeout, check=False
+    )
 
 
 # ---- peer ---------------------------------------------------------------------------------
 def test_two_peers_sync_by_url_log_sessions_and_stop_cleanly(
-        tmp_path: Path, peers: Callable[..., PeerProc]) -> None:
+    tmp_path: Path, peers: Callable[..., PeerProc]
+) -> None:
     _populate(tmp_path / "a.db", "a")
     a = peers("a")
     b = peers("b", "--peer", a.url)
     want = {f"a-{i}": i for i in range(5)}
     _until(lambda: _fields(b.db) == want, "b receives a's fields")
-    _until(lambda: "session with a opened" in b.log and "session with b opened" in a.log,
-           "both log the session")
+    _until(
+        lambda: "session with a opened" in b.log and "session with b opened" in a.log,
+        "both log the session",
+    )
     rc_b, out_b = b.stop()
     rc_a, out_a = a.stop()
     assert (rc_a, rc_b) == (0, 0), a.log + b.log
@@ -143,7 +163,8 @@ def test_peers_find_each_other_by_mdns(tmp_path: Path, peers: Callable[..., Peer
 
 
 def test_a_peer_killed_with_sigkill_restarts_and_rejoins(
-        tmp_path: Path, peers: Callable[..., PeerProc]) -> None:
+    tmp_path: Path, peers: Callable[..., PeerProc]
+) -> None:
     _populate(tmp_path / "a.db", "a", n=50)
     a = peers("a")
     b = peers("b", "--peer", a.url)
@@ -158,6 +179,16 @@ def test_a_peer_killed_with_sigkill_restarts_and_rejoins(
     assert len(digests) == 1
 
 
+def test_a_second_peer_on_the_same_store_is_refused(
+        tmp_path: Path, peers: Callable[..., PeerProc]) -> None:
+    a = peers("a")
+    proc = run_cli("peer", "--space", "cli-space", "--secret-file", str(_secret(tmp_path)),
+                   "--path", str(a.db), "--name", "a")
+    assert proc.returncode == 1 and "already open by another replica" in proc.stderr
+    assert inspect_store(str(a.db))["peer"] == "a"  # readers still may
+    assert a.stop()[0] == 0
+
+
 def test_sigint_stops_cleanly_too(tmp_path: Path, peers: Callable[..., PeerProc]) -> None:
     a = peers("a")
     rc, out = a.stop(signal.SIGINT)
@@ -167,8 +198,15 @@ def test_sigint_stops_cleanly_too(tmp_path: Path, peers: Callable[..., PeerProc]
 # ---- errors and exit codes ----------------------------------------------------------------
 def test_a_store_of_another_space_is_refused_with_exit_1(tmp_path: Path) -> None:
     _populate(tmp_path / "a.db", "a", space="other-space")
-    proc = run_cli("peer", "--space", "cli-space", "--secret-file", str(_secret(tmp_path)),
-                   "--path", str(tmp_path / "a.db"))
+    proc = run_cli(
+        "peer",
+        "--space",
+        "cli-space",
+        "--secret-file",
+        str(_secret(tmp_path)),
+        "--path",
+        str(tmp_path / "a.db"),
+    )
     assert proc.returncode == 1
     assert "belongs to space 'other-space'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -181,8 +219,18 @@ def test_a_corrupted_store_is_refused_with_exit_1(tmp_path: Path) -> None:
     data = bytearray(db.read_bytes())
     data[4096 * 2 : 4096 * 2 + 64] = b"\x00\xff" * 32
     db.write_bytes(bytes(data))
-    for argv in (["peer", "--space", "cli-space", "--secret-file", str(_secret(tmp_path)),
-                  "--path", str(db)], ["inspect", str(db)]):
+    for argv in (
+        [
+            "peer",
+            "--space",
+            "cli-space",
+            "--secret-file",
+            str(_secret(tmp_path)),
+            "--path",
+            str(db),
+        ],
+        ["inspect", str(db)],
+    ):
         proc = run_cli(*argv)
         assert proc.returncode == 1, proc.stderr
         assert "error:" in proc.stderr and str(db) in proc.stderr
@@ -194,8 +242,17 @@ def test_port_in_use_is_exit_1(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        proc = run_cli("peer", "--space", "cli-space", "--secret-file", str(_secret(tmp_path)),
-                       "--path", str(tmp_path / "a.db"), "--listen", f"127.0.0.1:{port}")
+        proc = run_cli(
+            "peer",
+            "--space",
+            "cli-space",
+            "--secret-file",
+            str(_secret(tmp_path)),
+            "--path",
+            str(tmp_path / "a.db"),
+            "--listen",
+            f"127.0.0.1:{port}",
+        )
     assert proc.returncode == 1 and "cannot listen" in proc.stderr, proc.stderr
 
 
@@ -216,8 +273,9 @@ def test_usage_errors_exit_2(tmp_path: Path, extra: list[str], message: str) -> 
     secret = ["--secret-file", str(_secret(tmp_path))]
     if "--secret-file" in extra:
         secret = []
-    proc = run_cli("peer", "--space", "cli-space", *secret, "--path", str(tmp_path / "a.db"),
-                   *extra)
+    proc = run_cli(
+        "peer", "--space", "cli-space", *secret, "--path", str(tmp_path / "a.db"), *extra
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -225,8 +283,9 @@ def test_usage_errors_exit_2(tmp_path: Path, extra: list[str], message: str) -> 
 def test_a_short_secret_is_a_usage_error(tmp_path: Path) -> None:
     short = tmp_path / "short.key"
     short.write_text("abc\n")
-    proc = run_cli("peer", "--space", "s", "--secret-file", str(short), "--path",
-                   str(tmp_path / "a.db"))
+    proc = run_cli(
+        "peer", "--space", "s", "--secret-file", str(short), "--path", str(tmp_path / "a.db")
+    )
     assert proc.returncode == 2 and "shorter than 8 bytes" in proc.stderr
     assert not (tmp_path / "a.db").exists()  # nothing created on a usage error
 
@@ -275,18 +334,28 @@ def test_inspect_of_a_missing_or_foreign_file_is_exit_1(tmp_path: Path) -> None:
 
 # ---- demo ---------------------------------------------------------------------------------
 def test_the_demo_runs_three_processes_to_convergence(tmp_path: Path) -> None:
-    proc = run_cli("demo", "--pace-s", "0.5", "--step-timeout-s", "60", "--keep",
-                   str(tmp_path / "demo"), timeout=280)
+    proc = run_cli(
+        "demo",
+        "--pace-s",
+        "0.5",
+        "--step-timeout-s",
+        "60",
+        "--keep",
+        str(tmp_path / "demo"),
+        timeout=280,
+    )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "every agent has a session with the two others" in out
     assert "critic rejoins" in out and "OFFLINE" in out
     assert "2 different states" in out  # the critic was apart while editing
-    summary = out[out.index("== summary =="):]
+    summary = out[out.index("== summary ==") :]
     digests = re.findall(r"(planner|researcher|critic) ([0-9a-f]{12})", summary)
     assert len(digests) == 3 and len({d for _, d in digests}) == 1, summary
     assert "conflict (reported identically by all 3): fields 'tasks/t1/status'" in summary
     # The three stored replicas agree byte for byte with what the processes reported.
-    stored = {inspect_store(str(tmp_path / "demo" / f"{n}.db"))["state_digest"]
-              for n in ("planner", "researcher", "critic")}
+    stored = {
+        inspect_store(str(tmp_path / "demo" / f"{n}.db"))["state_digest"]
+        for n in ("planner", "researcher", "critic")
+    }
     assert len(stored) == 1 and next(iter(stored)).startswith(digests[0][1])

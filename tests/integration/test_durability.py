@@ -105,12 +105,21 @@ class Zygote:
     def __init__(self, tmp: Path) -> None:
         self.stderr_path = tmp / "zygote.err"
         self._err = self.stderr_path.open("w")
-        env = {**os.environ, "PYTHONWARNINGS": "error", "OPENBLAS_NUM_THREADS": "1",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "PYTHONWARNINGS": "error",
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ZYGOTE, SPACE, WRITER, str(ROWS), str(COLS)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True,
-            env=env, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            text=True,
+            env=env,
+            bufsize=1,
         )
 
     def ask(self, line: str) -> str:
@@ -191,8 +200,16 @@ class KillStats:
     commits_reported: int = 0
 
 
-def kill_rounds(zygote: Zygote, tmp: Path, *, seed: int, databases: int, kills_per_db: int,
-                quota: int = 400, max_wait_ms: float = 80.0) -> KillStats:
+def kill_rounds(
+    zygote: Zygote,
+    tmp: Path,
+    *,
+    seed: int,
+    databases: int,
+    kills_per_db: int,
+    quota: int = 400,
+    max_wait_ms: float = 80.0,
+) -> KillStats:
     rng = random.Random(seed)
     stats = KillStats()
     print(f"G6 seed={seed} (replay with HYBRIDSYNC_G6_SEED={seed})")
@@ -215,7 +232,8 @@ def kill_rounds(zygote: Zygote, tmp: Path, *, seed: int, databases: int, kills_p
             os.kill(pid, signal.SIGKILL)  # never fails: the child stays a zombie until reaped
             status = zygote.ask(f"reap {pid}")
             assert status in {"signal 9", "exit 0"}, (
-                f"writer failed (seed {seed}): {status}\n{zygote.stderr_path.read_text()[-3000:]}")
+                f"writer failed (seed {seed}): {status}\n{zygote.stderr_path.read_text()[-3000:]}"
+            )
             text = report.read_bytes()[offset:] if report.exists() else b""
             stats.kills += status == "signal 9"
             stats.finished += status == "exit 0"
@@ -268,8 +286,9 @@ def _seed(default: int) -> int:
 
 
 def test_sigkilled_writers_keep_every_reported_commit(zygote: Zygote, tmp_path: Path) -> None:
-    stats = kill_rounds(zygote, tmp_path, seed=_seed(random.randrange(1 << 30)), databases=8,
-                        kills_per_db=25)
+    stats = kill_rounds(
+        zygote, tmp_path, seed=_seed(random.randrange(1 << 30)), databases=8, kills_per_db=25
+    )
     assert stats.kills + stats.finished == 200
     assert stats.kills >= 150, stats  # the quota is far beyond what a writer reaches
     assert stats.commits_reported > stats.kills, stats  # kills landed among commits
@@ -278,8 +297,9 @@ def test_sigkilled_writers_keep_every_reported_commit(zygote: Zygote, tmp_path: 
 @pytest.mark.soak
 @soak
 def test_soak_thousands_of_kills(zygote: Zygote, tmp_path: Path) -> None:
-    stats = kill_rounds(zygote, tmp_path, seed=_seed(random.randrange(1 << 30)), databases=60,
-                        kills_per_db=50)
+    stats = kill_rounds(
+        zygote, tmp_path, seed=_seed(random.randrange(1 << 30)), databases=60, kills_per_db=50
+    )
     assert stats.kills >= 2_500, stats
 
 
@@ -332,8 +352,7 @@ def _page_size(db: Path) -> int:
 
 
 @pytest.mark.parametrize("where", ["btree-page", "cell-bytes"])
-def test_a_corrupted_page_is_a_clear_error_never_an_empty_start(tmp_path: Path,
-                                                                where: str) -> None:
+def test_a_corrupted_page_is_a_clear_error_never_an_empty_start(tmp_path: Path, where: str) -> None:
     db = _durable(tmp_path)
     size, page = db.stat().st_size, _page_size(db)
     assert size >= 4 * page
@@ -367,3 +386,17 @@ def test_buffer_rows_survive_exactly(tmp_path: Path) -> None:
     again = hs.Memory(SPACE, WRITER, path=str(db))
     assert again.state_digest() == digest
     again.close()
+
+
+def test_a_second_writer_of_one_store_is_refused(tmp_path: Path) -> None:
+    db = _durable(tmp_path, 3)
+    first = hs.Memory(SPACE, WRITER, path=str(db))
+    try:
+        with pytest.raises(hs.StoreError, match="already open by another replica"):
+            hs.Memory(SPACE, WRITER, path=str(db))
+        reader = SQLiteStore(db, space=SPACE, peer=WRITER, exclusive=False)  # readers may
+        assert len(list(reader.contributions())) == 3
+        reader.close()
+    finally:
+        first.close()
+    hs.Memory(SPACE, WRITER, path=str(db)).close()  # closing released the lock
