@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import numpy as np
 import numpy.typing as npt
+import xxhash
 
 from hybridsync.errors import ConfigError, PayloadError
 from hybridsync.regions._bufferfold import CODECS, BufferDelta, BufferFold, Layout
@@ -43,6 +44,13 @@ MAX_BUFFER_BYTES = 1 << 34
 DTYPES = {"float16", "float32", "float64", "int8", "uint8", "int16", "uint16", "int32",
           "uint32", "int64", "uint64", "bool"}
 COMPARE_CHUNK_BLOCKS = 1024  # 4 MiB of each side per step: temporaries stay in cache
+# One cycle ships at most this many bytes of blocks (a contribution must fit in one frame,
+# MAX_PAYLOAD_BYTES); the remaining changed blocks go with the next cycles.
+MAX_DELTA_BYTES = 12 << 20
+# The cycle hashes the working copy in spans of this many blocks (xxh3-64; reading one array
+# is faster than comparing two) and compares block by block only in spans whose hash differs
+# from the folded value's, or that a fold or a write since changed (DESIGN.md section 5).
+HASH_SPAN_BLOCKS = 4
 _F16_MAX = 65504.0
 
 
@@ -130,7 +138,8 @@ def layout_from_wire(raw: Any) -> Layout:
 class _BufferState:
     """The working copy of one buffer region and its fold (the fold's bytes are the shadow)."""
 
-    __slots__ = ("fold", "layout", "working")
+    __slots__ = ("_scratch", "_span_hash", "_span_valid", "exposed", "fold", "layout",
+                 "working")
 
     def __init__(self, layout: Layout | None, hb: HappenedBefore) -> None:
         self.fold = BufferFold(layout, hb)
@@ -140,6 +149,13 @@ class _BufferState:
             else np.zeros(0, dtype=np.uint8)
         )
         self.fold.take_touched()
+        # False until the working array is handed out or written: until then it equals the
+        # folded value and the cycle need not compare anything (a replica that only receives)
+        self.exposed = False
+        # xxh3 of the folded value per span of HASH_SPAN_BLOCKS blocks, where known valid
+        self._span_hash = np.zeros(0, dtype=np.uint64)
+        self._span_valid = np.zeros(0, dtype=bool)
+        self._scratch: dict[str, npt.NDArray[Any]] = {}  # reused compare buffers
 
     def open(self, name: str, layout: Layout, *, any_codec: bool) -> None:
         """A handle asks for ``layout``: adopt it if nothing decided one yet, else check it."""
@@ -159,10 +175,26 @@ class _BufferState:
         return self.working.reshape(-1).view(np.uint8)
 
     def changed_blocks(self) -> npt.NDArray[np.int64]:
-        """Blocks where the working copy differs from the folded value."""
-        if self.layout is None or self.layout != self.fold.layout:
+        """Blocks where the working copy differs from the folded value.
+
+        Spans whose hash matches a valid hash of the folded value are equal (xxh3-64: a
+        collision, ~2^-64 per changed span, would hide a write); every other span is
+        compared exactly, so a reported block did change."""
+        layout = self.layout
+        if not self.exposed or layout is None or layout != self.fold.layout:
             return np.zeros(0, dtype=np.int64)
-        return _changed_blocks(self.fold.data, self._working_bytes(), self.layout.block_bytes)
+        work, ref = self._working_bytes(), self.fold.data
+        span = HASH_SPAN_BLOCKS * layout.block_bytes
+        hashes = _span_hashes(work, span)
+        if self._span_valid.shape != hashes.shape or self._span_hash.shape != hashes.shape:
+            self._span_hash = np.zeros(len(hashes), dtype=np.uint64)
+            self._span_valid = np.zeros(len(hashes), dtype=bool)
+        suspect = np.flatnonzero(~self._span_valid | (hashes != self._span_hash))
+        changed = _changed_in_spans(ref, work, layout.block_bytes, suspect, self._scratch)
+        self._span_hash = hashes
+        self._span_valid[:] = True  # equal spans: the working copy's hash is the fold's
+        self._span_valid[changed // HASH_SPAN_BLOCKS] = False  # until the next cycle checks
+        return changed
 
     def dirty(self) -> bool:
         return bool(self.changed_blocks().size)
@@ -174,6 +206,8 @@ class _BufferState:
             return None
         layout = self.layout
         assert layout is not None
+        per_block = layout.block_bytes * (36 / 128 if layout.codec == "q4" else 1)
+        changed = changed[: max(1, int(MAX_DELTA_BYTES // per_block))]
         blocks = _gather(self._working_bytes(), layout, changed)
         if layout.codec == "q4":
             return Part("buffer", name, encode_delta(
@@ -214,11 +248,22 @@ class _BufferState:
         if layout != self.layout:
             self.layout = layout
             self.working = self.fold.array().copy()
+            self._span_valid = np.zeros(0, dtype=bool)
             return
         if touched is None:
             np.copyto(self.working, self.fold.array())
+            self._span_valid[:] = False
         elif touched.size:
             _put(self._working_bytes(), layout, touched, _gather(self.fold.data, layout, touched))
+            if self._span_valid.size:  # empty: nothing known yet, every span is suspect
+                # the spans the fold wrote: hash the folded bytes again (a few % of the buffer)
+                spans = np.unique(touched // HASH_SPAN_BLOCKS)
+                span = HASH_SPAN_BLOCKS * layout.block_bytes
+                data, digest = memoryview(self.fold.data.data), xxhash.xxh3_64_intdigest
+                self._span_hash[spans] = np.fromiter(
+                    (digest(data[s * span : (s + 1) * span]) for s in spans.tolist()),
+                    dtype=np.uint64, count=spans.size)
+                self._span_valid[spans] = True
 
     def revert(self) -> None:
         """Drop uncommitted writes: changed blocks return to the folded value."""
@@ -248,7 +293,9 @@ class BufferRegion:
     @property
     def array(self) -> np.ndarray:
         """The live working array: write in place; the next cycle commits what changed."""
-        return self._state.working
+        st = self._state
+        st.exposed = True
+        return st.working
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -266,7 +313,9 @@ class BufferRegion:
 
     def write(self, offset: int, data: Any) -> None:
         """Write ``data`` at flat element ``offset``."""
-        flat = self._state.working.reshape(-1)
+        st = self._state
+        st.exposed = True
+        flat = st.working.reshape(-1)
         values = np.asarray(data, dtype=flat.dtype).reshape(-1)
         if not 0 <= offset <= flat.size - values.size:
             raise ConfigError(f"write of {values.size} elements at {offset} is out of range")
@@ -319,6 +368,60 @@ def _changed_blocks(
     if not found:
         return np.zeros(0, dtype=np.int64)
     return np.concatenate(found).astype(np.int64, copy=False)
+
+
+def _changed_in_spans(
+    ref: npt.NDArray[np.uint8], work: npt.NDArray[np.uint8], block_bytes: int,
+    spans: npt.NDArray[np.intp], scratch: dict[str, npt.NDArray[Any]],
+) -> npt.NDArray[np.int64]:
+    """The changed blocks inside the spans ``spans`` (sorted), compared exactly: whole spans
+    are gathered 256 blocks at a time into ``scratch`` arrays (kept: fresh pages cost more
+    than the compare)."""
+    span = HASH_SPAN_BLOCKS * block_bytes
+    full = ref.size // span
+    whole = spans[spans < full]
+    found: list[npt.NDArray[np.int64]] = []
+    aligned = not (block_bytes % 8 or ref[:0].ctypes.data % 8 or work[:0].ctypes.data % 8)
+    if whole.size and aligned:
+        words = block_bytes // 8
+        a = ref[: full * span].view(np.uint64).reshape(full, HASH_SPAN_BLOCKS * words)
+        b = work[: full * span].view(np.uint64).reshape(full, HASH_SPAN_BLOCKS * words)
+        step = max(1, 256 // HASH_SPAN_BLOCKS)
+        shape = (step, a.shape[1])
+        if scratch.get("a", np.zeros(0)).shape != shape:
+            scratch["a"] = np.empty(shape, dtype=np.uint64)
+            scratch["b"] = np.empty(shape, dtype=np.uint64)
+            scratch["ne"] = np.empty(shape, dtype=bool)
+        sa, sb, ne = scratch["a"], scratch["b"], scratch["ne"]
+        for start in range(0, whole.size, step):
+            idx = whole[start : start + step]
+            n = idx.size
+            np.take(a, idx, axis=0, out=sa[:n])
+            np.take(b, idx, axis=0, out=sb[:n])
+            np.not_equal(sa[:n], sb[:n], out=ne[:n])
+            rows, cols = np.nonzero(ne[:n].reshape(n, HASH_SPAN_BLOCKS, words).any(axis=2))
+            if rows.size:
+                found.append(idx[rows].astype(np.int64) * HASH_SPAN_BLOCKS + cols)
+    elif whole.size:
+        for s in whole.tolist():
+            hits = _changed_blocks(ref[s * span : (s + 1) * span],
+                                   work[s * span : (s + 1) * span], block_bytes)
+            found.append(hits + s * HASH_SPAN_BLOCKS)
+    if spans.size and spans[-1] >= full:  # the short last span
+        hits = _changed_blocks(ref[full * span :], work[full * span :], block_bytes)
+        found.append(hits + full * HASH_SPAN_BLOCKS)
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(found)
+
+
+def _span_hashes(flat: npt.NDArray[np.uint8], span: int) -> npt.NDArray[np.uint64]:
+    """xxh3-64 of every ``span`` bytes of ``flat`` (the last span may be short)."""
+    view = memoryview(flat.data)
+    digest = xxhash.xxh3_64_intdigest
+    n = -(-len(view) // span)
+    return np.fromiter((digest(view[i : i + span]) for i in range(0, len(view), span)),
+                       dtype=np.uint64, count=n)
 
 
 def _gather(

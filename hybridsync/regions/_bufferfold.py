@@ -17,6 +17,7 @@ rare. Concurrent writers of one block are reported (the later one in the order w
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +42,10 @@ class Layout:
     dtype: str
     block_bytes: int
     codec: str = "raw"
+    nbytes: int = field(init=False, compare=False, repr=False)
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nbytes", math.prod(self.shape) * np.dtype(self.dtype).itemsize)
 
     @property
     def blocks(self) -> int:
