@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
         rc = gc_main(["--quick"] if args.quick else [])
         status |= rc if isinstance(rc, int) else 0
 
+    buffers_main = _optional_main("benchmarks.buffers")
+    if buffers_main is not None:
+        print("\n# Buffers (W4): block deltas of a 256 MiB float16 buffer, raw and Q4\n",
+              flush=True)
+        rc = buffers_main(["--quick"] if args.quick else [])
+        status |= rc if isinstance(rc, int) else 0
+
     q4_main = _optional_main("benchmarks.q4_error")
     if q4_main is not None:
         print("\n# Q4 codec\n", flush=True)
