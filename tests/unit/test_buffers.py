@@ -38,7 +38,8 @@ def frames_for(m: hs.Memory, frames: list[tuple[str, bytes]]) -> None:
 
 
 def replay_every_order(
-    make_memory: MakeMemory, frames: list[tuple[str, bytes]],
+    make_memory: MakeMemory,
+    frames: list[tuple[str, bytes]],
     check: Callable[[hs.Memory], None] | None = None,
 ) -> tuple[hs.Memory, int]:
     """Deliver ``frames`` to fresh observers in every order; all must end identical.
@@ -153,11 +154,17 @@ IDX0 = np.array([0], dtype="<u4").tobytes()
         ([[F16_BLOCK], "float16", BLOCK_BYTES, "q4"], IDX0, GOOD_Q4[:-1]),  # truncated
         ([[F16_BLOCK], "float16", BLOCK_BYTES, "q4"], IDX0, GOOD_Q4 + b"\0"),  # trailing
         ([[F16_BLOCK], "float16", BLOCK_BYTES, "q4"], IDX0, b"\x00" + GOOD_Q4[1:]),  # format
-        ([[F16_BLOCK], "float16", BLOCK_BYTES, "q4"], IDX0,  # nan scale
-         GOOD_Q4[:9] + b"\x00\x7e" + GOOD_Q4[11:]),
+        (
+            [[F16_BLOCK], "float16", BLOCK_BYTES, "q4"],
+            IDX0,  # nan scale
+            GOOD_Q4[:9] + b"\x00\x7e" + GOOD_Q4[11:],
+        ),
         ([[2 * F16_BLOCK], "float16", BLOCK_BYTES, "q4"], IDX0 * 2, GOOD_Q4),  # repeated block
-        ([[2 * F16_BLOCK], "float16", BLOCK_BYTES, "q4"],  # one block's values for two blocks
-         np.array([0, 1], dtype="<u4").tobytes(), GOOD_Q4),
+        (
+            [[2 * F16_BLOCK], "float16", BLOCK_BYTES, "q4"],  # one block's values for two blocks
+            np.array([0, 1], dtype="<u4").tobytes(),
+            GOOD_Q4,
+        ),
         ([[F16_BLOCK], "float32", BLOCK_BYTES, "q4"], IDX0, GOOD_Q4),  # q4 of float32
         ([[F16_BLOCK], "float16", 100, "q4"], IDX0, GOOD_Q4),  # blocks split groups
         ([[F16_BLOCK], "float16", BLOCK_BYTES, "lz4"], IDX0, GOOD_Q4),  # unknown codec
@@ -165,11 +172,26 @@ IDX0 = np.array([0], dtype="<u4").tobytes()
         ([[F16_BLOCK], "float16", BLOCK_BYTES, "raw"], b"\1\0\0\0", b"\0" * BLOCK_BYTES),
         ([[F16_BLOCK], "float16", BLOCK_BYTES, "raw"], b"\0\0\0", b""),  # ragged indices
     ],
-    ids=["truncated", "trailing", "format", "nan-scale", "repeated", "too-few-values",
-         "q4-float32", "group-split", "codec", "short-raw", "index-range", "ragged"],
+    ids=[
+        "truncated",
+        "trailing",
+        "format",
+        "nan-scale",
+        "repeated",
+        "too-few-values",
+        "q4-float32",
+        "group-split",
+        "codec",
+        "short-raw",
+        "index-range",
+        "ragged",
+    ],
 )
 def test_bad_deltas_are_rejected_before_anything_changes(
-    make_memory: MakeMemory, layout: list[object], indices: bytes, data: bytes,
+    make_memory: MakeMemory,
+    layout: list[object],
+    indices: bytes,
+    data: bytes,
 ) -> None:
     with pytest.raises(hs.PayloadError):
         decode_delta(msgpack.packb([*layout, indices, data], use_bin_type=True))
@@ -178,8 +200,9 @@ def test_bad_deltas_are_rejected_before_anything_changes(
     r.commit()
     before = snapshot(r)
     with pytest.raises(hs.ProtocolError):
-        r.receive("x", encode_frame(1, [("x", 1)], [_delta_contribution(layout, indices, data)],
-                                    None))
+        r.receive(
+            "x", encode_frame(1, [("x", 1)], [_delta_contribution(layout, indices, data)], None)
+        )
     assert snapshot(r) == before
 
 
@@ -204,8 +227,11 @@ def test_concurrent_layouts_converge_in_every_delivery_order(make_memory: MakeMe
     every replica, the other two are reported; the later-sorting creations that arrived
     first are undone. Then the losers write again through the winning layout."""
     a, b, c = make_memory("a"), make_memory("b"), make_memory("c")
-    layouts = {"a": ((4,), "uint8", None), "b": ((8,), "uint8", None),
-               "c": ((2 * F16_BLOCK,), "float16", "q4")}
+    layouts = {
+        "a": ((4,), "uint8", None),
+        "b": ((8,), "uint8", None),
+        "c": ((2 * F16_BLOCK,), "float16", "q4"),
+    }
     frames: list[tuple[str, bytes]] = []
     for m in (a, b, c):
         shape, dtype, codec = layouts[m.peer]
@@ -237,7 +263,8 @@ def test_concurrent_layouts_converge_in_every_delivery_order(make_memory: MakeMe
 
     def check(o: hs.Memory) -> None:
         assert o.buffer("kv", shape=shape, dtype=dtype).read().tobytes() == (
-            a.buffer("kv", shape=shape, dtype=dtype).read().tobytes())
+            a.buffer("kv", shape=shape, dtype=dtype).read().tobytes()
+        )
 
     o, count = replay_every_order(make_memory, frames, check)
     assert count == 24
@@ -247,8 +274,10 @@ def test_concurrent_layouts_converge_in_every_delivery_order(make_memory: MakeMe
         if peer != winner.author:
             x = make_memory("o")
             x.receive(peer, frame)
-            assert x.buffer("kv", shape=layouts[peer][0], dtype=layouts[peer][1]).shape == (
-                layouts[peer][0])
+            assert (
+                x.buffer("kv", shape=layouts[peer][0], dtype=layouts[peer][1]).shape
+                == (layouts[peer][0])
+            )
             undone += 1
     assert undone == 2
 
@@ -266,8 +295,7 @@ def test_write_after_seeing_a_deletion_recreates_with_its_own_layout() -> None:
     big = buffer_layout((8,), "uint8", None)
 
     def delta(layout: Layout, value: int) -> object:
-        return decode_delta(encode_delta(layout, np.array([0]),
-                                         bytes([value]) * layout.nbytes))
+        return decode_delta(encode_delta(layout, np.array([0]), bytes([value]) * layout.nbytes))
 
     fold = BufferFold(None, hb)
     fold.add((3, ids[3]), ids[3], delta(big, 9))  # arrives first
@@ -317,7 +345,8 @@ def test_text_and_buffer_of_one_name_converge_in_every_delivery_order(
 
 @pytest.mark.parametrize("late_first", [True, False])
 def test_an_earlier_creation_arriving_late_undoes_the_other_kind(
-    make_memory: MakeMemory, late_first: bool,
+    make_memory: MakeMemory,
+    late_first: bool,
 ) -> None:
     a, b = make_memory("a"), make_memory("b")
     a.text("x").set("text")
@@ -350,8 +379,15 @@ def test_changed_blocks_finds_exactly_the_changed_blocks(tail: int) -> None:
     ref = rng.integers(0, 256, n_blocks * BLOCK_BYTES + tail, dtype=np.uint8)
     work = ref.copy()
     assert _changed_blocks(ref, work).tolist() == []
-    picks = sorted({0, COMPARE_CHUNK_BLOCKS - 1, COMPARE_CHUNK_BLOCKS, n_blocks - 1,
-                    *rng.choice(n_blocks, 20).tolist()})
+    picks = sorted(
+        {
+            0,
+            COMPARE_CHUNK_BLOCKS - 1,
+            COMPARE_CHUNK_BLOCKS,
+            n_blocks - 1,
+            *rng.choice(n_blocks, 20).tolist(),
+        }
+    )
     for i in picks:
         work[i * BLOCK_BYTES + int(rng.integers(BLOCK_BYTES))] ^= 0x80
     expected = picks + ([n_blocks] if tail else [])
@@ -364,7 +400,8 @@ def test_changed_blocks_finds_exactly_the_changed_blocks(tail: int) -> None:
 
 @pytest.mark.parametrize("codec", [None, "q4"])
 def test_compaction_keeps_the_value_and_a_q4_base_is_small(
-    make_memory: MakeMemory, codec: str | None,
+    make_memory: MakeMemory,
+    codec: str | None,
 ) -> None:
     a, b = make_memory("a"), make_memory("b")
     shape = (8, F16_BLOCK)
@@ -396,3 +433,50 @@ def test_compaction_keeps_the_value_and_a_q4_base_is_small(
     kv.array[0, 0] = 1.0
     sync_pair(a, b)
     assert_converged([a, b])
+
+
+def test_writing_back_the_value_a_remote_write_replaced_is_sent(make_memory: MakeMemory) -> None:
+    """The span hashes must follow remote folds: a's last hashed value of block 0 is v0; b
+    writes v1; a writes v0 again, which must differ from the fold (v1) and be shipped."""
+    a, b = make_memory("a"), make_memory("b")
+    kv = a.buffer("kv", shape=(8, BLOCK_BYTES), dtype="uint8")
+    kv.array[0, :] = 5
+    sync_pair(a, b)
+    a.commit()  # a hashes its spans (block 0 holds v0 = 5)
+    b.buffer("kv", shape=(8, BLOCK_BYTES), dtype="uint8").array[0, :] = 6
+    sync_pair(a, b)
+    assert kv.array[0, 0] == 6
+    kv.array[0, :] = 5
+    a.commit()
+    assert a.history()[-1].author == "a"
+    sync_pair(a, b)
+    assert b.buffer("kv", shape=(8, BLOCK_BYTES), dtype="uint8").read()[0, 0] == 5
+    assert_converged([a, b])
+
+
+def test_a_delta_larger_than_one_payload_goes_out_over_several_cycles(
+    make_memory: MakeMemory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("hybridsync.regions._buffer.MAX_DELTA_BYTES", 2 * BLOCK_BYTES)
+    a, b = make_memory("a"), make_memory("b")
+    kv = a.buffer("kv", shape=(5, BLOCK_BYTES), dtype="uint8")
+    kv.array[:] = np.arange(5, dtype=np.uint8)[:, None] + 1
+    a.commit()
+    assert len(a.history()) == 1 and len(a.history()[0].payload) < 3 * BLOCK_BYTES
+    sync_pair(a, b)  # every sync_to runs a cycle: the rest follows
+    assert len([c for c in a.history() if c.author == "a"]) == 3
+    assert b.buffer("kv", shape=(5, BLOCK_BYTES), dtype="uint8").read().tobytes() == (
+        kv.read().tobytes())
+    assert_converged([a, b])
+
+
+def test_a_replica_that_never_touches_the_array_does_not_scan_it(make_memory: MakeMemory) -> None:
+    a, b = make_memory("a"), make_memory("b")
+    a.buffer("kv", shape=(4, BLOCK_BYTES), dtype="uint8").array[1] = 3
+    sync_pair(a, b)
+    state = b._regions.buffers["kv"]
+    assert not state.exposed and state.changed_blocks().size == 0
+    assert b.buffer("kv", shape=(4, BLOCK_BYTES), dtype="uint8").read()[1, 0] == 3
+    assert not state.exposed  # read() hands out a copy
+    b.buffer("kv", shape=(4, BLOCK_BYTES), dtype="uint8").write(0, [9])
+    assert state.exposed and state.changed_blocks().tolist() == [0]
