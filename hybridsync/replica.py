@@ -256,7 +256,8 @@ class Memory:
         self._bytes_sent = self._bytes_received = 0
         # garbage collection (``docs/gc.md``)
         self._stability = Stability(self.peer, retire_after_ms)
-        self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc()  # the fields document as of the compacted prefix
+        # the fields document as of the compacted prefix
+        self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc()
         self._base_key: tuple[int, bytes] | None = None
         self._archive: list[tuple[tuple[Any, ...], Conflict]] = []
         self._gone_meta: dict[bytes, tuple[tuple[int, bytes], str]] = {}
