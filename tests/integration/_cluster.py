@@ -35,9 +35,20 @@ def runner_argv(
 ) -> list[str]:
     """The command line of one ``_peer_runner.py``."""
     argv = [
-        sys.executable, str(RUNNER), "--space", space, "--name", name,
-        "--secret-hex", secret.hex(), "--host", host,
-        "--heartbeat-s", str(heartbeat_s), "--reconnect-max-s", str(reconnect_max_s),
+        sys.executable,
+        str(RUNNER),
+        "--space",
+        space,
+        "--name",
+        name,
+        "--secret-hex",
+        secret.hex(),
+        "--host",
+        host,
+        "--heartbeat-s",
+        str(heartbeat_s),
+        "--reconnect-max-s",
+        str(reconnect_max_s),
     ]
     for url in peers:
         argv += ["--peer", url]
@@ -108,9 +119,13 @@ class Cluster:
         try:
             for i in range(n):
                 argv = runner_argv(
-                    self.space, self.secret, f"p{i}", host=host(i),
+                    self.space,
+                    self.secret,
+                    f"p{i}",
+                    host=host(i),
                     peers=[self.peers[j].url for j in dials(i)],
-                    heartbeat_s=heartbeat_s, reconnect_max_s=reconnect_max_s,
+                    heartbeat_s=heartbeat_s,
+                    reconnect_max_s=reconnect_max_s,
                 )
                 self.peers.append(PeerProcess(wrap(i, argv) if wrap else argv, f"p{i}"))
         except BaseException:

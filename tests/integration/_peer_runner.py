@@ -130,8 +130,13 @@ async def main(args: argparse.Namespace) -> None:
     mem = hs.Memory(args.space, args.name)
     runner = Runner(mem, args.name)
     runner.peer = await hs.Peer.start(
-        mem, host=args.host, port=args.port, secret=bytes.fromhex(args.secret_hex),
-        peers=args.peer, heartbeat_s=args.heartbeat_s, reconnect_max_s=args.reconnect_max_s,
+        mem,
+        host=args.host,
+        port=args.port,
+        secret=bytes.fromhex(args.secret_hex),
+        peers=args.peer,
+        heartbeat_s=args.heartbeat_s,
+        reconnect_max_s=args.reconnect_max_s,
     )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
