@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from hybridsync.discovery import check_interfaces
 from hybridsync.errors import (
     ConfigError,
     DiscoveryError,
@@ -40,6 +41,7 @@ from hybridsync.replica import Memory
 from hybridsync.sim import Fault, SimOptions, Simulation, TickSample, run
 from hybridsync.sim._options import ROUTINGS
 from hybridsync.store.sqlite import stored_identity
+from hybridsync.transport import parse_url
 
 __all__ = ["build_parser", "main"]
 
@@ -306,16 +308,20 @@ def _add_peer(sub: Any) -> None:
     p = sub.add_parser(
         "peer",
         help="run a long-lived peer that keeps a stored replica in sync",
-        description="Open (or create) the replica stored in DB and keep it in sync with the "
-        "other peers of the space over encrypted TCP: the ones given with --peer, and with "
-        "--mdns the ones found by mDNS on the --interface addresses. Logs every session that "
-        "opens or closes. Stops cleanly (flush, goodbye) on Ctrl-C or SIGTERM.",
-        epilog="Example: hybridsync peer --space swarm-1 --secret-file group.key --path a.db "
-        "--listen 127.0.0.1:7001 --mdns\n"
-        "The secret file holds the group secret (at least 8 bytes; surrounding whitespace is "
-        "ignored); make one with: python -c 'import secrets; print(secrets.token_hex(32))'. "
-        "Exit status: 0 stopped cleanly, 1 runtime failure (store, port, discovery), "
-        "2 usage error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Open (or create) the replica stored in DB and keep it in sync with the\n"
+        "other peers of the space over encrypted TCP: the ones given with --peer, and\n"
+        "with --mdns the ones found by mDNS on the --interface addresses. Logs every\n"
+        "session that opens or closes. Stops cleanly (flush, goodbye) on Ctrl-C or SIGTERM.",
+        epilog="examples:\n"
+        "  python -c 'import secrets; print(secrets.token_hex(32))' > group.key\n"
+        "  hybridsync peer --space swarm-1 --secret-file group.key --path a.db --mdns\n"
+        "  hybridsync peer --space swarm-1 --secret-file group.key --path b.db \\\n"
+        "      --listen 0.0.0.0:7001 --peer tcp://10.0.0.5:7001\n\n"
+        "The secret file holds the group secret (at least 8 bytes; surrounding\n"
+        "whitespace is ignored). More in docs/operations.md.\n\n"
+        "exit status: 0 stopped cleanly, 1 runtime failure (store, port, discovery),\n"
+        "2 usage error",
     )
     p.add_argument("--space", required=True, help="name of the shared memory space")
     p.add_argument("--secret-file", required=True, metavar="FILE",
@@ -377,9 +383,11 @@ def _peer(args: argparse.Namespace) -> int:
     host, port = parse_listen(args.listen)
     if args.status_interval < 0:
         raise ConfigError("--status-interval must be >= 0")
-    interfaces = args.interfaces or ["127.0.0.1"]
     if not args.mdns and args.interfaces:
         raise ConfigError("--interface only makes sense with --mdns")
+    interfaces = check_interfaces(args.interfaces or ["127.0.0.1"])
+    for url in args.peers:
+        parse_url(url)  # every usage error before the store is opened (or created)
     name = args.name or _default_name(args.path)
     mem = Memory(args.space, name, path=args.path)  # StoreError: another space, damaged
     try:

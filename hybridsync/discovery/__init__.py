@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from hybridsync.discovery._mdns import SERVICE_TYPE, MdnsDiscovery
+from hybridsync.discovery._mdns import SERVICE_TYPE, MdnsDiscovery, check_interfaces
 
-__all__ = ["SERVICE_TYPE", "Discovery", "MdnsDiscovery"]
+__all__ = ["SERVICE_TYPE", "Discovery", "MdnsDiscovery", "check_interfaces"]
 
 
 @runtime_checkable

@@ -38,7 +38,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 from hybridsync.errors import ConfigError, DiscoveryError
 from hybridsync.wire import VERSION
 
-__all__ = ["SERVICE_TYPE", "MdnsDiscovery"]
+__all__ = ["SERVICE_TYPE", "MdnsDiscovery", "check_interfaces"]
 
 SERVICE_TYPE = "_hybridsync._tcp.local."
 _log = logging.getLogger("hybridsync.discovery")
@@ -51,6 +51,29 @@ def _instance_label(peer_id: str, space_tag: str) -> str:
     h = hashlib.blake2b(f"{peer_id}\x00{space_tag}".encode(), digest_size=4).hexdigest()
     prefix = _LABEL_UNSAFE.sub("-", peer_id).strip("-")[:40] or "peer"
     return f"{prefix}-{h}"
+
+
+def check_interfaces(interfaces: Sequence[str]) -> tuple[str, ...]:
+    """The interfaces as normalised IPv4 host addresses, or :class:`ConfigError`.
+
+    >>> check_interfaces(["127.0.0.1", "127.0.0.1"])
+    ('127.0.0.1',)
+    """
+    if isinstance(interfaces, str) or not isinstance(interfaces, Sequence) or not interfaces:
+        raise ConfigError("interfaces must be a non-empty sequence of IPv4 addresses")
+    addrs: list[str] = []
+    for item in interfaces:
+        try:
+            ip = ipaddress.IPv4Address(item)
+        except (ipaddress.AddressValueError, ValueError, TypeError):
+            raise ConfigError(
+                f"interface {item!r} is not an IPv4 address (mDNS here is IPv4 only; "
+                "give explicit addresses such as 127.0.0.1, never 'all')"
+            ) from None
+        if ip.is_unspecified or ip.is_multicast:
+            raise ConfigError(f"interface {item} cannot carry mDNS; give a host address")
+        addrs.append(str(ip))
+    return tuple(dict.fromkeys(addrs))
 
 
 class MdnsDiscovery:
@@ -84,20 +107,7 @@ class MdnsDiscovery:
             raise ConfigError(f"port must be an int in 1..65535, got {port!r}")
         if not callable(on_found):
             raise ConfigError("on_found must be a callable (url, peer_id) -> None")
-        if isinstance(interfaces, str) or not isinstance(interfaces, Sequence) or not interfaces:
-            raise ConfigError("interfaces must be a non-empty sequence of IPv4 addresses")
-        addrs: list[str] = []
-        for item in interfaces:
-            try:
-                ip = ipaddress.IPv4Address(item)
-            except (ipaddress.AddressValueError, ValueError, TypeError):
-                raise ConfigError(
-                    f"interface {item!r} is not an IPv4 address (mDNS here is IPv4 only; "
-                    "give explicit addresses such as 127.0.0.1, never 'all')"
-                ) from None
-            if ip.is_unspecified or ip.is_multicast:
-                raise ConfigError(f"interface {item} cannot carry mDNS; give a host address")
-            addrs.append(str(ip))
+        addrs = check_interfaces(interfaces)
         if (isinstance(protocol_version, bool) or not isinstance(protocol_version, int)
                 or not 0 <= protocol_version < 1 << 16):
             raise ConfigError("protocol_version must be an int in 0..65535")
@@ -107,7 +117,7 @@ class MdnsDiscovery:
         self.space_tag = space_tag
         self.peer_id = peer_id
         self.port = port
-        self.interfaces: tuple[str, ...] = tuple(dict.fromkeys(addrs))
+        self.interfaces = addrs
         self.protocol_version = protocol_version
         self._on_found = on_found
         self._resolve_timeout_ms = resolve_timeout_ms

@@ -278,6 +278,7 @@ def test_usage_errors_exit_2(tmp_path: Path, extra: list[str], message: str) -> 
     )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "a.db").exists()  # usage errors are found before the store opens
 
 
 def test_a_short_secret_is_a_usage_error(tmp_path: Path) -> None:
