@@ -348,7 +348,7 @@ class _Orchestrator:
                                      f"while waiting for {what}")
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise DemoFailed(f"no {what} within {self.step_timeout_s:.0f} s")
+                raise DemoFailed(f"no {what} within {self.step_timeout_s:g} s")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=min(remaining, 0.5))

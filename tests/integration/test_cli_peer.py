@@ -360,3 +360,16 @@ def test_the_demo_runs_three_processes_to_convergence(tmp_path: Path) -> None:
         for n in ("planner", "researcher", "critic")
     }
     assert len(stored) == 1 and next(iter(stored)).startswith(digests[0][1])
+
+
+def test_a_demo_step_that_times_out_fails_cleanly_with_the_agents_logs(tmp_path: Path) -> None:
+    proc = run_cli("demo", "--pace-s", "0", "--step-timeout-s", "0.2", "--keep",
+                   str(tmp_path / "demo"), timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "demo failed: no agents started within 0.2 s" in proc.stdout
+    assert "--- critic log" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
+    # The agents were stopped, not orphaned: each closed its store (the lock is free again).
+    for name in ("planner", "researcher", "critic"):
+        db = tmp_path / "demo" / f"{name}.db"
+        if db.exists():
+            hs.Memory("demo", name, path=str(db)).close()
