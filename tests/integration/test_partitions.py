@@ -128,9 +128,11 @@ def test_partition_both_sides_write_then_heal_converges() -> None:
 
             # Each side converges on its own, and the two sides differ.
             ok, states, _ = cluster.wait(
-                lambda ss: ss[0]["digest"] == ss[1]["digest"]
-                and ss[2]["digest"] == ss[3]["digest"]
-                and ss[0]["keys"] == ss[2]["keys"] == 2 * writes,
+                lambda ss: (
+                    ss[0]["digest"] == ss[1]["digest"]
+                    and ss[2]["digest"] == ss[3]["digest"]
+                    and ss[0]["keys"] == ss[2]["keys"] == 2 * writes
+                ),
                 within_s=30,
             )
             assert ok, [(s["digest"], s["keys"]) for s in states]
