@@ -252,6 +252,19 @@ class RegionsPlane:
                 self._losers[name] = kept
         return out
 
+    def reset(self, happened_before: HappenedBefore) -> None:
+        """Forget every region (before restoring a checkpoint)."""
+        RegionsPlane.__init__(self, happened_before)
+
+    def base_bytes(self) -> int:
+        """Bytes held by buffer bases (text bases share the fold's rope chunks)."""
+        n = 0
+        for bst in self.buffers.values():
+            b = bst.fold.base()
+            if b is not None:
+                n += len(b[1])
+        return n
+
     def referenced(self) -> set[bytes]:
         """Contribution ids the folds still name (their dots must stay known)."""
         out: set[bytes] = set()
