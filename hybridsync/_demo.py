@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from hybridsync.errors import HybridSyncError
+
 __all__ = ["AGENTS", "agent_main", "run_demo"]
 
 AGENTS = ("planner", "researcher", "critic")
@@ -189,7 +191,7 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
 
 
 # ==== the orchestrator ========================================================================
-class DemoFailed(Exception):
+class DemoFailed(HybridSyncError):
     """A step did not happen within its time bound (the message says which)."""
 
 
