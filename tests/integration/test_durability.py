@@ -9,7 +9,8 @@ unbuffered ``os.write``: the line is in the kernel before the next commit starts
 SIGKILLs the writer at a random moment (during the open, between or inside commits), then
 checks: the store opens cleanly, every reported commit is there (field values, text lines,
 buffer rows at least as new as reported), and the restarted replica converges with another
-replica. The seed of each run is printed; ``HYBRIDSYNC_G6_SEED=N`` replays it.
+replica. The seed of each run is printed; ``HYBRIDSYNC_G6_SEED=N`` replays its random choices
+(the exact moments of the kills also depend on the scheduler).
 """
 
 from __future__ import annotations
@@ -166,7 +167,8 @@ class Reported:
 
     def read(self, report: Path) -> None:
         self.__init__()  # type: ignore[misc]
-        for line in report.read_bytes().split(b"\n")[:-1]:  # a torn last line has no "\n"
+        text = report.read_bytes() if report.exists() else b""  # killed before it opened it
+        for line in text.split(b"\n")[:-1]:  # a torn last line has no "\n"
             parts = line.decode().split()
             if parts[0] in {"f", "t", "b"}:
                 run, j = int(parts[1]), int(parts[2])
@@ -332,11 +334,13 @@ def test_a_killed_writer_rejoins_over_the_network(zygote: Zygote, tmp_path: Path
 
 @pytest.mark.soak
 @soak
-def test_soak_thousands_of_kills(zygote: Zygote, tmp_path: Path) -> None:
-    stats = kill_rounds(
-        zygote, tmp_path, seed=_seed(random.randrange(1 << 30)), databases=60, kills_per_db=50
-    )
-    assert stats.kills >= 2_500, stats
+@pytest.mark.parametrize("chunk", range(12))
+def test_soak_thousands_of_kills(zygote: Zygote, tmp_path: Path, chunk: int) -> None:
+    """12 chunks × 250 kills = 3,000 kills, each chunk well within pytest's 300 s timeout."""
+    stats = kill_rounds(zygote, tmp_path, seed=_seed(random.randrange(1 << 30)) + chunk,
+                        databases=10, kills_per_db=25)
+    assert stats.kills + stats.finished == 250
+    assert stats.kills >= 200, stats
 
 
 # ---- opening the wrong or a damaged database ------------------------------------------------
