@@ -121,12 +121,13 @@ def render_text(report: dict[str, Any], *, width: int = 100) -> str:
     out.append(f"history (last {len(shown)} of {hist['length']}; by author: {authors or '-'})")
     for c in shown:
         note = f"  {c['note']!r}" if c["note"] else ""
-        out.append(f"  {c['time']}  {c['author']}#{c['seq']:<5} {c['kind']:<7} "
+        dot = f"{c['author']}#{c['seq']}"
+        out.append(f"  {c['time']}  {dot:<18} {c['kind']:<7} "
                    f"{c['payload_bytes']:>7,} B  {c['id']}{note}")
     out.append("")
     out.append(f"conflicts ({len(report['conflicts'])})")
     for c in report["conflicts"]:
-        out.append("  " + _clip(c["detail"], width - 2))
+        out.append("  " + c["detail"])  # never clipped: it is the point of looking
     return "\n".join(out)
 
 
