@@ -10,6 +10,7 @@ O(text) or bounded, so a full rewrite of a 10 MB text cannot stall the cycle.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -24,7 +25,11 @@ __all__ = ["PATCH_MARGIN", "Hunk", "apply_patch", "decode_patch", "encode_patch"
 
 # Cost bounds (products of the two middle lengths the O(N·D) bisection may explore).
 CHAR_DIFF_BUDGET = 4_000_000
-LINE_DIFF_BUDGET = 4_000_000
+LINE_DIFF_BUDGET = 4_000_000  # also the budget of word diffs (units, not characters)
+UNIT_DIFF_BUDGET = LINE_DIFF_BUDGET
+TINY_CHAR_DIFF = 256  # middles this small (product of lengths) always diff by characters
+_WORDS = re.compile(r"\w+|\s+|[^\w\s]+")
+_LINES = re.compile(r"[^\n]*\n|[^\n]+")
 _EQUAL, _INSERT, _DELETE = 0, 1, -1
 PATCH_MARGIN = 4  # context characters on each side of a hunk (diff-match-patch's default)
 # A hunk's context widens until its text is unique within this many characters of its place
@@ -101,25 +106,68 @@ class Hunk:
         return "".join(out)
 
 
-def _middle_diffs(a: str, b: str) -> list[tuple[int, str]]:
+def _middle_diffs(a: str, b: str, unit: str = "word") -> list[tuple[int, str]]:
+    """Diff two texts that differ at both ends, within the size budgets.
+
+    ``unit`` is the granularity: ``"word"`` (runs of word characters, of spaces, of other
+    characters), ``"line"`` or ``"char"``. Coarser units are cheaper (the O(N·D) bisection
+    runs over units) and keep edits to whole words, at the cost of shipping a whole word
+    for a one-letter change. Tiny middles always diff by characters; a middle too big for
+    its unit falls back to lines, then to one replacement.
+    """
     if not a and not b:
         return []
     if not a:
         return [(_INSERT, b)]
     if not b:
         return [(_DELETE, a)]
-    if len(a) * len(b) <= CHAR_DIFF_BUDGET:
-        diffs = _DMP.diff_main(a, b, False)
-        _DMP.diff_cleanupSemantic(diffs)
-        return [(op, s) for op, s in diffs]
-    lines_a, lines_b = a.count("\n") + 1, b.count("\n") + 1
-    if lines_a * lines_b <= LINE_DIFF_BUDGET:
-        ca, cb, line_array = _DMP.diff_linesToChars(a, b)
-        diffs = _DMP.diff_main(ca, cb, False)
-        _DMP.diff_charsToLines(diffs, line_array)
-        _DMP.diff_cleanupSemantic(diffs)
-        return [(op, s) for op, s in diffs]
-    return [(_DELETE, a), (_INSERT, b)]
+    if unit == "char" or len(a) * len(b) <= TINY_CHAR_DIFF:
+        if len(a) * len(b) <= CHAR_DIFF_BUDGET:
+            diffs = _DMP.diff_main(a, b, False)
+            _DMP.diff_cleanupSemantic(diffs)
+            return _normalized(diffs)
+    elif unit == "word":
+        diffs = _unit_diff(_WORDS.findall(a), _WORDS.findall(b))
+        if diffs is not None:
+            return diffs
+    lines_a, lines_b = _LINES.findall(a), _LINES.findall(b)
+    return _unit_diff(lines_a, lines_b) or [(_DELETE, a), (_INSERT, b)]
+
+
+def _unit_diff(ua: list[str], ub: list[str]) -> list[tuple[int, str]] | None:
+    """Diff two sequences of units (each coded as one character), semantic cleanup on the
+    result; ``None`` when the unit counts exceed the budget."""
+    if len(ua) * len(ub) > UNIT_DIFF_BUDGET or len(ua) + len(ub) > 0x10FFFF:
+        return None
+    codes: dict[str, str] = {}
+    units: list[str] = []
+
+    def code(u: str) -> str:
+        c = codes.get(u)
+        if c is None:
+            c = codes[u] = chr(len(units))
+            units.append(u)
+        return c
+
+    ca = "".join([code(u) for u in ua])
+    cb = "".join([code(u) for u in ub])
+    coded = _DMP.diff_main(ca, cb, False)
+    diffs = [(op, "".join([units[ord(c)] for c in t])) for op, t in coded]
+    _DMP.diff_cleanupSemantic(diffs)
+    return _normalized(diffs)
+
+
+def _normalized(diffs: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """No empty diffs and no two neighbours with the same op (the cleanups can leave both)."""
+    out: list[tuple[int, str]] = []
+    for op, t in diffs:
+        if not t:
+            continue
+        if out and out[-1][0] == op:
+            out[-1] = (op, out[-1][1] + t)
+        else:
+            out.append((op, t))
+    return out
 
 
 def trim(shadow: str | Rope, new: str) -> tuple[int, int]:
@@ -134,7 +182,12 @@ def trim(shadow: str | Rope, new: str) -> tuple[int, int]:
 
 
 def make_patch(
-    shadow: str | Rope, new: str, *, margin: int = PATCH_MARGIN, trimmed: tuple[int, int] | None = None
+    shadow: str | Rope,
+    new: str,
+    *,
+    unit: str = "word",
+    margin: int = PATCH_MARGIN,
+    trimmed: tuple[int, int] | None = None,
 ) -> list[Hunk]:
     """Hunks turning ``shadow`` into ``new``; ``[]`` when they are equal.
 
@@ -150,7 +203,7 @@ def make_patch(
     if p == len(rope) == len(new):
         return []
     mid_a, mid_b = rope.slice(p, len(rope) - s), new[p : len(new) - s]
-    diffs = _middle_diffs(mid_a, mid_b)
+    diffs = _middle_diffs(mid_a, mid_b, unit)
     return _hunks(rope, new, p, diffs, margin)
 
 

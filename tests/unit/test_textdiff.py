@@ -36,16 +36,35 @@ EQUAL, INSERT, DELETE = 0, 1, -1
 # Characters that break naive diff code: astral emoji, ZWJ sequences, skin tones, flags,
 # combining marks, CRLF, NUL and the \x01-\x04 "null padding" diff-match-patch uses itself.
 TRICKY = [
-    "😀", "👍🏽", "👩‍👩‍👧", "🇫🇷", "e\u0301", "\u0301", "\u0308\u0323", "\u200d", "\ufe0f",
-    "\n", "\r\n", "\t", "\x00", "\x01", "\x02", "\x03", "\x04", "𝕏", "\U0010ffff", "ß", "İ",
+    "😀",
+    "👍🏽",
+    "👩‍👩‍👧",
+    "🇫🇷",
+    "e\u0301",
+    "\u0301",
+    "\u0308\u0323",
+    "\u200d",
+    "\ufe0f",
+    "\n",
+    "\r\n",
+    "\t",
+    "\x00",
+    "\x01",
+    "\x02",
+    "\x03",
+    "\x04",
+    "𝕏",
+    "\U0010ffff",
+    "ß",
+    "İ",
 ]
 unicode_text = st.lists(
     st.one_of(st.characters(codec="utf-8"), st.sampled_from(TRICKY)), max_size=120
 ).map("".join)
 # Few distinct pieces: many repeats, so contexts are ambiguous and matches are fuzzy.
-small_alphabet_text = st.lists(
-    st.sampled_from(["a", "b", " ", "\n", *TRICKY]), max_size=120
-).map("".join)
+small_alphabet_text = st.lists(st.sampled_from(["a", "b", " ", "\n", *TRICKY]), max_size=120).map(
+    "".join
+)
 
 
 @st.composite
@@ -160,8 +179,14 @@ def test_decode_of_random_bytes_raises_payload_error_only(data: bytes) -> None:
 
 
 msgpack_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(),
-              st.text(max_size=10), st.binary(max_size=10)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**64 - 1),
+        st.floats(),
+        st.text(max_size=10),
+        st.binary(max_size=10),
+    ),
     lambda inner: st.lists(inner, max_size=6),
     max_leaves=30,
 )
@@ -180,7 +205,7 @@ def test_decode_of_corrupted_encodings_raises_payload_error_only(
 ) -> None:
     raw = bytearray(encode_patch(make_patch(*pair)))
     if data.draw(st.booleans()) and raw:
-        del raw[data.draw(st.integers(0, len(raw) - 1)):]
+        del raw[data.draw(st.integers(0, len(raw) - 1)) :]
     for _ in range(data.draw(st.integers(0, 4))):
         if raw:
             raw[data.draw(st.integers(0, len(raw) - 1))] ^= 1 << data.draw(st.integers(0, 7))
@@ -255,8 +280,12 @@ def test_hunks_do_not_depend_on_the_process_or_hash_seed() -> None:
     for seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         out = subprocess.run(
-            [sys.executable, "-c", script, here], env=env, capture_output=True, text=True,
-            check=True, timeout=120,
+            [sys.executable, "-c", script, here],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
         )
         digests.add(out.stdout.strip())
     h = hashlib.sha256()
@@ -270,8 +299,20 @@ def test_hunks_do_not_depend_on_the_process_or_hash_seed() -> None:
 
 
 def words_text(rng: random.Random, n_chars: int, words_per_line: int) -> str:
-    vocab = ["lorem", "ipsum", "dolor", "sit", "amet", "😀", "naïve", "e\u0301t\u00e9", "日本語",
-             "agent", "memory", "sync"]
+    vocab = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "😀",
+        "naïve",
+        "e\u0301t\u00e9",
+        "日本語",
+        "agent",
+        "memory",
+        "sync",
+    ]
     lines: list[str] = []
     size = 0
     while size < n_chars:
@@ -281,12 +322,30 @@ def words_text(rng: random.Random, n_chars: int, words_per_line: int) -> str:
     return "\n".join(lines)
 
 
-def test_small_middles_diff_by_characters() -> None:
+def test_char_unit_diffs_by_characters() -> None:
     a = "prefix " + "abcdefghij" * 50 + " suffix"
     b = "prefix " + "abcdefXhij" * 50 + " suffix"
-    mid = _textdiff._middle_diffs(a[7:-7], b[7:-7])
+    mid = _textdiff._middle_diffs(a[7:-7], b[7:-7], "char")
     assert sum(1 for op, _ in mid if op == INSERT) > 1  # a real character diff
+    assert apply_patch(a, make_patch(a, b, unit="char")) == (b, [])
+    # by words (the default) the one long word is replaced whole: still exact
+    assert _textdiff._middle_diffs(a[7:-7], b[7:-7]) == [(DELETE, a[7:-7]), (INSERT, b[7:-7])]
     assert apply_patch(a, make_patch(a, b)) == (b, [])
+
+
+def test_word_unit_diffs_keep_whole_words() -> None:
+    a = "the agent wrote a plan, then a check; the plan ran."
+    b = "the agent drafted a plan, then two checks; the plan ran."
+    mid = _textdiff._middle_diffs(a, b)
+    changed = [s for op, s in mid if op != EQUAL]
+    assert changed == ["wrote", "drafted", "a check", "two checks"]
+    for unit in ("word", "line", "char"):
+        assert apply_patch(a, make_patch(a, b, unit=unit)) == (b, [])
+
+
+def test_tiny_middles_diff_by_characters_whatever_the_unit() -> None:
+    assert _textdiff._middle_diffs("colour", "color") == [
+        (EQUAL, "colo"), (DELETE, "u"), (EQUAL, "r")]
 
 
 def test_large_middles_with_few_lines_diff_by_lines() -> None:
@@ -380,8 +439,9 @@ def test_fuzzy_apply_work_stays_within_the_diff_budget(monkeypatch: pytest.Monke
     hunks = make_patch(base, deleted)
     original = diff_match_patch.diff_main
 
-    def bounded_diff_main(self: diff_match_patch, text1: str, text2: str,
-                          *args: Any, **kwargs: Any) -> Any:
+    def bounded_diff_main(
+        self: diff_match_patch, text1: str, text2: str, *args: Any, **kwargs: Any
+    ) -> Any:
         if len(text1) * len(text2) > CHAR_DIFF_BUDGET:
             raise _OverBudget(f"diff_main on {len(text1)} x {len(text2)} characters")
         return original(self, text1, text2, *args, **kwargs)
@@ -463,10 +523,17 @@ def test_apply_patch_is_total_on_decodable_hunks(hunks: list[Hunk]) -> None:
 
 hunk_strategy = st.builds(
     Hunk,
-    st.integers(0, 300), st.integers(0, 300), st.integers(0, 300), st.integers(0, 300),
-    st.lists(st.tuples(st.sampled_from([DELETE, EQUAL, INSERT]), unicode_text.map(
-        lambda s: s[:40])), min_size=1, max_size=5).filter(
-        lambda ds: any(op != EQUAL and s for op, s in ds)).map(tuple),
+    st.integers(0, 300),
+    st.integers(0, 300),
+    st.integers(0, 300),
+    st.integers(0, 300),
+    st.lists(
+        st.tuples(st.sampled_from([DELETE, EQUAL, INSERT]), unicode_text.map(lambda s: s[:40])),
+        min_size=1,
+        max_size=5,
+    )
+    .filter(lambda ds: any(op != EQUAL and s for op, s in ds))
+    .map(tuple),
 )
 
 
@@ -479,3 +546,25 @@ def test_apply_patch_is_total_on_hunks_with_edits(text: str, hunks: list[Hunk]) 
     assert isinstance(out, str)
     assert all(h in decoded for h in failed)
     assert apply_patch(text, decoded) == (out, failed)  # deterministic
+
+
+# ---- the cycle's shape: span replacements in a words text (benchmark W1) ------------------
+
+
+def test_span_replacements_give_hunks_that_apply_exactly_in_place() -> None:
+    """Regression: two equalities side by side once made overlapping hunks, so the writer's
+    own fold (fuzzy-applied) differed from the text it handed over. Every patch of a span
+    replacement must apply exactly where its author saw it, on a str and on a rope."""
+    from hybridsync.regions._rope import Rope
+
+    rng = random.Random(11)
+    text = words_text(rng, 20_000, 12)
+    for _ in range(300):
+        start = rng.randrange(len(text) - 200)
+        end = start + rng.randint(20, 200)
+        new = text[:start] + words_text(rng, rng.randint(20, 200), 40) + text[end:]
+        hunks = make_patch(text, new)
+        assert _textdiff._apply_exact(Rope.of(text), hunks) == new
+        assert exact_apply(text, hunks) == new
+        assert apply_patch(Rope.of(text), hunks)[0] == new
+        text = new
