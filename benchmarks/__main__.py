@@ -52,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         rc = buffers_main(["--quick"] if args.quick else [])
         status |= rc if isinstance(rc, int) else 0
 
+    texts_main = _optional_main("benchmarks.texts")
+    if texts_main is not None:
+        print("\n# Texts (W1): scratchpad span replacements handed over whole\n", flush=True)
+        rc = texts_main(["--quick", "--quiet"] if args.quick else ["--quiet"])
+        status |= rc if isinstance(rc, int) else 0
+
+    damage_main = _optional_main("benchmarks.text_damage")
+    if damage_main is not None:
+        print("\n# Texts: damage of concurrent edits per diff configuration\n", flush=True)
+        rc = damage_main(["--trials", "10", "--check-memory", "5"] if args.quick else [])
+        status |= rc if isinstance(rc, int) else 0
+
     q4_main = _optional_main("benchmarks.q4_error")
     if q4_main is not None:
         print("\n# Q4 codec\n", flush=True)
