@@ -74,7 +74,8 @@ class _TextState:
         self.dirty = False
         working = self.working
         t, self._trim = self._trim, None
-        trimmed = (t[2], t[3]) if t is not None and t[0] is self.shadow and t[1] is working else None
+        fresh = t is not None and t[0] is self.shadow and t[1] is working
+        trimmed = (t[2], t[3]) if fresh and t is not None else None
         hunks = make_patch(self.shadow, working, trimmed=trimmed)
         if not hunks:
             return None
