@@ -91,8 +91,11 @@ def _thresholds(cfg: Config) -> Iterator[None]:
             e.Match_Threshold, e.Patch_DeleteThreshold = m, d
 
 
-_VOCAB = ("the agent plan step task note result check retry tool call output memory sync "
-          "patch merge peer state log order value text a of and to in is for on with").split()
+_VOCAB = (
+    'the', 'agent', 'plan', 'step', 'task', 'note', 'result', 'check', 'retry', 'tool', 'call',
+    'output', 'memory', 'sync', 'patch', 'merge', 'peer', 'state', 'log', 'order', 'value',
+    'text', 'a', 'of', 'and', 'to', 'in', 'is', 'for', 'on', 'with'
+)
 
 
 def _words(rng: random.Random, n: int) -> str:

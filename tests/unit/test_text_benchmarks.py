@@ -47,7 +47,7 @@ def test_workload_is_seeded_and_shaped_like_w1(w1: ModuleType) -> None:
     assert len(texts) == 51 and texts[-1] == a.final()
     for (start, end, inserted), old in zip(a.edits, texts, strict=False):
         assert 20 <= end - start <= 200 and 1 <= len(inserted) <= 200
-        assert 0 <= start and end <= len(old)
+        assert start >= 0 and end <= len(old)
     with pytest.raises(ValueError):
         w1.make_workload(100, 1)
 
