@@ -68,11 +68,10 @@ class Stability:
             self.acks[member] = {}
             self._advanced_ms[member] = now_ms
 
-    def table(self, own_vv: dict[str, int]) -> list[tuple[str, list[tuple[str, int]]]]:
-        """What to gossip: every known member's ack, ours (our version vector) included."""
-        rows = [(self.me, sorted(own_vv.items()))]
-        rows.extend((m, sorted(v.items())) for m, v in sorted(self.acks.items()) if v)
-        return rows
+    def table(self, to: str) -> list[tuple[str, list[tuple[str, int]]]]:
+        """What to gossip to ``to``: every other member's known ack (ours is the frame's vv;
+        the receiver's own is of no use to it)."""
+        return [(m, sorted(v.items())) for m, v in sorted(self.acks.items()) if v and m != to]
 
     def frontier(self, own_vv: dict[str, int], now_ms: int) -> dict[str, int] | None:
         """The stable frontier, or None while garbage collection must wait: some live member

@@ -961,9 +961,7 @@ class Memory:
                 to: str = "") -> bytes:
         acks = None
         if vv is not None and self._gc_min is not None:
-            # gossip third members' acks so stability is known through relays (our own ack is
-            # the frame's vv; the receiver's own is of no use to it)
-            acks = [row for row in self._stability.table(self._log.vv)[1:] if row[0] != to]
+            acks = self._stability.table(to)  # gossip: stability is known through relays
         return encode_frame(self.incarnation, vv, batch, self._dot_of, acks)
 
     def _dot_of(self, cid: bytes) -> tuple[str, int]:

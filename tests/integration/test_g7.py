@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from _aio import run, wait_until
 
 import hybridsync as hs
 from hybridsync.security import Handshake, space_key
@@ -28,23 +28,6 @@ FAST: dict[str, Any] = {
     "handshake_timeout_s": 2.0,
 }
 PING_RECORD_BYTES = 17  # type byte + Poly1305 tag: larger records carry a frame
-
-
-def run(coro: Awaitable[None], timeout_s: float = 90.0) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout_s):
-            await coro
-
-    asyncio.run(bounded())
-
-
-async def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def snapshot(mem: hs.Memory) -> tuple[str, list[bytes]]:

@@ -18,14 +18,10 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 from _cluster import Cluster, written_keys
 
 PEERS = 16

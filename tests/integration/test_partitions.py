@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 from _cluster import Cluster, written_keys
 from _netns import NetLab, unavailable_reason
 

@@ -11,12 +11,12 @@ import asyncio
 import os
 import socket
 import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _aio import run, wait_until
 
 import hybridsync as hs
 from hybridsync.peer import _encode_hello
@@ -38,23 +38,6 @@ FAST: dict[str, Any] = {
     "reconnect_max_s": 0.5,
     "handshake_timeout_s": 3.0,
 }
-
-
-def run(coro: Awaitable[None], timeout_s: float = 90.0) -> None:
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout_s):
-            await coro
-
-    asyncio.run(bounded())
-
-
-async def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def converged(*mems: hs.Memory) -> bool:

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 from _cluster import PeerProcess, runner_argv
 from _proxy import PartitionProxy
 
