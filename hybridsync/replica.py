@@ -596,14 +596,18 @@ class Memory:
         # 3. regions fold the prefix into their bases; 4. the log keeps stubs and the dots
         #    that the folds still name
         self._regions.compact(upto)
+        # (a fold may name a contribution that stays a stub now and goes with a later
+        # compaction: its order key and author are kept whenever it leaves the log)
         referenced = self._regions.referenced()
-        for c in dropped:
-            if c.id in referenced:
-                self._gone_meta[c.id] = (c.order_key, c.author)
+        meta: dict[bytes, tuple[tuple[int, bytes], str]] = {}
+        for cid in referenced:
+            held = self._log.get(cid)
+            if held is not None:
+                meta[cid] = (held.order_key, held.author)
+            elif cid in self._gone_meta:
+                meta[cid] = self._gone_meta[cid]
         self._log.compact(n, referenced)
-        self._gone_meta = {
-            k: v for k, v in self._gone_meta.items() if k in referenced and k not in self._log
-        }
+        self._gone_meta = {k: v for k, v in meta.items() if k not in self._log}
         self._base_key = upto
         self._compacted += n
         # the conflict index forgets compacted items: reseeded from the checkpoint state,

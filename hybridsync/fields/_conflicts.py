@@ -62,6 +62,7 @@ class FieldWrite:
 class _Entry:
     parent: str | ItemId  # root name or the item holding the parent type
     key: str | None  # map key, None for a list element
+    length: int  # clock span: a reference to any clock inside it finds this entry
 
 
 class FieldsConflictIndex:
@@ -95,7 +96,7 @@ class FieldsConflictIndex:
                 if parent is None:
                     left.append(it)
                     continue
-                self._items[(it.client, it.clock)] = _Entry(parent, key)
+                self._items[(it.client, it.clock)] = _Entry(parent, key, it.length)
                 clocks = self._clocks.setdefault(it.client, [])
                 if not clocks or clocks[-1] < it.clock:
                     clocks.append(it.clock)
@@ -141,7 +142,7 @@ class FieldsConflictIndex:
             parent, key = self._parent_of(it)
             if parent is None:
                 continue
-            self._items[iid] = _Entry(parent, key)
+            self._items[iid] = _Entry(parent, key, it.length)
             clocks = self._clocks.setdefault(it.client, [])
             if not clocks or clocks[-1] < it.clock:
                 clocks.append(it.clock)
@@ -222,7 +223,10 @@ class FieldsConflictIndex:
         i = bisect.bisect_right(clocks, ref[1]) - 1
         if i < 0:
             return None
-        return self._items.get((ref[0], clocks[i]))
+        entry = self._items.get((ref[0], clocks[i]))
+        if entry is None or ref[1] >= clocks[i] + entry.length:
+            return None  # a clock no indexed item covers (not the nearest item before it)
+        return entry
 
     def _indexed_in(self, client: int, clock: int, length: int) -> list[ItemId]:
         clocks = self._clocks.get(client)

@@ -88,6 +88,8 @@ class _Segment:
     peer: str
     incarnation: int
     replayed: list[Contribution]
+    base: tuple[int, bytes] | None = None  # the checkpoint it restarted from (order key)
+    final_base: tuple[int, bytes] | None = None  # its checkpoint when it ended
     applied: list[tuple[str, bool]] = field(default_factory=list)
     history: list[Contribution] | None = None  # captured when the incarnation ends
     unsubscribe: Callable[[], None] | None = None
@@ -103,7 +105,7 @@ class Recorder:
 
     def attach(self, peer: str, mem: Memory, replayed: Iterable[Contribution]) -> None:
         """Start recording a fresh incarnation; ``replayed`` is its store, in store order."""
-        seg = _Segment(peer, mem.incarnation, list(replayed))
+        seg = _Segment(peer, mem.incarnation, list(replayed), mem.compacted_upto)
         local = self._local.setdefault(peer, [])
 
         def on_change(change: Change) -> None:
@@ -121,6 +123,7 @@ class Recorder:
         if seg is None:
             return
         seg.history = mem.history()
+        seg.final_base = mem.compacted_upto
         if seg.unsubscribe is not None:
             seg.unsubscribe()
             seg.unsubscribe = None
@@ -198,7 +201,7 @@ def check_convergence(
 
 def _conflict_diff(a: list[Conflict], b: list[Conflict], name_a: str, name_b: str) -> str:
     def key(c: Conflict) -> str:
-        return (f"{c.location!r} {c.authors} {c.contributions[0][:8]}/{c.contributions[1][:8]} "
+        return (f"{c.kind} {c.location!r} {c.authors} {_ids(c.contributions)} "
                 f"paths={c.paths} values={_short(c.values, 80)}")
 
     ka, kb = [key(c) for c in a], [key(c) for c in b]
@@ -416,15 +419,20 @@ def check_causal_order(
     Returns the number of applications checked.
     """
     parents: dict[str, tuple[str, ...]] = {}
+    keys: dict[str, tuple[int, bytes]] = {}
+    final_bases: dict[int, tuple[int, bytes] | None] = {}
     histories: dict[int, list[Contribution]] = {}
     for k, seg in enumerate(recorder.segments):
-        hist = seg.history
+        hist, final_bases[k] = seg.history, seg.final_base
         if hist is None:
             mem = memories.get(seg.peer)
-            hist = mem.history() if mem is not None and mem.incarnation == seg.incarnation else []
+            live = mem is not None and mem.incarnation == seg.incarnation
+            hist = mem.history() if mem is not None and live else []
+            final_bases[k] = mem.compacted_upto if mem is not None and live else None
         histories[k] = hist
         for c in (*seg.replayed, *hist):
             parents.setdefault(c.hex_id, tuple(p.hex() for p in c.parents))
+            keys.setdefault(c.hex_id, c.order_key)
     checked = 0
     for k, seg in enumerate(recorder.segments):
         who = f"{seg.peer} (incarnation {seg.incarnation})"
@@ -433,9 +441,13 @@ def check_causal_order(
         # neither in history() nor replayed, and parents inside it are held as stubs (any
         # incarnation may have compacted; the checks below then allow for it).
         compacted = any(m.compacted_upto is not None for m in memories.values())
+        def in_checkpoint(pid: str, base: tuple[int, bytes] | None = seg.base) -> bool:
+            key = keys.get(pid)
+            return base is not None and (key is None or key <= base)
+
         for c in seg.replayed:
-            missing = [p.hex() for p in c.parents if p.hex() not in seen
-                       and not (compacted and p.hex() not in parents)]
+            missing = [p.hex() for p in c.parents
+                       if p.hex() not in seen and not in_checkpoint(p.hex())]
             if missing:
                 raise GuaranteeViolation(
                     f"G3 causal order: {who} replayed {c.hex_id[:12]} from its store before "
@@ -453,7 +465,10 @@ def check_causal_order(
                 raise GuaranteeViolation(
                     f"G3 causal order: {who} reported applying {cid[:12]}, which no replica "
                     f"holds", replay=replay)
-            missing = [p for p in ps if p not in seen and not (compacted and p not in parents)]
+            # (a parent folded into a checkpoint this incarnation restarted from or adopted
+            # later counts as held: its own order was checked where it was applied)
+            missing = [p for p in ps if p not in seen
+                       and not in_checkpoint(p, final_bases.get(k, seg.base))]
             if missing:
                 raise GuaranteeViolation(
                     f"G3 causal order: {who} applied {'local' if local else 'remote'} "

@@ -16,7 +16,7 @@ from hybridsync.sim import SimOptions, run
 # Seeds on which garbage collection still breaks a guarantee or crashes (open bugs: crash and
 # restart from a checkpoint, a compacted parent met by the G3 replay check, the buffer fold's
 # compaction). They fail today; when one is fixed, strict xfail turns it red so it moves here.
-OPEN_GC_BUGS = {12, 16, 17, 18, 24, 27, 30, 34}
+OPEN_GC_BUGS: set[int] = set()
 SEEDS = [
     pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="open GC bug"))
     if s in OPEN_GC_BUGS
