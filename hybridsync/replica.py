@@ -824,6 +824,10 @@ class Memory:
         else:
             self._conflict_index.defer(c)
         self._log.add(c)
+        if not local:
+            # A contribution is its author's acknowledgement of its causal past: a writer
+            # whose frames no longer carry its version vector still moves the frontier.
+            self._stability.note(c.author, self._log.causal_vv(c.id), int(self._now_ms()))
         if decoded:
             self._regions.refresh(self._regions.fold(c.order_key, c.id, decoded))
         self._clock.observe(c.hlc)

@@ -146,3 +146,20 @@ def test_garbage_checkpoint_frame_is_rejected_and_changes_nothing() -> None:
         with pytest.raises(PayloadError):
             d.receive("a", encode_checkpoint_frame(1, junk))
     assert d.state_digest() == before
+
+
+def test_a_receiver_of_one_writer_compacts_too() -> None:
+    """Once frames stop carrying the writer's version vector (the receiver knows it), the
+    writer's contributions themselves acknowledge their causal past: the receiver's frontier
+    keeps moving and its log stays as short as the writer's."""
+    clock = lambda: 0  # noqa: E731
+    writer = hs.Memory("s", "w", clock=clock, incarnation=1, gc_min_entries=4)
+    reader = hs.Memory("s", "r", clock=clock, incarnation=2, gc_min_entries=4)
+    for i in range(60):
+        writer.fields["k"] = i
+        writer.text("t").set(f"line {i}\n" * 3)
+        writer.commit()
+        sync_pair(writer, reader)
+    assert reader.fields["k"] == 59 and reader.state_digest() == writer.state_digest()
+    assert reader.stats().compacted > 100
+    assert reader.stats().log_length <= 2 * max(4, writer.stats().log_length)
