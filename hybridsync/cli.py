@@ -341,6 +341,10 @@ def _add_peer(sub: Any) -> None:
                    "leaves this machine unless you name a LAN address)")
     p.add_argument("--status-interval", type=float, default=30.0, metavar="S",
                    help="log a status line every S seconds (default 30; 0 = never)")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve the live memory inspector page here (e.g. 127.0.0.1:8080; "
+                   "port 0 = a free one). No authentication: keep it on loopback "
+                   "(docs/inspector.md)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     p.set_defaults(handler=_peer)
 
@@ -356,12 +360,12 @@ def read_secret(path: str) -> bytes:
     return data
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str, option: str = "--listen") -> tuple[str, int]:
     """``HOST:PORT`` (IPv6 as ``[::1]:PORT``) → ``(host, port)``."""
     host, sep, port = text.rpartition(":")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"--listen must look like HOST:PORT (e.g. 127.0.0.1:7001), got {text!r}")
+        raise ConfigError(f"{option} must look like HOST:PORT (e.g. 127.0.0.1:7001), got {text!r}")
     return host, int(port)
 
 
@@ -381,6 +385,7 @@ def _peer(args: argparse.Namespace) -> int:
         logging.getLogger("zeroconf").setLevel(logging.WARNING)
     secret = read_secret(args.secret_file)
     host, port = parse_listen(args.listen)
+    http = parse_listen(args.http, "--http") if args.http else None
     if args.status_interval < 0:
         raise ConfigError("--status-interval must be >= 0")
     if not args.mdns and args.interfaces:
@@ -393,13 +398,15 @@ def _peer(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run_peer(mem, host=host, port=port, secret=secret,
                                      peers=args.peers, mdns=args.mdns, interfaces=interfaces,
-                                     status_interval_s=args.status_interval))
+                                     status_interval_s=args.status_interval, http=http))
     finally:
         mem.close()
 
 
 async def _run_peer(mem: Memory, *, host: str, port: int, secret: bytes, peers: Sequence[str],
-                    mdns: bool, interfaces: Sequence[str], status_interval_s: float) -> int:
+                    mdns: bool, interfaces: Sequence[str], status_interval_s: float,
+                    http: tuple[str, int] | None = None) -> int:
+    from hybridsync.inspector import Inspector
     from hybridsync.peer import Peer
 
     log = logging.getLogger("hybridsync.cli")
@@ -412,6 +419,15 @@ async def _run_peer(mem: Memory, *, host: str, port: int, secret: bytes, peers: 
                             interfaces=list(interfaces))
     print(f"hybridsync peer {mem.peer!r} of space {mem.space!r} listening on {peer.url}"
           + (f" (mDNS on {', '.join(interfaces)})" if mdns else ""), flush=True)
+    inspector: Inspector | None = None
+    if http is not None:
+        try:
+            inspector = await Inspector.start(mem, peer, host=http[0], port=http[1])
+        except BaseException:
+            await peer.stop()
+            raise
+        print(f"inspector: open {inspector.url} in a browser", flush=True)
+        log.info("inspector on %s", inspector.url)
     log.info("replica %s: %d commits, digest %s", mem.peer, len(mem.history()),
              mem.state_digest()[:12])
     known: dict[str, str] = {}
@@ -436,6 +452,8 @@ async def _run_peer(mem: Memory, *, host: str, port: int, secret: bytes, peers: 
                          st.bytes_received, st.bytes_sent, mem.state_digest()[:12])
     finally:
         log.info("stopping: flushing and saying goodbye")
+        if inspector is not None:
+            await inspector.stop()
         await peer.stop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
