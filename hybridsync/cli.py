@@ -427,7 +427,6 @@ async def _run_peer(mem: Memory, *, host: str, port: int, secret: bytes, peers: 
             await peer.stop()
             raise
         print(f"inspector: open {inspector.url} in a browser", flush=True)
-        log.info("inspector on %s", inspector.url)
     log.info("replica %s: %d commits, digest %s", mem.peer, len(mem.history()),
              mem.state_digest()[:12])
     known: dict[str, str] = {}
