@@ -8,6 +8,8 @@
 # fatal here: the tests then skip and say which tool is missing.
 set -uo pipefail
 
+bash "$(dirname "$0")/setup-browser.sh"  # chromium for the inspector's browser test; never fatal
+
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
