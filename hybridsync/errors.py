@@ -8,8 +8,11 @@
     ├── TransactionError       misuse of ``Memory.transaction()`` (nesting, sync inside one)
     ├── ProtocolError          anything wrong with bytes that came from a peer
     │   ├── FrameError         malformed, truncated, oversized or mistyped frame
+    │   │   └── YjsMessageError  a malformed y-protocols message from a Yjs client
     │   ├── IntegrityError     a contribution whose id does not match its content, or a bad DAG
     │   ├── PayloadError       a contribution payload the plane cannot decode (e.g. a Yjs update)
+    │   │   └── YjsUpdateError   an outside Yjs client's update refused (malformed, unsupported)
+    │   │       └── YjsDependencyError  it needs items this replica does not hold
     │   └── AuthenticationError  a peer failed the group handshake, or a record failed its AEAD
     ├── StoreError             the persistent store cannot be opened or is inconsistent
     ├── DiscoveryError         mDNS discovery cannot start (sockets, registration)
@@ -38,6 +41,9 @@ __all__ = [
     "StoreError",
     "TransactionError",
     "TransportError",
+    "YjsDependencyError",
+    "YjsMessageError",
+    "YjsUpdateError",
 ]
 
 
@@ -76,6 +82,22 @@ class PayloadError(ProtocolError):
 class AuthenticationError(ProtocolError):
     """A peer did not prove knowledge of the group secret, or a record failed authentication
     (tampered, replayed, reordered or truncated); the session is closed."""
+
+
+class YjsMessageError(FrameError):
+    """A y-protocols message from a Yjs client is malformed, truncated or of an unknown type;
+    that connection is closed, the replica is unchanged (``docs/interop.md``)."""
+
+
+class YjsUpdateError(PayloadError):
+    """A Yjs update from a client outside the log was refused, the replica unchanged: it is
+    malformed, or holds what the fields model cannot (another root type, ``Y.Text``, XML,
+    sub-documents, nesting deeper than 64 levels; ``docs/interop.md``)."""
+
+
+class YjsDependencyError(YjsUpdateError):
+    """A Yjs update from an outside client names items this replica does not hold (Yjs would
+    buffer it silently, DESIGN.md §5); a full sync from the client repairs that."""
 
 
 class TransportError(HybridSyncError):
