@@ -745,6 +745,42 @@ class Memory:
             elif k in new_json:
                 del self._fields.view[k]
 
+    # ---- outside Yjs clients -------------------------------------------------------------
+    def apply_yjs_update(self, update: bytes, *, origin: str) -> Contribution | None:
+        """Commit a Yjs v1 update from a client outside the log (a y-protocols endpoint,
+        ``docs/interop.md``) as one local contribution whose note is ``origin``.
+
+        Returns it, or None when the update holds nothing new. Raises
+        :class:`~hybridsync.errors.YjsUpdateError`, the replica unchanged, for a malformed
+        update, one the fields model cannot hold, or one that needs items this replica
+        lacks (:class:`~hybridsync.errors.YjsDependencyError`; checks in
+        ``hybridsync/interop/_apply.py``)."""
+        from hybridsync.errors import YjsUpdateError
+        from hybridsync.interop._apply import check_outside_update
+
+        if not isinstance(origin, str) or not origin or len(origin.encode()) > 4096:
+            raise ConfigError("origin must be a non-empty str of at most 4096 bytes")
+        if self._fields.in_transaction:
+            raise TransactionError("apply_yjs_update() inside a transaction")
+        check_outside_update(self._fields.doc, update)
+        if self._regions.texts or self._regions.buffers:
+            self._cycle()  # pending region edits are a commit of their own
+        self._fields.begin()
+        try:
+            self._fields.doc.apply_update(bytes(update))
+        except BaseException as exc:  # pycrdt's PanicException derives from BaseException
+            if self._fields.end() is not None:
+                self._rebuild_fields()  # it integrated part of the update: undo that
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            raise YjsUpdateError(f"Yjs update rejected by pycrdt: {exc!r}") from None
+        captured = self._fields.end()
+        if captured is None:
+            return None
+        c = self._commit_local("fields", captured, origin)
+        self._dispatch()
+        return c
+
     def close(self) -> None:
         self._store.close()
 
