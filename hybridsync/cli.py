@@ -3,7 +3,7 @@
 ``hybridsync demo``      three agent processes find each other by mDNS and converge, live
 ``hybridsync peer``      a long-running peer keeping a stored replica in sync
 ``hybridsync inspect``   fields, regions, history, conflicts and stats of a stored replica
-``hybridsync simulate``  a seeded partition scenario with a progress bar, a CSV and a plot
+``hybridsync simulate``  simulation scenarios (``--list``): a progress bar, a CSV and a plot
 
 Exit status: 0 ok, 1 a guarantee was violated or a runtime failure (store, network,
 discovery), 2 usage error. Adding a command is one ``_add_<name>`` function and one line in
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import csv
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from hybridsync.discovery import check_interfaces
 from hybridsync.errors import (
@@ -38,8 +37,6 @@ from hybridsync.errors import (
     StoreError,
 )
 from hybridsync.replica import Memory
-from hybridsync.sim import Fault, SimOptions, Simulation, TickSample, run
-from hybridsync.sim._options import ROUTINGS
 from hybridsync.store.sqlite import stored_identity
 from hybridsync.transport import parse_url
 
@@ -98,209 +95,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # ---- simulate ------------------------------------------------------------------------------
 def _add_simulate(sub: Any) -> None:
+    from hybridsync.scenarios import SCENARIOS, add_common_arguments
+    from hybridsync.scenarios._partition import add_arguments as partition_arguments
+
     p = sub.add_parser(
         "simulate",
-        help="run a seeded partition scenario; write a CSV and a plot",
-        description="Run a deterministic partition scenario in the simulator: the peers write "
-        "while connected, then while split in two groups, then the partition heals and the "
-        "replicas must converge. The same seed always gives the same run. Writes one CSV row "
-        "per tick (messages, bytes, distinct states, max divergence) and optionally a PNG plot; "
-        "checks the guarantees G1-G3 at the end.",
-        epilog="Example: hybridsync simulate --seed 7 --peers 6 --loss 0.1 "
-        "--csv run.csv --plot run.png",
+        help="run a simulation scenario (--list); write a CSV and a plot",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a deterministic simulation scenario: real replicas over a seeded\n"
+        "simulated network (no sockets, no real time), with a progress bar. Each scenario\n"
+        "writes NAME.csv and NAME.png into --out (default results/NAME/) and checks the\n"
+        "guarantees on the way. `hybridsync simulate NAME --help` explains what NAME\n"
+        "measures. Without NAME it runs `partition` (its options, see `hybridsync\n"
+        "simulate partition --help`), writing only what --csv and --plot ask for.",
+        usage="hybridsync simulate [-h] [--list] [NAME] [options]",
+        epilog="examples:\n  hybridsync simulate --list\n"
+        "  hybridsync simulate partition-heal --peers 2,4,8,16 --progress\n"
+        "  hybridsync simulate --seed 7 --peers 6 --loss 0.1 --csv run.csv --plot run.png\n\n"
+        "exit status: 0 ok, 1 a guarantee was violated, 2 usage error",
     )
-    p.add_argument("--seed", type=int, default=1, help="seed of the run (default 1)")
-    p.add_argument("--peers", type=int, default=6, help="number of replicas (default 6)")
-    p.add_argument("--ticks", type=int, default=240,
-                   help="ticks of writing; the partition covers the middle half (default 240)")
-    p.add_argument("--liveness-ticks", type=int, default=1000,
-                   help="ticks allowed to converge after the heal (default 1000)")
-    p.add_argument("--loss", type=float, default=0.05, help="frame loss probability")
-    p.add_argument("--duplicate", type=float, default=0.02,
-                   help="frame duplication probability")
-    p.add_argument("--reorder", action=argparse.BooleanOptionalAction, default=True,
-                   help="deliver frames out of order (default on)")
-    p.add_argument("--max-delay-ticks", type=int, default=3)
-    p.add_argument("--routing", choices=ROUTINGS, default="mesh")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--write-rate", type=float, default=0.5, help="writes per tick")
-    p.add_argument("--rollbacks", action=argparse.BooleanOptionalAction, default=True,
-                   help="include transactions that raise and roll back (default on)")
-    p.add_argument("--region-rate", type=float, default=0.2,
-                   help="text and buffer edits per tick (default 0.2)")
-    p.add_argument("--tick-ms", type=int, default=10, help="simulated milliseconds per tick")
-    p.add_argument("--csv", metavar="PATH", help="write the per-tick series here")
-    p.add_argument("--plot", metavar="PATH", help="write a PNG plot here (needs matplotlib)")
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    # the options of ``partition`` when no NAME is given (hidden from --help)
+    partition_arguments(p, hidden=True)
+    p.add_argument("--seed", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar (default: only on a terminal)")
-    p.set_defaults(handler=_simulate)
-
-
-def partition_faults(options: SimOptions, peers: Sequence[str]) -> list[Fault]:
-    """Split the peers in two halves for the middle half of the run, then heal."""
-    half = max(1, len(peers) // 2)
-    start, end = options.ticks // 4, (3 * options.ticks) // 4
-    if len(peers) < 2:
-        return []
-    return [Fault(start, "split", tuple(peers[:half])), Fault(end, "heal")]
-
-
-class _Progress:
-    """tqdm when installed, else a one-line textual bar; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, stream: TextIO) -> None:
-        self._enabled = enabled
-        self._stream = stream
-        self._total = max(1, total)
-        self._n = 0
-        self._bar: Any = None
-        self._last = -1
-        self._postfix = ""
-        if enabled:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                self._bar = None
-            else:
-                self._bar = tqdm(total=total, unit="tick", file=stream, leave=True,
-                                 dynamic_ncols=True)
-
-    def update(self, postfix: str) -> None:
-        self._n += 1
-        if not self._enabled:
-            return
-        if self._n > self._total:  # the liveness phase runs past the planned ticks
-            self._total = self._n
-            if self._bar is not None:
-                self._bar.total = self._n
-        if self._bar is not None:
-            self._bar.set_postfix_str(postfix, refresh=False)
-            self._bar.update(1)
-            return
-        self._postfix = postfix
-        pct = min(100, 100 * self._n // self._total)
-        if pct != self._last:
-            self._last = pct
-            self._draw(pct)
-
-    def _draw(self, pct: int) -> None:
-        filled = pct * 30 // 100
-        self._stream.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {pct:3d}% "
-                           f"tick {self._n} {self._postfix}   ")
-        self._stream.flush()
-
-    def close(self) -> None:
-        if not self._enabled:
-            return
-        if self._bar is not None:
-            self._bar.total = self._n
-            self._bar.refresh()
-            self._bar.close()
-        else:
-            self._draw(100)
-            self._stream.write("\n")
-            self._stream.flush()
+                   help=argparse.SUPPRESS)
+    names = p.add_subparsers(dest="scenario", metavar="NAME", title="scenarios")
+    for s in SCENARIOS.values():
+        sp = names.add_parser(s.name, help=s.summary, description=s.description,
+                              epilog=f"example: {s.example}",
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.add_arguments(sp)
+        add_common_arguments(sp, s.name)
+    p.set_defaults(handler=_simulate, scenario=None)
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    options = SimOptions(
-        seed=args.seed, peers=args.peers, ticks=args.ticks,
-        liveness_ticks=args.liveness_ticks, loss=args.loss, duplicate=args.duplicate,
-        reorder=args.reorder, max_delay_ticks=args.max_delay_ticks, routing=args.routing,
-        batch_size=args.batch_size, write_rate=args.write_rate, rollbacks=args.rollbacks,
-        region_rate=args.region_rate,
-        tick_ms=args.tick_ms,
-        partitions=True, crashes=False,
-    )
-    peers = [f"p{i}" for i in range(options.peers)]
-    faults = partition_faults(options, peers)
-    print(f"seed={options.seed} options: {options.describe()}")
-    if faults:
-        split = faults[0]
-        rest = [p for p in peers if p not in split.peers]
-        print(f"scenario: connected until tick {split.tick}, then {{{', '.join(split.peers)}}} "
-              f"| {{{', '.join(rest)}}} until tick {faults[1].tick}, then healed")
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
-    progress = _Progress(options.ticks, show, sys.stderr)
+    from hybridsync.scenarios import describe_all, run_named
 
-    def on_tick(sim: Simulation) -> None:
-        distinct, lag = sim.divergence()
-        progress.update(f"states={distinct} lag={lag}")
-
-    try:
-        result = run(options, on_tick=on_tick, sample=True, raise_on_violation=False,
-                     faults=faults)
-    finally:
-        progress.close()
-    samples = result.samples
-    if args.csv:
-        write_csv(args.csv, samples, options.ticks)
-        print(f"wrote {len(samples)} rows to {args.csv}")
-    if args.plot:
-        try:
-            plot_series(args.plot, samples, options, faults)
-        except ImportError:
-            print("hybridsync simulate: error: --plot needs matplotlib "
-                  "(pip install 'hybridsync[plot]')", file=sys.stderr)
-            return EXIT_USAGE
-        print(f"wrote plot to {args.plot}")
-    print(result.summary())
-    if not result.ok:
-        print(f"guarantee violated: {result.violation}", file=sys.stderr)
-        print(f"replay: {result.replay}", file=sys.stderr)
-        return EXIT_VIOLATION
+    if args.list:
+        print(describe_all())
+        return EXIT_OK
+    if args.scenario is None:  # `hybridsync simulate [options]`: the partition timeline
+        args.out, args.draw = None, True
+    run_named(args.scenario or "partition", args)
     return EXIT_OK
-
-
-CSV_COLUMNS = ("tick", "time_ms", "phase", "messages", "bytes", "distinct_states",
-               "max_divergence", "partitioned", "down")
-
-
-def write_csv(path: str, samples: Sequence[TickSample], safety_ticks: int) -> None:
-    """One row per tick: traffic, number of distinct replica states, the largest lag."""
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_COLUMNS)
-        for s in samples:
-            phase = "safety" if s.tick <= safety_ticks else "liveness"
-            w.writerow([s.tick, s.time_ms, phase, s.messages, s.bytes, s.distinct_states,
-                        s.max_divergence, int(s.partitioned), s.down])
-
-
-def plot_series(
-    path: str, samples: Sequence[TickSample], options: SimOptions, faults: Sequence[Fault]
-) -> None:
-    """A PNG of the per-tick series, with the partition shaded (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ticks = [s.tick for s in samples]
-    fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
-    try:
-        ax0, ax1, ax2 = axes
-        ax0.plot(ticks, [s.messages for s in samples], color="tab:blue", lw=0.8)
-        ax0.set_ylabel("frames / tick")
-        twin = ax0.twinx()
-        twin.plot(ticks, [s.bytes / 1024 for s in samples], color="tab:orange", lw=0.8)
-        twin.set_ylabel("KiB / tick", color="tab:orange")
-        ax1.step(ticks, [s.distinct_states for s in samples], where="post", color="tab:green")
-        ax1.set_ylabel("distinct states")
-        ax2.plot(ticks, [s.max_divergence for s in samples], color="tab:red")
-        ax2.set_ylabel("max contributions behind")
-        ax2.set_xlabel(f"tick ({options.tick_ms} ms each)")
-        starts = [f.tick for f in faults if f.action == "split"]
-        ends = [f.tick for f in faults if f.action == "heal"]
-        for a, b in zip(starts, ends, strict=False):
-            for ax in axes:
-                ax.axvspan(a, b, color="grey", alpha=0.15, lw=0)
-        ax0.set_title(f"hybridsync simulate: seed {options.seed}, {options.peers} peers, "
-                      f"{options.routing}, loss {options.loss} (partition shaded)")
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-    finally:
-        plt.close(fig)
 
 
 # ---- peer ----------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The command lines: ``hybridsync simulate`` and its usage errors, ``python -m hybridsync.sim``.
 
 The real-network commands (``demo``, ``peer``, ``inspect``) run in
-tests/integration/test_cli_peer.py.
+tests/integration/test_cli_peer.py; the named scenarios of ``hybridsync simulate NAME`` in
+tests/sim/test_scenarios.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from hybridsync import cli
+from hybridsync.scenarios import Progress
+from hybridsync.scenarios._partition import CSV_COLUMNS
 from hybridsync.sim import __main__ as sim_main
 
 ENV = {**os.environ, "PYTHONWARNINGS": "error"}
@@ -32,7 +35,7 @@ def test_simulate_writes_a_csv_and_a_plot(tmp_path: Path,
     assert out.startswith("seed=4 options: seed=4 peers=4 ticks=60")
     with out_csv.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == list(cli.CSV_COLUMNS)
+    assert list(rows[0]) == list(CSV_COLUMNS)
     assert len(rows) >= 60
     assert {r["phase"] for r in rows} <= {"safety", "liveness"}
     assert any(r["partitioned"] == "1" for r in rows)
@@ -53,14 +56,14 @@ def test_simulate_same_seed_same_csv(tmp_path: Path) -> None:
 def test_the_textual_progress_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import fails: fall back to text
     stream = io.StringIO()
-    bar = cli._Progress(4, True, stream)
+    bar = Progress(4, True, stream)
     for _ in range(6):
         bar.update("states=1")
     bar.close()
     text = stream.getvalue()
     assert "100%" in text and "tick 6" in text and text.endswith("\n")
     silent = io.StringIO()
-    cli._Progress(4, False, silent).update("x")
+    Progress(4, False, silent).update("x")
     assert silent.getvalue() == ""
 
 
@@ -74,6 +77,10 @@ def test_the_textual_progress_bar(monkeypatch: pytest.MonkeyPatch) -> None:
         (["frobnicate"], 2),
         (["simulate", "--loss", "2"], 2),
         (["simulate", "--peers", "0"], 2),
+        (["simulate", "--list"], 0),
+        (["simulate", "nosuchscenario"], 2),
+        (["simulate", "partition-heal", "--peers", "1"], 2),
+        (["simulate", "routing", "--routings", "ring"], 2),
         (["demo", "--pace-s", "-1"], 2),
         (["demo", "--agents", "3"], 2),
         (["peer", "--help"], 0),
