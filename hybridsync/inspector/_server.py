@@ -188,6 +188,7 @@ class Inspector:
         self._port = 0
         self._conns: set[asyncio.Task[Any]] = set()
         self._streams: set[_Stream] = set()
+        self._refused: set[asyncio.StreamWriter] = set()
         self._ticker: asyncio.Task[None] | None = None
         self._unobserve: Callable[[], None] | None = None
         self._allowed_hosts: frozenset[str] | None = None
@@ -254,6 +255,9 @@ class Inspector:
             self._unobserve()
         if self._server is not None:
             self._server.close()
+        for w in self._refused:
+            w.close()
+        self._refused.clear()
         tasks = [*self._conns, *([self._ticker] if self._ticker is not None else [])]
         for t in tasks:
             t.cancel()
@@ -322,19 +326,38 @@ class Inspector:
         assert task is not None
         if self._stopping or len(self._conns) >= self._max_clients:
             self.counters["rejected_busy"] += 1
-            with contextlib.suppress(Exception):
-                writer.write(error_response(HttpError(503, "too many clients")))
-                writer.close()
+            self._refuse(writer)
             return
         self._conns.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (3.11's stream callback logs a cancelled task)
         finally:
             self._conns.discard(task)
             writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
+
+    def _refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Answer 503 without reading the request (no task, no buffer). Half-close now and
+        close a little later: closing with the request unread would reset the connection
+        before the client reads the answer."""
+        try:
+            writer.write(error_response(HttpError(503, "too many clients")))
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (ConnectionError, RuntimeError):
+            writer.close()
+            return
+        self._refused.add(writer)
+
+        def close() -> None:
+            self._refused.discard(writer)
+            writer.close()
+
+        asyncio.get_running_loop().call_later(1.0, close)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head_only = False
