@@ -286,25 +286,30 @@ class MemoryViews:
         return self._targets.remember(b"p" + c.id, parts)  # type: ignore[no-any-return]
 
     def _field_targets(self, c: Contribution, update: bytes) -> list[str]:
-        exact = self._paths.recall(c.id)
-        if exact is not None:
-            return [f"fields: {p}" for p in exact]
+        """The top-level keys the Yjs update writes, refined by the exact paths ``observe``
+        reported when this inspector saw the contribution applied (those name only what
+        changed visibly here: a write that lost to a concurrent one shows no path)."""
+        exact = [p for p in (self._paths.recall(c.id) or ()) if p]
         if len(update) > MAX_DECODE_BYTES:
-            return [f"fields ({len(update):,} B update)"]
-        try:
-            decoded = decode_update(update)
-        except PayloadError:
-            return ["fields (undecodable update)"]
-        keys = sorted({it.parent_sub for it in decoded.items
-                       if it.parent == ROOT_NAME and it.parent_sub is not None})
-        out = [f"fields: {k}" for k in keys[:20]]
-        if len(keys) > 20:
-            out.append(f"fields: … {len(keys) - 20} more keys")
-        if not keys:
-            nested = any(it.kind not in ("gc", "skip") for it in decoded.items)
-            out.append("fields (nested edit)" if nested else
-                       "fields (deletion)" if decoded.deletes else "fields (no change)")
-        return out
+            keys: list[str] = []
+            summary = f"fields ({len(update):,} B update)"
+        else:
+            try:
+                decoded = decode_update(update)
+            except PayloadError:
+                keys, summary = [], "fields (undecodable update)"
+            else:
+                keys = sorted({it.parent_sub for it in decoded.items
+                               if it.parent == ROOT_NAME and it.parent_sub is not None})
+                nested = any(it.kind not in ("gc", "skip") for it in decoded.items)
+                summary = ("fields (nested edit)" if nested else
+                           "fields (deletion)" if decoded.deletes else "fields (no change)")
+        paths = sorted({*exact, *(k for k in keys
+                                  if not any(p == k or p.startswith(k + "/") for p in exact))})
+        out = [f"fields: {p}" for p in paths[:20]]
+        if len(paths) > 20:
+            out.append(f"fields: … {len(paths) - 20} more")
+        return out or [summary]
 
     def targets(self, c: Contribution) -> list[str]:
         """What a contribution changed, in words: ``fields: key`` (exact paths when this

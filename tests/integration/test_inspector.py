@@ -192,6 +192,19 @@ def test_field_changes_name_the_exact_paths_once_observed(make_memory: Any) -> N
         assert [e["changes"] for e in hist] == [
             ["fields: tasks"], ["fields: tasks/t1/status"], ["fields: tasks"]]
         assert hist[2]["note"] == "delete"
+        # a write that loses to a concurrent one changes nothing visibly here: the keys it
+        # wrote are still named
+        b = make_memory("b")
+        a.fields["goal"] = "x"
+        b.fields["goal"] = "y"
+        with b.transaction():
+            b.fields["goal"] = "z"
+            b.fields["other"] = 1
+        sync_pair(a, b)
+        hist = (await get_json(ins, "/api/history?tail=1&limit=10"))["entries"]
+        by_dot = {f"{e['author']}#{e['seq']}": e["changes"] for e in hist}
+        assert by_dot["b#1"] == ["fields: goal"]
+        assert by_dot["b#2"] == ["fields: goal", "fields: other"]
 
     with_inspector(body, a)
 
@@ -541,6 +554,9 @@ def test_the_page_shows_a_value_written_by_another_peer(
         a.fields["tasks"] = {"t1": {"status": "open", "owner": "agent-a"}, "t2": {"status": "open"}}
         a.text("scratchpad").set("plan:\n1. sync\n2. inspect\n")
         a.commit()
+        with b.transaction(note="b's own start"):  # before they meet: concurrent with a's
+            b.fields["goal"] = "ship v1 today"
+            b.buffer("kv/agent-b", shape=(256, 64), dtype="float16").array[3] = 0.5
         pa = await hs.Peer.start(a, secret=SECRET, **FAST)
         pb = await hs.Peer.start(b, secret=SECRET, peers=[pa.url], **FAST)
         ins = await Inspector.start(a, pa, tick_interval_s=0.2)
@@ -551,8 +567,10 @@ def test_the_page_shows_a_value_written_by_another_peer(
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             await page.goto(ins.url)
+            await _poll_page(page, "document.getElementById('conflicts').textContent"
+                             ".includes('goal')", "the conflict on goal")
             await _poll_page(page, "document.getElementById('fields').textContent"
-                             ".includes('ship v1')", "the initial fields")
+                             ".includes('tasks')", "the initial fields")
             await _poll_page(page, "document.getElementById('live').classList.contains('on')",
                              "the live event stream")
             # agent-b writes: the page of agent-a shows it, without a reload
@@ -568,7 +586,7 @@ def test_the_page_shows_a_value_written_by_another_peer(
                 ".textContent; return t.includes('agent-b') && t; })()", "the session")
             assert "open" in sessions
             regions = await page.text_content("#regions")
-            assert "scratchpad" in regions and "text" in regions
+            assert "scratchpad" in regions and "kv/agent-b" in regions and "buffer" in regions
             assert errors == []
             await page.screenshot(path=str(shot), full_page=True)
         finally:

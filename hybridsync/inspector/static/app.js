@@ -142,7 +142,7 @@ function renderNetwork(net) {
   const body = $("sessions").tBodies[0];
   body.replaceChildren();
   if (!net.network) {
-    body.append(el("tr", null, el("td", {colspan: 8, class: "empty"}, "no network peer: this replica is inspected on its own")));
+    body.append(el("tr", null, el("td", {colspan: 7, class: "empty"}, "no network peer: this replica is inspected on its own")));
   }
   for (const s of net.sessions) {
     const lagCls = (n) => (n === null ? "muted" : n > 0 ? "lag" : "ok");
@@ -154,13 +154,13 @@ function renderNetwork(net) {
       el("td", {class: `num ${lagCls(s.lacks)}`}, s.lacks === null ? "?" : String(s.lacks)),
       el("td", {class: `num ${lagCls(s.ahead)}`}, s.ahead === null ? "?" : String(s.ahead)),
       el("td", {class: "num"}, s.connected ? fmtAge(s.last_frame_age_s) : "–"),
-      el("td", {class: "num"}, s.connected ? `${s.frames_in} / ${s.frames_out}` : "–"),
-      el("td", {class: "num"}, s.connected ? `${fmtBytes(s.bytes_in)} / ${fmtBytes(s.bytes_out)}` : "–"),
+      el("td", {class: "num"}, s.connected ? `${s.frames_in} / ${s.frames_out} frames` : "–",
+        s.connected ? el("div", {class: "muted small"}, `${fmtBytes(s.bytes_in)} / ${fmtBytes(s.bytes_out)}`) : null),
       el("td", {class: "num"}, s.connected ? String(s.queued) : "–"),
     ));
   }
   if (net.network && !net.sessions.length) {
-    body.append(el("tr", null, el("td", {colspan: 8, class: "empty"}, "no sessions yet")));
+    body.append(el("tr", null, el("td", {colspan: 7, class: "empty"}, "no sessions yet")));
   }
   const open = net.sessions.filter((s) => s.connected).length;
   setText("sessions-count", net.network ? `${open} connected` : "");
