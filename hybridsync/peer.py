@@ -22,7 +22,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 
@@ -55,6 +55,9 @@ from hybridsync.transport import (
     serve_tcp,
 )
 from hybridsync.wire import MAX_FRAME_BYTES
+
+if TYPE_CHECKING:
+    from hybridsync.interop._yws import YjsEndpoint
 
 __all__ = ["Peer", "SessionInfo"]
 
@@ -334,6 +337,7 @@ class Peer:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._unobserve: Callable[[], None] | None = None
+        self._yjs: YjsEndpoint | None = None  # the y-protocols endpoint (docs/interop.md)
         self._requery_until = 0.0
         self._last_requery = 0.0
         self._counters: dict[str, int] = dict.fromkeys(
@@ -371,12 +375,23 @@ class Peer:
         max_record_bytes: int = MAX_FRAME_BYTES + RECORD_OVERHEAD_BYTES,
         discovered_attempts: int = 5,
         rng: random.Random | None = None,
+        websocket: tuple[str, int] | None = None,
+        websocket_token: str | None = None,
+        websocket_readonly: bool = False,
+        websocket_max_message_bytes: int = 1 << 20,
+        websocket_max_clients: int = 64,
+        websocket_origins: Sequence[str] | None = None,
     ) -> Peer:
         """Listen on ``host:port`` (0 = a free port), dial ``peers`` (``tcp://host:port``),
         and with ``discovery="mdns"`` announce and browse on ``interfaces``.
 
         ``secret`` is the group secret (8–4096 bytes; use 32 random bytes): only peers of the
         same space holding it get a session. ``dead_after_s`` defaults to 4 × ``heartbeat_s``.
+
+        ``websocket=(host, port)`` also serves the fields document to stock Yjs clients
+        (y-protocols over WebSocket, room ``/<space>``, see ``websocket_url`` and
+        ``docs/interop.md``): ``websocket_token`` is required as the URL query ``?token=``,
+        ``websocket_readonly`` refuses their edits, the last three bound what they may send.
         """
         self = cls(
             mem, host=host, port=port, secret=secret, discovery=discovery, peers=peers,
@@ -388,6 +403,18 @@ class Peer:
             max_record_bytes=max_record_bytes, discovered_attempts=discovered_attempts, rng=rng,
         )
         self._listener = await serve_tcp(self._host, self._port_wanted, self._on_accept)
+        if websocket is not None:
+            from hybridsync.interop._yws import YjsEndpoint
+
+            try:
+                self._yjs = await YjsEndpoint.start(
+                    mem, websocket, token=websocket_token, readonly=websocket_readonly,
+                    max_message_bytes=websocket_max_message_bytes,
+                    max_clients=websocket_max_clients, origins=websocket_origins,
+                )
+            except BaseException:
+                await self.stop()
+                raise
         self._unobserve = mem.observe(self._on_change)
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"hybridsync-tick-{mem.peer}")
         for url in self._static:
@@ -416,6 +443,8 @@ class Peer:
             return
         self._stopping = True
         try:
+            if self._yjs is not None:
+                await self._yjs.close()
             if self._unobserve is not None:
                 self._unobserve()
             if self._discovery is not None:
@@ -484,6 +513,12 @@ class Peer:
         return self._instance.hex()
 
     @property
+    def websocket_url(self) -> str | None:
+        """``ws://host:port`` of the y-protocols endpoint, or None without one. Yjs clients
+        join the space's room: ``new WebsocketProvider(url, space, doc, {params: {token}})``."""
+        return None if self._yjs is None else self._yjs.url
+
+    @property
     def space_tag(self) -> str:
         """The keyed tag of the space (``hybridsync.security.space_tag``)."""
         return self._space_tag
@@ -500,6 +535,8 @@ class Peer:
         out["pending_handshakes"] = self._pending_handshakes
         out["sessions"] = len(self._sessions)
         out["targets"] = len(self._targets)
+        if self._yjs is not None:
+            out.update({f"websocket_{k}": v for k, v in self._yjs.stats().items()})
         return out
 
     async def connect(self, url: str, *, timeout_s: float = 10.0) -> str:
