@@ -8,6 +8,9 @@
 # fatal here: the tests then skip and say which tool is missing.
 set -uo pipefail
 
+# Node packages of the Yjs interop tests (yjs, y-websocket); a failure shows in those tests.
+bash "$(dirname "$0")/setup-node.sh" || echo "ci-setup: setup-node.sh failed" >&2
+
 bash "$(dirname "$0")/setup-browser.sh"  # chromium for the inspector's browser test; never fatal
 
 need=()
