@@ -199,7 +199,7 @@ class Memory:
         retransmit_rounds: int = 8,
         max_pending: int = 20_000,
         commit_interval_ms: int | None = 1_000,
-        gc_min_entries: int | None = None,
+        gc_min_entries: int | None = 256,
         retire_after_ms: int | None = None,
         max_conflicts: int = 10_000,
     ) -> None:
@@ -725,11 +725,22 @@ class Memory:
                     value, _failed = apply_patch(region.value, obj)
                     region.set(str(value))
                 elif p.plane == "buffer" and p.region not in self._regions.texts:
-                    shape, dtype, bb, blocks = obj
-                    buf = self.buffer(p.region, shape=shape, dtype=dtype)
+                    lay = obj.layout
+                    try:
+                        buf = self.buffer(p.region, shape=lay.shape, dtype=lay.dtype,
+                                          codec=None if lay.codec == "raw" else lay.codec)
+                    except ConfigError:
+                        # the region took another layout meanwhile: the late write cannot be
+                        # re-based into it (a known limit, docs/gc.md) — say so loudly
+                        log.error("a late write to buffer %r is lost: the region's layout "
+                                  "changed before it could be re-based", p.region)
+                        continue
                     raw = buf.array.reshape(-1).view(np.uint8)
-                    for idx, chunk in blocks:
-                        raw[idx * bb : idx * bb + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                    new, bb, off = obj.block_bytes(), lay.block_bytes, 0
+                    for idx in obj.indices.tolist():
+                        n = min(bb, lay.nbytes - idx * bb)
+                        raw[idx * bb : idx * bb + n] = new[off : off + n]
+                        off += n
                 elif p.plane == "delete" and p.region in self.regions():
                     self.delete_region(p.region)
         if region_parts:
