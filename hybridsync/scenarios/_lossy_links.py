@@ -120,6 +120,8 @@ def plot(path: Path, rows: Sequence[Row], title: str) -> None:
                 top.fill_between(xs, lo, hi, alpha=0.2, color=line.get_color(), lw=0)
                 kib = [mean([r["bytes"] / r["bursts"] / 1024 for r in g]) for g in per]
                 bottom.plot(xs, kib, marker="o", color=line.get_color(), label=label)
+            top.set_ylim(bottom=0)
+            bottom.set_ylim(bottom=0)
             top.set_ylabel("ticks to converge after a burst")
             bottom.set_ylabel("KiB sent per burst")
             bottom.set_xlabel(xlabel)

@@ -135,8 +135,8 @@ class _Pycrdt:
 
     def __init__(self, stream: ChurnStream) -> None:
         owners = sorted(set(stream.owner.values()))
-        self.writers = {o: pycrdt.Doc(client_id=_PYCRDT_CLIENT_BASE + i)
-                        for i, o in enumerate(owners)}
+        self.writers: dict[str, pycrdt.Doc[Any]] = {
+            o: pycrdt.Doc(client_id=_PYCRDT_CLIENT_BASE + i) for i, o in enumerate(owners)}
         self.reader: pycrdt.Doc[Any] = pycrdt.Doc(client_id=_PYCRDT_CLIENT_BASE + len(owners))
         self._subs = [w.observe(self._forward) for w in self.writers.values()]
         for name, text in stream.texts.items():
@@ -251,6 +251,8 @@ def measure(
             mem = s.sim.memory(stream.owner[name])
             mem.text(name).set(text)
             mem.commit()
+    for s in systems:  # every replica holds every text before the churn starts
+        s.sim.run_until_converged(liveness_ticks)
     every = max(1, ticks // samples)
     rows: list[Row] = []
     edits = 0

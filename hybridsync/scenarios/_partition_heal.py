@@ -43,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"peer counts to sweep, 2..{MAX_PEERS} (default 2,4,8)")
     p.add_argument("--partition-ticks", type=int_list, default=[10, 40, 160],
                    metavar="L,L,...", help="partition lengths in ticks (default 10,40,160)")
-    p.add_argument("--seeds", type=int, default=1,
-                   help="runs per cell, seeds SEED..SEED+N-1 (default 1)")
+    p.add_argument("--seeds", type=int, default=2,
+                   help="runs per cell, seeds SEED..SEED+N-1 (default 2)")
     p.add_argument("--warmup-ticks", type=int, default=20,
                    help="connected ticks before the split (default 20)")
     p.add_argument("--liveness-ticks", type=int, default=5000,
@@ -126,6 +126,8 @@ def plot(path: Path, rows: Sequence[Row], title: str) -> None:
             ax.set_ylabel(label)
             if key == "bytes_after_heal":
                 ax.set_yscale("log")
+            else:
+                ax.set_ylim(bottom=0)
         axes[0].legend(title="group size")
 
 

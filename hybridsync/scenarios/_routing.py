@@ -153,7 +153,8 @@ def plot(path: Path, rows: Sequence[Row], title: str) -> None:
     multi_batch = len({b for _, b in policies}) > 1
     panels = (("messages", "frames sent (whole run)", 1),
               ("bytes", "KiB sent (whole run)", 1024),
-              ("converge_ticks_mean", "ticks to converge after a burst\n(mean over bursts)", 1))
+              ("converge_ticks_mean", "ticks to converge after a burst\n(mean over bursts; "
+               "1 tick = 10 ms)", 1))
     width = 0.8 / len(policies)
     with figure(path, ncols=3, size=(14, 4.6), title=title) as (_, axes):
         for ax, (key, label, scale) in zip(axes, panels, strict=True):
