@@ -293,7 +293,6 @@ class Inspector:
     def _on_change(self, ch: Change) -> None:
         """``Memory.observe`` callback: cheap, never raises into the sync path."""
         try:
-            self._views.note_change(ch)
             if self._streams:
                 data = sse_event("change", change_json(ch))
                 for s in self._streams:

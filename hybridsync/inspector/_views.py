@@ -11,6 +11,7 @@ as strings, so the page never shows a rounded value.
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import re
 from collections import OrderedDict, deque
@@ -21,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 from hybridsync.causal import Contribution
 from hybridsync.causal._hlc import hlc_split
 from hybridsync.errors import ConfigError, PayloadError
-from hybridsync.fields._conflicts import DELETED
-from hybridsync.fields._plane import ROOT_NAME
-from hybridsync.fields._yupdate import decode_update
+from hybridsync.fields._conflicts import DELETED, FieldsConflictIndex, FieldWrite
 from hybridsync.regions._parts import decode_parts
 from hybridsync.replica import Change, Conflict, Memory
 
@@ -47,6 +46,8 @@ DEFAULT_HISTORY_PAGE = 100
 MAX_CONFLICTS_PAGE = 1_000
 REGION_SCAN_LIMIT = 10_000  # contributions looked at (newest first) for regions' last change
 MAX_DECODE_BYTES = 256 << 10  # a larger fields update is summarised by its size only
+MAX_INDEX_STATE_BYTES = 16 << 20  # a larger fields document is not indexed for the history
+_PREVIEW_CHARS = 60
 _CACHE_ENTRIES = 8_192
 _SAFE_INT = 1 << 53
 _CURSOR = re.compile(r"^([0-9]{1,20})-([0-9a-f]{64})$")
@@ -71,6 +72,23 @@ def plain_json(value: Any) -> Any:
     if value is DELETED:
         return {"$deleted": True}
     return {"$repr": repr(value)[:MAX_STRING_CHARS]}
+
+
+def _preview(value: Any) -> str:
+    """A one-line preview of a written value (clipped)."""
+    if isinstance(value, Mapping):
+        return "{…}" if value else "{}"
+    if isinstance(value, list | tuple):
+        return "[…]" if value else "[]"
+    if value is DELETED:
+        return "deleted"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)  # exact, however large
+    elif isinstance(value, bytes | bytearray | memoryview):
+        text = f"0x{bytes(value)[:MAX_BYTES_PREVIEW].hex()} ({len(value)} bytes)"
+    else:
+        text = json.dumps(plain_json(value), ensure_ascii=False)
+    return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS - 1] + "…"
 
 
 def _leaf(value: Any) -> dict[str, Any]:
@@ -214,12 +232,8 @@ class MemoryViews:
         self.mem = mem
         self.peer = peer
         self._targets = _Lru()  # id -> what the contribution touched
-        self._paths = _Lru()  # id -> field paths reported by observe (exact)
-
-    def note_change(self, ch: Change) -> None:
-        """Remember the exact field paths of an applied contribution (from ``observe``)."""
-        if ch.paths:
-            self._paths.remember(bytes.fromhex(ch.contribution), tuple(ch.paths[:50]))
+        self._index: FieldsConflictIndex | None = None
+        self._index_heads: tuple[str, ...] = ()
 
     # ---- parts of the state ------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -267,10 +281,10 @@ class MemoryViews:
                 entry["lines"] = data.count(b"\n") + (1 if data and not data.endswith(b"\n")
                                                       else 0)
                 entry["preview"] = text[:200]
-            c = last.get(name)
-            entry["last_change"] = None if c is None else {
-                "id": c.id.hex(), "author": c.author, "seq": c.seq, "note": c.note,
-                "hlc": hlc_json(c.hlc),
+            lc = last.get(name)
+            entry["last_change"] = None if lc is None else {
+                "id": lc.id.hex(), "author": lc.author, "seq": lc.seq, "note": lc.note,
+                "hlc": hlc_json(lc.hlc),
             }
             out.append(entry)
         return out
@@ -285,36 +299,60 @@ class MemoryViews:
             parts = ()
         return self._targets.remember(b"p" + c.id, parts)  # type: ignore[no-any-return]
 
+    def _fields_index(self) -> FieldsConflictIndex | None:
+        """An index of the fields document's items (key paths by item id), seeded from the
+        current state and rebuilt when the heads move: it resolves what an update writes
+        when its items name their key only through an origin (every overwrite of a key).
+        Our own instance; the replica's conflict index is never touched."""
+        heads = self.mem.heads
+        if self._index is not None and self._index_heads == heads:
+            return self._index
+        try:
+            state = self.mem.doc.get_update()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # pycrdt's PanicException derives from BaseException
+            return None
+        if len(state) > MAX_INDEX_STATE_BYTES:
+            return None
+        index = FieldsConflictIndex()
+        index.seed(state)
+        self._index, self._index_heads = index, heads
+        return index
+
     def _field_targets(self, c: Contribution, update: bytes) -> list[str]:
-        """The top-level keys the Yjs update writes, refined by the exact paths ``observe``
-        reported when this inspector saw the contribution applied (those name only what
-        changed visibly here: a write that lost to a concurrent one shows no path)."""
-        exact = [p for p in (self._paths.recall(c.id) or ()) if p]
+        """What a Yjs update did to the fields, by path: ``set`` (with a short preview of the
+        value), ``deleted``, ``insert`` into a list. Falls back to a summary when the update
+        is too large or cannot be resolved."""
         if len(update) > MAX_DECODE_BYTES:
-            keys: list[str] = []
-            summary = f"fields ({len(update):,} B update)"
-        else:
-            try:
-                decoded = decode_update(update)
-            except PayloadError:
-                keys, summary = [], "fields (undecodable update)"
+            return [f"fields ({len(update):,} B update)"]
+        index = self._fields_index()
+        writes: tuple[FieldWrite, ...] = ()
+        if index is not None:
+            writes = index.writes_of(c)  # reads the fields part of a multi payload itself
+            index.forget(c.id)
+        out: list[str] = []
+        seen: set[str] = set()
+        overwritten = {w.path for w in writes if w.action == "set"}
+        for w in writes:
+            if w.action == "delete" and w.path in overwritten:
+                continue  # the old value an overwrite replaced: the set says it all
+            if w.action == "set":
+                text = f"fields: {w.path} = {_preview(w.value)}"
+            elif w.action == "delete":
+                text = f"fields: {w.path} deleted"
             else:
-                keys = sorted({it.parent_sub for it in decoded.items
-                               if it.parent == ROOT_NAME and it.parent_sub is not None})
-                nested = any(it.kind not in ("gc", "skip") for it in decoded.items)
-                summary = ("fields (nested edit)" if nested else
-                           "fields (deletion)" if decoded.deletes else "fields (no change)")
-        paths = sorted({*exact, *(k for k in keys
-                                  if not any(p == k or p.startswith(k + "/") for p in exact))})
-        out = [f"fields: {p}" for p in paths[:20]]
-        if len(paths) > 20:
-            out.append(f"fields: … {len(paths) - 20} more")
-        return out or [summary]
+                text = f"fields: {w.path} insert"
+            if text not in seen:
+                seen.add(text)
+                out.append(text)
+        if len(out) > 20:
+            out[20:] = [f"fields: … {len(out) - 20} more"]
+        return out or ["fields (no resolvable write)"]
 
     def targets(self, c: Contribution) -> list[str]:
-        """What a contribution changed, in words: ``fields: key`` (exact paths when this
-        inspector saw it applied, else the top-level keys its Yjs update writes),
-        ``text: name``, ``buffer: name``, ``deleted region: name``."""
+        """What a contribution changed, in words: ``fields: path = value`` (or ``deleted``,
+        ``insert``), ``text: name``, ``buffer: name``, ``deleted region: name``."""
         cached = self._targets.recall(c.id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]

@@ -10,6 +10,7 @@ screenshot under ``$HYBRIDSYNC_ARTIFACTS`` (default ``tests/artifacts/``) and pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import doctest
 import json
 import os
@@ -65,18 +66,14 @@ async def exchange(port: int, raw: bytes, timeout_s: float = 15.0) -> Reply:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(raw)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass  # refused mid-send (a head too large): the answer is still there to read
+        with contextlib.suppress(ConnectionError):  # refused mid-send (a head too large):
+            await writer.drain()  # the answer is still there to read
         async with asyncio.timeout(timeout_s):
             data = await reader.read()
     finally:
         writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-        except ConnectionError:
-            pass
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     m = re.match(r"HTTP/1\.1 (\d{3}) ", lines[0])
@@ -129,7 +126,7 @@ def _two_replicas_with_everything(make_memory: Callable[..., hs.Memory]) -> tupl
 
 # ---- the JSON API ------------------------------------------------------------------------
 def test_state_shows_fields_regions_history_and_conflicts(make_memory: Any) -> None:
-    a, b = _two_replicas_with_everything(make_memory)
+    a, _ = _two_replicas_with_everything(make_memory)
 
     async def body(ins: Inspector) -> None:
         assert ins.url == f"http://127.0.0.1:{ins.port}/"
@@ -160,7 +157,8 @@ def test_state_shows_fields_regions_history_and_conflicts(make_memory: Any) -> N
         assert tx["author"] == "b" and set(tx["changes"]) == {"text: scratchpad", "buffer: kv/b"}
         first, second = hist["entries"][:2]
         assert first["parents"] == [] and first["author"] == "a"
-        assert first["changes"] == ["fields: goal"] and second["changes"] == ["fields: big"]
+        assert first["changes"] == ['fields: goal = "ship v1"']
+        assert second["changes"] == [f"fields: big = {2**60 + 1}"]
         assert [p["dot"] for p in second["parents"]] == ["a#1"]
         assert {p["dot"] for p in tx["parents"]} == {"b#1"}
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["hlc"]["iso"])
@@ -180,7 +178,7 @@ def test_state_shows_fields_regions_history_and_conflicts(make_memory: Any) -> N
     with_inspector(body, a)
 
 
-def test_field_changes_name_the_exact_paths_once_observed(make_memory: Any) -> None:
+def test_history_says_what_each_contribution_wrote(make_memory: Any) -> None:
     a = make_memory("a")
 
     async def body(ins: Inspector) -> None:
@@ -190,10 +188,11 @@ def test_field_changes_name_the_exact_paths_once_observed(make_memory: Any) -> N
             del a.fields["tasks"]
         hist = (await get_json(ins, "/api/history?tail=1&limit=3"))["entries"]
         assert [e["changes"] for e in hist] == [
-            ["fields: tasks"], ["fields: tasks/t1/status"], ["fields: tasks"]]
+            ["fields: tasks = {…}"], ['fields: tasks/t1/status = "done"'],
+            ["fields: tasks deleted"]]
         assert hist[2]["note"] == "delete"
-        # a write that loses to a concurrent one changes nothing visibly here: the keys it
-        # wrote are still named
+        # a write that loses to a concurrent one (nothing changes visibly here) is still
+        # named, and so is an overwrite (its item names the key only through its origin)
         b = make_memory("b")
         a.fields["goal"] = "x"
         b.fields["goal"] = "y"
@@ -203,8 +202,8 @@ def test_field_changes_name_the_exact_paths_once_observed(make_memory: Any) -> N
         sync_pair(a, b)
         hist = (await get_json(ins, "/api/history?tail=1&limit=10"))["entries"]
         by_dot = {f"{e['author']}#{e['seq']}": e["changes"] for e in hist}
-        assert by_dot["b#1"] == ["fields: goal"]
-        assert by_dot["b#2"] == ["fields: goal", "fields: other"]
+        assert by_dot["b#1"] == ['fields: goal = "y"']
+        assert by_dot["b#2"] == ['fields: goal = "z"', "fields: other = 1"]
 
     with_inspector(body, a)
 
