@@ -18,10 +18,10 @@ from hybridsync.scenarios._common import Context, Outcome, Row, figure, write_ro
 from hybridsync.sim import Fault, SimOptions, Simulation, TickSample, run
 from hybridsync.sim._options import ROUTINGS
 
-__all__ = ["CSV_COLUMNS", "add_arguments", "partition_faults", "plot_series", "run_scenario",
+__all__ = ["COLUMNS", "add_arguments", "partition_faults", "plot_series", "run_scenario",
            "sample_rows"]
 
-CSV_COLUMNS = ("tick", "time_ms", "phase", "messages", "bytes", "distinct_states",
+COLUMNS = ("tick", "time_ms", "phase", "messages", "bytes", "distinct_states",
                "max_divergence", "partitioned", "down")
 
 
@@ -144,7 +144,7 @@ def run_scenario(args: argparse.Namespace, ctx: Context) -> Outcome:
         progress.close()
     rows = sample_rows(result.samples, options.ticks)
     if csv_path is not None:
-        write_rows(csv_path, CSV_COLUMNS, rows)
+        write_rows(csv_path, COLUMNS, rows)
         ctx.say(f"wrote {len(rows)} rows to {csv_path}")
     if png_path is not None:
         plot_series(png_path, result.samples, options, faults)

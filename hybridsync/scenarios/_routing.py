@@ -123,11 +123,12 @@ def measure(
         check_policy_independence(prints, replay=base.replay_command() + " --check-policies")
     except GuaranteeViolation as exc:
         problem = str(exc)
-    ref_row = rows[0]
-    for row in rows:
+    ref_row, ref = rows[0], prints[0]
+    for row, fp in zip(rows, prints, strict=True):
         same = (row["state_digest"] == ref_row["state_digest"]
-                and row["history_digest"] == ref_row["history_digest"])
-        row["identical"] = same and problem is None
+                and (fp.history, fp.fields_json, fp.conflicts)
+                == (ref.history, ref.fields_json, ref.conflicts))
+        row["identical"] = same
         if not same and problem is None:
             problem = (f"G4 policy independence: {row['routing']}/batch={row['batch_size']} "
                        f"ends in state {row['state_digest']} vs {ref_row['state_digest']}")

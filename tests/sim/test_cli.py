@@ -19,7 +19,7 @@ import pytest
 
 from hybridsync import cli
 from hybridsync.scenarios import Progress
-from hybridsync.scenarios._partition import CSV_COLUMNS
+from hybridsync.scenarios._partition import COLUMNS
 from hybridsync.sim import __main__ as sim_main
 
 ENV = {**os.environ, "PYTHONWARNINGS": "error"}
@@ -35,7 +35,7 @@ def test_simulate_writes_a_csv_and_a_plot(tmp_path: Path,
     assert out.startswith("seed=4 options: seed=4 peers=4 ticks=60")
     with out_csv.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == list(CSV_COLUMNS)
+    assert list(rows[0]) == list(COLUMNS)
     assert len(rows) >= 60
     assert {r["phase"] for r in rows} <= {"safety", "liveness"}
     assert any(r["partitioned"] == "1" for r in rows)
