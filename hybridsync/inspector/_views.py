@@ -233,7 +233,7 @@ class MemoryViews:
         self.peer = peer
         self._targets = _Lru()  # id -> what the contribution touched
         self._index: FieldsConflictIndex | None = None
-        self._index_heads: tuple[str, ...] = ()
+        self._indexed: set[bytes] = set()  # contributions whose items the index holds
 
     # ---- parts of the state ------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -299,26 +299,31 @@ class MemoryViews:
             parts = ()
         return self._targets.remember(b"p" + c.id, parts)  # type: ignore[no-any-return]
 
-    def _fields_index(self) -> FieldsConflictIndex | None:
-        """An index of the fields document's items (key paths by item id), seeded from the
-        current state and rebuilt when the heads move: it resolves what an update writes
-        when its items name their key only through an origin (every overwrite of a key).
-        Our own instance; the replica's conflict index is never touched."""
-        heads = self.mem.heads
-        if self._index is not None and self._index_heads == heads:
-            return self._index
-        try:
-            state = self.mem.doc.get_update()
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException:  # pycrdt's PanicException derives from BaseException
-            return None
-        if len(state) > MAX_INDEX_STATE_BYTES:
-            return None
-        index = FieldsConflictIndex()
-        index.seed(state)
-        self._index, self._index_heads = index, heads
-        return index
+    def _sync_index(self, history: list[Contribution]) -> None:
+        """Keep our index of the fields document's items (key paths by item id) current: it
+        resolves what an update writes when its items name their key only through an origin
+        (every overwrite of a key). Seeded once from the current state (which also covers
+        compacted history), then fed each new contribution once, in the causal order. Our
+        own instance: the replica's conflict index is never touched."""
+        if self._index is None:
+            try:
+                state = self.mem.doc.get_update()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # pycrdt's PanicException derives from BaseException
+                return
+            if len(state) > MAX_INDEX_STATE_BYTES:
+                return
+            self._index = FieldsConflictIndex()
+            self._index.seed(state)
+            self._indexed = {c.id for c in history}  # their items are in the state
+            return
+        for c in history:
+            if c.id not in self._indexed:
+                self._indexed.add(c.id)
+                self._targets.remember(c.id, self._describe(c))
+        if len(self._indexed) > 2 * len(history) + 1024:  # compaction dropped some
+            self._indexed &= {c.id for c in history}
 
     def _field_targets(self, c: Contribution, update: bytes) -> list[str]:
         """What a Yjs update did to the fields, by path: ``set`` (with a short preview of the
@@ -326,7 +331,7 @@ class MemoryViews:
         is too large or cannot be resolved."""
         if len(update) > MAX_DECODE_BYTES:
             return [f"fields ({len(update):,} B update)"]
-        index = self._fields_index()
+        index = self._index
         writes: tuple[FieldWrite, ...] = ()
         if index is not None:
             writes = index.writes_of(c)  # reads the fields part of a multi payload itself
@@ -356,22 +361,24 @@ class MemoryViews:
         cached = self._targets.recall(c.id)
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        out: list[str] = []
+        return self._targets.remember(c.id, self._describe(c))  # type: ignore[no-any-return]
+
+    def _describe(self, c: Contribution) -> list[str]:
         if c.kind == "fields":
-            out = self._field_targets(c, c.payload)
-        else:
-            try:
-                parts = decode_parts(c.payload)
-            except PayloadError:
-                parts = []
-            for p in parts:
-                if p.plane == "fields":
-                    out.extend(self._field_targets(c, p.data))
-                elif p.plane == "delete":
-                    out.append(f"deleted region: {p.region}")
-                else:
-                    out.append(f"{p.plane}: {p.region}")
-        return self._targets.remember(c.id, out)  # type: ignore[no-any-return]
+            return self._field_targets(c, c.payload)
+        out: list[str] = []
+        try:
+            parts = decode_parts(c.payload)
+        except PayloadError:
+            parts = []
+        for p in parts:
+            if p.plane == "fields":
+                out.extend(self._field_targets(c, p.data))
+            elif p.plane == "delete":
+                out.append(f"deleted region: {p.region}")
+            else:
+                out.append(f"{p.plane}: {p.region}")
+        return out
 
     def entry(self, c: Contribution, dots: Callable[[bytes], str | None]) -> dict[str, Any]:
         return {
@@ -401,6 +408,7 @@ class MemoryViews:
         if after is not None and tail:
             raise ConfigError("give either after= or tail=, not both")
         hist = self.mem.history()
+        self._sync_index(hist)
         if tail:
             start = max(0, len(hist) - limit)
         elif after is None:

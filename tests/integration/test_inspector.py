@@ -169,6 +169,7 @@ def test_state_shows_fields_regions_history_and_conflicts(make_memory: Any) -> N
         assert conflict["location"] == "goal" and sorted(conflict["authors"]) == ["a", "b"]
         assert conflict["contributions"][1] in {e["id"] for e in hist["entries"]}
         assert {"ship v2", "ship v3"} == set(conflict["values"])
+        assert doc["build_ms"] >= 0  # what the page paces its refreshes by
         assert doc["stats"]["log_length"] == 5 and doc["stats"]["conflicts"] == 1
         # the separate endpoints agree with the state document
         assert (await get_json(ins, "/api/fields"))["fields"] == doc["fields"]

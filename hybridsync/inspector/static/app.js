@@ -11,6 +11,7 @@ const state = {
   again: false,
   timer: null,
   lastRender: 0,
+  buildMs: 0,               // how long the server took to build the last state
 };
 
 function $(id) { return document.getElementById(id); }
@@ -247,6 +248,7 @@ async function refresh() {
     const res = await fetch(`api/state?history=${encodeURIComponent(n)}`, {cache: "no-store"});
     const doc = await res.json();
     if (!res.ok) throw new Error(doc.error || res.statusText);
+    state.buildMs = Number(doc.build_ms) || 0;
     render(doc);
     setText("error", "");
   } catch (err) {
@@ -258,10 +260,13 @@ async function refresh() {
   }
 }
 
-// At most one refresh per 250 ms however fast changes come.
+// At most one refresh per 250 ms however fast changes come, and never more often than
+// every 4 × the time the server took to build the last state: reading a big replica must
+// not keep the peer's event loop busy.
 function schedule() {
   if (state.timer !== null) return;
-  const wait = Math.max(0, 250 - (Date.now() - state.lastRender));
+  const pace = Math.max(250, 4 * state.buildMs);
+  const wait = Math.max(0, pace - (Date.now() - state.lastRender));
   state.timer = setTimeout(() => { state.timer = null; refresh(); }, wait);
 }
 
