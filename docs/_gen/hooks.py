@@ -191,8 +191,9 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
             return m.group(0)  # broken: let MkDocs report it
         if bang and rel.lower().endswith(_IMAGE_EXT):
             return f"![{text}]({site_link(f'{_COPIES}/{rel}', '')}{title})"
-        code = f"`{rel}`"
-        if text.strip("`") in (rel, rel.rstrip("/"), posixpath.basename(rel.rstrip("/"))):
+        shown = rel + "/" if (root / rel).is_dir() else rel
+        code = f"`{shown}`"
+        if text.strip("`").rstrip("/") in (rel, posixpath.basename(rel)):
             return code
         return f"{text} ({code})"
 
