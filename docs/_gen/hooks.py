@@ -10,7 +10,9 @@ copying those files by hand, this hook:
 2. rewrites, in every page, a relative link that leaves ``docs/``: to the generated page when
    its target is one of them, to a copy of the image when it is an image, and otherwise to
    the repository path in code (`` `hybridsync/sim/` ``), because a source file is not a page.
-   A link whose target does not exist anywhere is left alone, so MkDocs still reports it;
+   A link whose target does not exist is left alone in a docs page, so MkDocs still reports
+   it; in a generated page (a README that may point at made, uncommitted output such as
+   ``simulations/results/``) it is shown as the path;
 3. leaves out of the nav the pages other issues are still writing (``PENDING_PAGES``) while
    their file does not exist, and logs that it did.
 """
@@ -188,7 +190,11 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
         if rel in by_source:
             return f"{bang}[{text}]({site_link(by_source[rel], fragment)}{title})"
         if not (root / rel).exists():
-            return m.group(0)  # broken: let MkDocs report it
+            if not from_external:
+                return m.group(0)  # broken: let MkDocs report it
+            # A README may point at output that is made, not committed (results/ plots).
+            log.info("%s: %s does not exist; shown as a path", src_uri, rel)
+            return f"{text} (`{rel}`)" if text and text.strip("`") != rel else f"`{rel}`"
         if bang and rel.lower().endswith(_IMAGE_EXT):
             return f"![{text}]({site_link(f'{_COPIES}/{rel}', '')}{title})"
         shown = rel + "/" if (root / rel).is_dir() else rel

@@ -113,6 +113,9 @@ def test_links_in_generated_pages_resolve_from_their_source() -> None:
     md = "[wire](../docs/wire.md) [arch](../ARCHITECTURE.md) [code](../hybridsync/sim/)\n"
     out = hooks.on_page_markdown(md, _page("testing.md"), _config(), None)  # tests/README.md
     assert out == "[wire](wire.md) [arch](architecture.md) code (`hybridsync/sim/`)\n"
+    made = hooks.on_page_markdown("![plot](results/x.png)", _page("simulations.md"),
+                                  _config(), None)
+    assert made == "plot (`simulations/results/x.png`)"  # made output, not committed
     deeper = hooks.on_page_markdown("[a](../architecture.md)", _page("api/x.md"), _config(),
                                     None)
     assert deeper == "[a](../architecture.md)"  # a docs link stays as written
