@@ -28,7 +28,7 @@ from hybridsync.fields import DELETED
 
 __all__ = ["Checkpoint", "Stability", "decode_checkpoint", "encode_checkpoint"]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 _EXT_DELETED = 1
 OrderKey = tuple[int, bytes]
 
@@ -110,6 +110,7 @@ class Checkpoint:
     fields: bytes  # Yjs v1 state of the fields document as of the compacted prefix
     regions: list[list[Any]]
     archive: list[tuple[tuple[Any, ...], Any]] = field(default_factory=list)  # conflicts
+    dropped: bytes = b""  # DroppedRanges.encode() of the fields compactions (b"": none)
 
 
 def _default(obj: object) -> Any:
@@ -140,7 +141,7 @@ def encode_checkpoint(space: str, cp: Checkpoint) -> bytes:
         [[c.author, c.seq, c.id, list(c.parents), c.lamport, c.hlc, c.kind,
           sorted(causal.items())] for c, causal in cp.stubs],
         sorted([cid, a, s, lam] for cid, (a, s, lam) in cp.gone.items()),
-        cp.fields, cp.regions, archive,
+        cp.fields, cp.regions, archive, cp.dropped,
     ]
     out: bytes = msgpack.packb(body, use_bin_type=True, default=_default)
     return out
@@ -153,10 +154,12 @@ def decode_checkpoint(space: str, data: bytes) -> Checkpoint:
     try:
         obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
                               ext_hook=_ext, max_map_len=1 << 20)
-        (version, sp, base, compacted, stubs, gone, fields_state, regions, archive) = obj
+        (version, sp, base, compacted, stubs, gone, fields_state, regions, archive,
+         dropped) = obj
         if version != CHECKPOINT_VERSION or sp != space:
             raise PayloadError("checkpoint of another version or space")
-        if type(fields_state) is not bytes or type(regions) is not list:
+        if (type(fields_state) is not bytes or type(regions) is not list
+                or type(dropped) is not bytes):
             raise PayloadError("checkpoint fields/regions have the wrong types")
         comp = {str(a): int(n) for a, n in compacted}
         st = []
@@ -186,4 +189,8 @@ def decode_checkpoint(space: str, data: bytes) -> Checkpoint:
         raise
     except Exception as exc:  # msgpack errors, unpacking, wrong types
         raise PayloadError(f"malformed checkpoint: {type(exc).__name__}: {exc}") from None
-    return Checkpoint(base_key, comp, st, gn, fields_state, regions, arch)
+    if dropped:
+        from hybridsync.fields._compact import DroppedRanges
+
+        DroppedRanges.decode(dropped)  # PayloadError if malformed
+    return Checkpoint(base_key, comp, st, gn, fields_state, regions, arch, dropped)

@@ -37,6 +37,12 @@ from hybridsync.errors import (
     TransactionError,
 )
 from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane, FieldWrite
+from hybridsync.fields._compact import (
+    DroppedRanges,
+    compact_state,
+    export_update,
+    rewrite_update,
+)
 from hybridsync.fields._values import canonical_json_default
 from hybridsync.regions import BufferRegion, RegionsPlane, TextRegion
 from hybridsync.regions._parts import Part, decode_parts, encode_parts
@@ -258,6 +264,9 @@ class Memory:
         self._stability = Stability(self.peer, retire_after_ms)
         # the fields document as of the compacted prefix
         self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        # what compactions of the fields checkpoint dropped (deleted map entries): every
+        # update applied here is rewritten against it, every local one exported
+        self._dropped = DroppedRanges()
         self._base_key: tuple[int, bytes] | None = None
         self._archive: list[tuple[tuple[Any, ...], Conflict]] = []
         self._gone_meta: dict[bytes, tuple[tuple[int, bytes], str]] = {}
@@ -383,18 +392,21 @@ class Memory:
         self._dispatch()
         return True
 
-    def _rebuild_fields(self) -> None:
-        """Rebuild the fields document from the committed log only."""
-        self._doc_generation += 1
+    def _rebuild_fields(self, *, same_client: bool = False) -> None:
+        """Rebuild the fields document from the committed log only.
+
+        A new Yjs client id unless ``same_client``: only allowed when the document holds
+        nothing uncommitted (after a compaction), so no (client, clock) pair is ever reused
+        for different content — and concurrent writes keep the ids that order them."""
+        if same_client:
+            client_id = self._fields.doc.client_id
+        else:
+            self._doc_generation += 1
+            client_id = yjs_client_id(self.peer, self.incarnation, self._doc_generation)
         updates: list[bytes] = [self._stable_doc.get_update()]
         for c in self._log.ordered():
-            if c.kind == "fields":
-                updates.append(c.payload)
-            else:
-                updates.extend(p.data for p in decode_parts(c.payload) if p.plane == "fields")
-        self._fields.rebuild(
-            yjs_client_id(self.peer, self.incarnation, self._doc_generation), updates
-        )
+            updates.extend(self._fields_in(u) for u in self._fields_updates(c))
+        self._fields.rebuild(client_id, updates)
 
     def _cycle(self) -> None:
         """The diff/patch cycle: commit what changed in texts and buffers as one contribution."""
@@ -404,6 +416,8 @@ class Memory:
             self._commit_parts(None, parts, "")
 
     def _commit_parts(self, update: bytes | None, parts: list[Part], note: str) -> None:
+        if update is not None and self._dropped:
+            update = export_update(update, self._dropped)
         if not parts:
             if update is not None:
                 self._commit_local("fields", update, note)
@@ -590,7 +604,7 @@ class Memory:
         #    nothing waits for a missing dependency)
         for c in dropped:
             for update in self._fields_updates(c):
-                self._stable_doc.apply_update(update)
+                self._stable_doc.apply_update(self._fields_in(update))
             self._conflict_index.forget(c.id)
             self._decoded.pop(c.id, None)
         # 3. regions fold the prefix into their bases; 4. the log keeps stubs and the dots
@@ -610,14 +624,40 @@ class Memory:
         self._gone_meta = {k: v for k, v in meta.items() if k not in self._log}
         self._base_key = upto
         self._compacted += n
+        self._compact_fields()
         # the conflict index forgets compacted items: reseeded from the checkpoint state,
         # then the retained contributions (decoded lazily)
         self._conflict_index = FieldsConflictIndex()
-        self._conflict_index.seed(self._stable_doc.get_update())
+        self._conflict_index.seed(self._stable_doc.get_update(), self._dropped)
         for c in self._log.ordered():
             self._conflict_index.defer(c)
         # 5. the store drops them and keeps the checkpoint, atomically
         self._store.compact([c.id for c in dropped], self._checkpoint_bytes())
+
+    def _fields_in(self, update: bytes) -> bytes:
+        """A contribution's Yjs update as this replica's (compacted) document takes it."""
+        return rewrite_update(update, self._dropped) if self._dropped else update
+
+    def _compact_fields(self) -> None:
+        """Drop the deleted map entries of the fields checkpoint (``fields/_compact.py``)
+        and rebuild the live document on it: overwritten and deleted keys stop costing
+        metadata (G5). Map chains written by retained contributions that are concurrent with
+        part of the checkpoint stay whole (they may name any item of them)."""
+        folded = self._log.compacted()
+        concurrent = [
+            u
+            for c in self._log.ordered()
+            if any(self._log.causal_vv(c.id).get(a, 0) < n for a, n in folded.items())
+            for u in self._fields_updates(c)
+        ]
+        state = compact_state(self._stable_doc.get_update(), concurrent=concurrent)
+        if not state.dropped_items:
+            return
+        self._dropped = self._dropped.union(state.dropped)
+        stable: pycrdt.Doc[Any] = pycrdt.Doc()
+        stable.apply_update(state.update)
+        self._stable_doc = stable
+        self._rebuild_fields(same_client=True)
 
     def _fields_updates(self, c: Contribution) -> list[bytes]:
         if not c.payload:
@@ -638,6 +678,7 @@ class Memory:
             stubs=self._log.stubs(),
             gone=gone,
             fields=self._stable_doc.get_update(),
+            dropped=self._dropped.encode() if self._dropped else b"",
             regions=self._regions.bases(),
             archive=list(self._archive),
         )
@@ -654,7 +695,9 @@ class Memory:
             raise
         except BaseException as exc:  # pycrdt's PanicException derives from BaseException
             raise PayloadError(f"checkpoint fields state is not a Yjs update: {exc!r}") from None
+        dropped = DroppedRanges.decode(cp.dropped) if cp.dropped else DroppedRanges()
         self._log = CausalLog(self.space, max_pending=self._max_pending)
+        self._dropped = dropped
         self._log.restore(cp.stubs, cp.compacted,
                           {cid: (a, s) for cid, (a, s, _) in cp.gone.items()})
         self._regions.reset(self._log.happened_before)
@@ -665,7 +708,7 @@ class Memory:
             yjs_client_id(self.peer, self.incarnation, self._doc_generation), [cp.fields]
         )
         self._conflict_index = FieldsConflictIndex()
-        self._conflict_index.seed(cp.fields)
+        self._conflict_index.seed(cp.fields, self._dropped)
         self._conflicts = []
         self._archive = list(cp.archive)
         self._gone_meta = {cid: ((lam, cid), a) for cid, (a, _, lam) in cp.gone.items()}
@@ -797,6 +840,8 @@ class Memory:
 
     # ---- local commits -------------------------------------------------------------------
     def _autocommit(self, update: bytes) -> None:
+        if self._dropped:
+            update = export_update(update, self._dropped)
         self._commit_local("fields", update, "")
         self._dispatch()
 
@@ -853,12 +898,12 @@ class Memory:
         decoded: list[tuple[Part, Any]] = []
         try:
             if c.kind == "fields":
-                self._fields.apply(c.payload)
+                self._fields.apply(self._fields_in(c.payload))
             else:
                 decoded = self._decoded.pop(c.id, []) or self._decode_multi(c)
                 for p, _ in decoded:
                     if p.plane == "fields":
-                        self._fields.apply(p.data)
+                        self._fields.apply(self._fields_in(p.data))
         except PayloadError:
             # pycrdt may have integrated part of the update before refusing it: rebuild the
             # document from the log, which does not hold this contribution.

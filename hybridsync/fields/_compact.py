@@ -699,12 +699,25 @@ def _chain_tail(items: Sequence[RawStruct]) -> ItemId:
 
 
 def _touched_chains(index: _Index, concurrent: Iterable[bytes]) -> set[tuple[Parent, str]]:
-    """The map chains (parent, key) that the concurrent updates write to."""
+    """The map chains (parent, key) that the concurrent updates write to or delete from
+    (a deletion of a dropped item would leave no trace for the conflict index to find)."""
     extra = _Index()
     new_items: list[RawStruct] = []
+    deleted: list[RawStruct] = []
     for update in concurrent:
-        for _, written in decode_raw(update).clients:
+        raw = decode_raw(update)
+        for _, written in raw.clients:
             new_items.extend(s for s in written if s.is_item)
+        for client, spans in raw.deletes:
+            starts, structs = index.starts.get(client), index.structs.get(client)
+            if not starts or structs is None:
+                continue
+            for clock, length in spans:
+                i = max(0, bisect.bisect_right(starts, clock) - 1)
+                while i < len(structs) and structs[i].clock < clock + length:
+                    if structs[i].is_item and structs[i].clock + structs[i].length > clock:
+                        deleted.append(structs[i])
+                    i += 1
     per: dict[int, list[RawStruct]] = {}
     for s in sorted(new_items, key=lambda s: (s.client, s.clock)):
         known = per.setdefault(s.client, [])
@@ -720,7 +733,7 @@ def _touched_chains(index: _Index, concurrent: Iterable[bytes]) -> set[tuple[Par
 
     resolver = _Resolver(_Both())
     touched: set[tuple[Parent, str]] = set()
-    for s in new_items:
+    for s in (*new_items, *deleted):
         loc = resolver.location(s)
         if loc is not None and loc is not _DEAD and loc[1] is not None:
             touched.add((loc[0], loc[1]))

@@ -20,6 +20,7 @@ from typing import Any
 
 from hybridsync.causal import Contribution
 from hybridsync.errors import PayloadError
+from hybridsync.fields._compact import DroppedRanges
 from hybridsync.fields._plane import ROOT_NAME
 from hybridsync.fields._values import plain
 from hybridsync.fields._yupdate import YItem, decode_update
@@ -81,9 +82,18 @@ class FieldsConflictIndex:
     def forget(self, cid: bytes) -> None:
         self._writes.pop(cid, None)
 
-    def seed(self, state: bytes) -> None:
+    def seed(self, state: bytes, dropped: DroppedRanges | None = None) -> None:
         """Index the items of a checkpoint's fields state (no writes are attributed to it):
-        later updates name those items as origins, and their paths must stay resolvable."""
+        later updates name those items as origins, and their paths must stay resolvable.
+        ``dropped``: what compactions of that state dropped; a later update may still name
+        the tail of a deleted key (an anchor) as origin, which resolves to its (parent, key)."""
+        if dropped:
+            anchors = dropped.anchors
+            for client, start, end, tag in dropped.ranges():
+                if tag >= 0:
+                    anchor_parent, anchor_key = anchors[tag]
+                    self._items[(client, start)] = _Entry(anchor_parent, anchor_key, end - start)
+                    bisect.insort(self._clocks.setdefault(client, []), start)
         try:
             update = decode_update(state)
         except PayloadError:
