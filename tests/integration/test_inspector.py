@@ -411,6 +411,34 @@ def test_event_stream_pushes_changes_and_ticks(make_memory: Any) -> None:
     with_inspector(body, a, max_streams=1, tick_interval_s=0.1)
 
 
+def test_stop_ends_open_event_streams_and_binds_only_the_given_address(
+        make_memory: Any) -> None:
+    a = make_memory("a")
+
+    async def main() -> None:
+        ins = await Inspector.start(a, host="127.0.0.1")
+        try:
+            with pytest.raises(OSError):  # another loopback address: nothing listens there
+                _, w = await asyncio.open_connection("127.0.0.2", ins.port)
+                w.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", ins.port)
+            writer.write(f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{ins.port}\r\n\r\n"
+                         .encode())
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+            assert (await read_event(reader))[0] == "hello"
+            assert ins.clients == 1
+        finally:
+            await ins.stop()
+        async with asyncio.timeout(15):
+            rest = await reader.read()  # the stream ends: EOF, no hang
+        assert b"event:" not in rest and ins.clients == 0
+        writer.close()
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", ins.port)
+
+    run(main(), timeout_s=60)
+
+
 def test_a_slow_event_reader_is_told_to_resync(make_memory: Any) -> None:
     a = make_memory("a")
 
