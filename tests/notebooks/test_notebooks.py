@@ -107,6 +107,7 @@ def test_stored_notebook_is_clean(name: str) -> None:
 @pytest.mark.parametrize("name", EXPECTED)
 def test_notebook_runs(name: str, kernel_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PATH", str(kernel_env))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # jupyter_core's migration warning
     monkeypatch.setenv("IPYTHONDIR", str(kernel_env / "ipython"))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     nb = _read(NOTEBOOKS_DIR / name)
