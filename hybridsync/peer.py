@@ -390,8 +390,9 @@ class Peer:
 
         ``websocket=(host, port)`` also serves the fields document to stock Yjs clients
         (y-protocols over WebSocket, room ``/<space>``, see ``websocket_url`` and
-        ``docs/interop.md``): ``websocket_token`` is required as the URL query ``?token=``,
-        ``websocket_readonly`` refuses their edits, the last three bound what they may send.
+        ``docs/interop.md``): when ``websocket_token`` is set, clients must send it as the URL
+        query ``?token=``; ``websocket_readonly`` refuses their edits; the size, client-count
+        and ``Origin`` options bound who may connect and what they may send.
         """
         self = cls(
             mem, host=host, port=port, secret=secret, discovery=discovery, peers=peers,
