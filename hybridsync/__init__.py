@@ -26,6 +26,9 @@ from hybridsync.errors import (
     StoreError,
     TransactionError,
     TransportError,
+    YjsDependencyError,
+    YjsMessageError,
+    YjsUpdateError,
 )
 from hybridsync.fields import DELETED, FieldList, FieldMap
 from hybridsync.peer import Peer, SessionInfo
@@ -62,5 +65,8 @@ __all__ = [
     "TransactionError",
     "TransportError",
     "VersionVector",
+    "YjsDependencyError",
+    "YjsMessageError",
+    "YjsUpdateError",
     "__version__",
 ]

@@ -411,6 +411,8 @@ class YjsRoom:
         # first event during ``apply_yjs_update`` is the client's own (observers of the
         # commit may write more, which that client must get).
         origin, self._applying = self._applying, None
+        if not self._conns:
+            return  # nobody to send to; a client that joins gets the state in its step 2
         try:
             self._pending.append((bytes(event.update), origin))
         except Exception:  # pragma: no cover - defensive

@@ -136,7 +136,7 @@ class YjsEndpoint:
                 process_request=self._process_request,
                 origins=None if self._origins is None else [*self._origins, None],
                 max_size=self._max_message_bytes,
-                max_queue=16,
+                max_queue=8,  # frames buffered per connection: at most 8 × max_message_bytes
                 ping_interval=20.0,
                 ping_timeout=20.0,
                 close_timeout=2.0,

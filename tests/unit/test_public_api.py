@@ -71,6 +71,9 @@ EXPECTED_PARENTS = {
     "DiscoveryError": ("HybridSyncError",),
     "SimulationError": ("HybridSyncError",),
     "GuaranteeViolation": ("SimulationError",),
+    "YjsMessageError": ("FrameError",),
+    "YjsUpdateError": ("PayloadError",),
+    "YjsDependencyError": ("YjsUpdateError",),
 }
 
 
