@@ -44,6 +44,7 @@ from hybridsync.fields._compact import (
     rewrite_update,
 )
 from hybridsync.fields._values import canonical_json_default
+from hybridsync.fields._yupdate import decode_update
 from hybridsync.regions import BufferRegion, RegionsPlane, TextRegion
 from hybridsync.regions._parts import Part, decode_parts, encode_parts
 from hybridsync.store import MemoryStore, Store
@@ -263,7 +264,7 @@ class Memory:
         # garbage collection (``docs/gc.md``)
         self._stability = Stability(self.peer, retire_after_ms)
         # the fields document as of the compacted prefix
-        self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
         # what compactions of the fields checkpoint dropped (deleted map entries): every
         # update applied here is rewritten against it, every local one exported
         self._dropped = DroppedRanges()
@@ -520,6 +521,7 @@ class Memory:
         metadata = log_bytes + max(0, yjs_state - fields_bytes)
         if self._base_key is not None:
             metadata += len(self._stable_doc.get_update()) + self._regions.base_bytes()
+            metadata += len(self._dropped.encode()) if self._dropped else 0
             metadata += sum(64 + sum(len(repr(v)) for v in c.values) for _, c in self._archive)
         return ReplicaStats(
             content_bytes=content,
@@ -651,12 +653,19 @@ class Memory:
             for u in self._fields_updates(c)
         ]
         state = compact_state(self._stable_doc.get_update(), concurrent=concurrent)
+        stable: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
+        stable.apply_update(state.update)  # deleted content written as ContentDeleted
+        self._stable_doc = stable
         if not state.dropped_items:
             return
-        self._dropped = self._dropped.union(state.dropped)
-        stable: pycrdt.Doc[Any] = pycrdt.Doc()
-        stable.apply_update(state.update)
-        self._stable_doc = stable
+        needed: list[tuple[int, int]] = []
+        for c in self._log.ordered():
+            for u in self._fields_updates(c):
+                for it in decode_update(u).items:
+                    needed.extend(r for r in (it.origin, it.right_origin) if r is not None)
+                    if isinstance(it.parent, tuple):
+                        needed.append(it.parent)
+        self._dropped = self._dropped.union(state.dropped).pruned(needed, state.dropped)
         self._rebuild_fields(same_client=True)
 
     def _fields_updates(self, c: Contribution) -> list[bytes]:
@@ -688,7 +697,7 @@ class Memory:
 
     def _load_checkpoint(self, cp: Checkpoint) -> None:
         """Replace the whole state by a checkpoint (restart, or adopting a peer's)."""
-        stable: pycrdt.Doc[Any] = pycrdt.Doc()
+        stable: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
         try:
             stable.apply_update(cp.fields)
         except (KeyboardInterrupt, SystemExit):

@@ -184,6 +184,42 @@ class DroppedRanges:
                     out[self.anchors[tag]] = (tag, (client, start))
         return {chain: item for chain, (_, item) in out.items()}
 
+    def pruned(self, needed: Iterable[ItemId], recent: DroppedRanges) -> DroppedRanges:
+        """Only the ranges a later update can still name (G5: what the fields checkpoint
+        remembers stays bounded by the live keys, not by the churn):
+
+        * the latest anchor of every deleted key (an uncompacted writer names it as origin,
+          and :func:`export_update` makes our own sets of the key name it);
+        * every range holding one of ``needed`` (what retained contributions name);
+        * every range of ``recent`` (the latest cut's, kept whole to be safe).
+
+        Older void ranges and superseded anchors go: under the stability rule every update
+        that could name them is already held, and what it names is in ``needed``.
+        """
+        tails = set(self.tails.values())
+        want: dict[int, list[int]] = {}
+        for client, clock in needed:
+            want.setdefault(client, []).append(clock)
+        for clocks in want.values():
+            clocks.sort()
+        kept: list[tuple[int, int, int, int]] = []
+        for client, start, end, tag in self.ranges():
+            hit = (tag != VOID and (client, start) in tails) or bool(
+                recent.overlaps(client, start, end)
+            )
+            if not hit and client in want:
+                clocks = want[client]
+                i = bisect.bisect_left(clocks, start)
+                hit = i < len(clocks) and clocks[i] < end
+            if hit:
+                kept.append((client, start, end, tag))
+        used = sorted({t for _, _, _, t in kept if t != VOID})  # keeps the anchors' order
+        renumber = {t: i for i, t in enumerate(used)}
+        return DroppedRanges.build(
+            [(c, s, e, t if t == VOID else renumber[t]) for c, s, e, t in kept],
+            [self.anchors[t] for t in used],
+        )
+
     def union(self, other: DroppedRanges) -> DroppedRanges:
         """The ranges of two compactions (for example two successive cuts) together."""
         shift = len(self.anchors)
@@ -501,14 +537,14 @@ def compact_state(state_update: bytes, *, concurrent: Iterable[bytes] = ()) -> C
         return result
 
     chains: dict[tuple[Parent, str], list[RawStruct]] = {}
-    dead: set[ItemId] = set()
+    dead: dict[ItemId, Location] = {}
     for structs in index.structs.values():
         for s in structs:
             if not s.is_item:
                 continue
             loc = location[(s.client, s.clock)]
             if loc is _DEAD or not parent_alive(loc[0]):
-                dead.add((s.client, s.clock))
+                dead[(s.client, s.clock)] = loc
             elif loc[1] is not None:
                 chains.setdefault((loc[0], loc[1]), []).append(s)
 
@@ -519,7 +555,9 @@ def compact_state(state_update: bytes, *, concurrent: Iterable[bytes] = ()) -> C
     dropped_spans: list[tuple[int, int, int, int]] = []
     for structs in index.structs.values():
         for s in structs:
-            if (s.client, s.clock) in dead:
+            loc = dead.get((s.client, s.clock))
+            if loc is not None and not (loc is not _DEAD and loc[1] is not None
+                                        and (loc[0], loc[1]) in touched):
                 dropped_spans.append((s.client, s.clock, s.clock + s.length, VOID))
     for chain_key in sorted(chains, key=_chain_sort_key):
         items = chains[chain_key]
@@ -733,10 +771,30 @@ def _touched_chains(index: _Index, concurrent: Iterable[bytes]) -> set[tuple[Par
 
     resolver = _Resolver(_Both())
     touched: set[tuple[Parent, str]] = set()
+    parents: list[Parent] = []
     for s in (*new_items, *deleted):
         loc = resolver.location(s)
-        if loc is not None and loc is not _DEAD and loc[1] is not None:
+        if loc is not None and loc is not _DEAD:
+            if loc[1] is not None:
+                touched.add((loc[0], loc[1]))
+            parents.append(loc[0])
+    # ... and the chains of every container above them, deleted or not: a replica that never
+    # compacted finds the key path of such a write (the conflict index does), so must we
+    seen: set[Parent] = set()
+    while parents:
+        parent = parents.pop()
+        if isinstance(parent, str) or parent in seen:
+            continue
+        seen.add(parent)
+        holder = index.find(parent)
+        if holder is None or not holder.is_item:
+            continue
+        loc = resolver.location(holder)
+        if loc is None or loc is _DEAD:
+            continue
+        if loc[1] is not None:
             touched.add((loc[0], loc[1]))
+        parents.append(loc[0])
     return touched
 
 
