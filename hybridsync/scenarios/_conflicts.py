@@ -20,7 +20,8 @@ carried over from two hand-made edits to a stream of edits through real replicas
   too). Edits never delete tagged text, so an ideal merge leaves exactly that.
 
 An edit is **concurrent** when some other edit neither happened before nor after it (from the
-converged causal log): only those can be hurt.
+version vector its replica had when it committed): only those can be hurt. Replicas run with
+the library's defaults (garbage collection included: it never changes what a replica shows).
 
 An edit's span is found in the editor's view by its original text plus 12 characters of
 context on each side, which must appear exactly once there; after 40 failed draws the edit
@@ -37,7 +38,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hybridsync.causal import Contribution
 from hybridsync.errors import GuaranteeViolation
 from hybridsync.scenarios._common import (
     Context,
@@ -71,6 +71,12 @@ class _Edit:
     peer: str
     deleted: tuple[int, int]  # the span of the original text it deleted
     contribution: str  # hex id
+    seq: int = 0  # its dot is (peer, seq)
+    past: tuple[tuple[str, int], ...] = ()  # its author's version vector when it was made
+
+    def saw(self, other: _Edit) -> bool:
+        """``other`` happened before this edit (its dot is in this edit's causal past)."""
+        return dict(self.past).get(other.peer, 0) >= other.seq
 
 
 def _words(rng: random.Random, n: int) -> str:
@@ -159,7 +165,9 @@ def measure(
             tag = f"<e{len(edits)} {_words(rng, rng.randint(4, 40))}>"
             text.set(view[:at] + tag + view[at + (be - bs):])
             mem.commit()
-            edits.append(_Edit(tag, peer, (bs, be), mem.history()[-1].hex_id))
+            made = mem.history()[-1]  # a local commit sorts last: lamport = 1 + max
+            past = tuple(sorted(mem.version_vector.to_dict().items()))
+            edits.append(_Edit(tag, peer, (bs, be), made.hex_id, made.seq, past))
         if (t + 1) % sync_interval == 0:
             sim.tick()
         else:
@@ -174,7 +182,7 @@ def measure(
     reported = [e for e in edits if e.contribution in failed]
     intact = [e for e in edits if e.contribution not in failed and final.count(e.tag) == 1]
     damaged = len(edits) - len(reported) - len(intact)
-    concurrent = _concurrent(ref.history(), [e.contribution for e in edits])
+    concurrent = _concurrent(edits)
     return {
         "edit_rate": edit_rate, "sync_interval": sync_interval, "seed": seed, "ticks": ticks,
         "edits": len(edits), "skipped": skipped, "concurrent_edits": concurrent,
@@ -191,28 +199,10 @@ def _pct(n: int, d: int) -> float:
     return 100.0 * n / d if d else 0.0
 
 
-def _concurrent(history: Sequence[Contribution], ids: Sequence[str]) -> int:
-    """How many of ``ids`` have another of ``ids`` concurrent with them."""
-    index: dict[bytes, int] = {}
-    past: list[int] = []  # bit i set: contribution i is an ancestor
-    for i, c in enumerate(history):
-        mask = 0
-        for parent in c.parents:
-            j = index.get(parent)
-            if j is not None:
-                mask |= past[j] | (1 << j)
-        index[c.id] = i
-        past.append(mask)
-    by_hex = {c.hex_id: i for i, c in enumerate(history)}
-    positions = [by_hex[h] for h in ids if h in by_hex]
-    if len(positions) != len(ids):
-        raise GuaranteeViolation("an edit's contribution is missing from the converged history")
-    count = 0
-    for a in positions:
-        if any(a != b and not (past[b] >> a) & 1 and not (past[a] >> b) & 1
-               for b in positions):
-            count += 1
-    return count
+def _concurrent(edits: Sequence[_Edit]) -> int:
+    """How many edits have another edit concurrent with them (neither saw the other)."""
+    return sum(1 for a in edits
+               if any(a is not b and not a.saw(b) and not b.saw(a) for b in edits))
 
 
 def _collateral(base: str, final: str, edits: Sequence[_Edit], failed: set[str]) -> int:

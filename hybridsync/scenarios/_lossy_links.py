@@ -171,7 +171,8 @@ def run_scenario(args: argparse.Namespace, ctx: Context) -> Outcome:
     if ctx.plot:
         png = ctx.path("lossy-links.png")
         plot(png, rows, f"lossy-links: {args.peers} peers, {args.routing}, {args.epochs} "
-                        f"bursts x {args.seeds} seed(s); 1 tick = 10 ms")
+                        f"bursts x {args.seeds} seed(s); line = mean, band = min..max of the "
+                        f"seeds; 1 tick = 10 ms")
     summary = []
     for sweep, loss, dup, reorder, delay in points:
         sel = [r for r in rows if r["sweep"] == sweep and (r["loss"], r["duplicate"],

@@ -14,7 +14,8 @@ each burst (or fault phase) until every replica is byte-identical. Checked: G1â€
 every run, then G4 across the policies of each group size â€” the reference replica's
 ``history()`` ids, fields JSON, conflicts and ``state_digest()`` (fields and every region's
 bytes) must be identical. A difference fails the scenario (exit status 1) after the CSV and
-plot are written.
+plot are written. The replicas run without garbage collection (``gc_min_entries=None``) so
+that ``history()`` is the whole history, not the part after a checkpoint.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def _run_policy(base: SimOptions, routing: str, batch: int) -> tuple[RunResult, 
     replicas: dict[str, Memory] = {}
 
     def make(space: str, peer: str, **kw: Any) -> Memory:
-        replicas[peer] = Memory(space, peer, **kw)
+        # GC off: history() keeps every contribution, so G4 compares whole histories
+        replicas[peer] = Memory(space, peer, gc_min_entries=None, **kw)
         return replicas[peer]
 
     result = run(base, routing=routing, batch_size=batch, memory_factory=make)

@@ -203,25 +203,17 @@ def test_collateral_counts_damage_outside_the_edits() -> None:
     assert _conflicts._collateral(base, base, [edit], set()) == 5
 
 
-def test_concurrency_comes_from_the_causal_log() -> None:
-    import hybridsync as hs
+def test_concurrency_comes_from_the_version_vectors() -> None:
+    def edit(peer: str, seq: int, **past: int) -> _conflicts._Edit:
+        return _conflicts._Edit(f"<{peer}{seq}>", peer, (0, 1), f"{peer}{seq}", seq,
+                                tuple(sorted({peer: seq, **past}.items())))
 
-    clock = iter(range(1000, 2000)).__next__
-    a = hs.Memory("c", "a", clock=clock, incarnation=1, commit_interval_ms=None)
-    b = hs.Memory("c", "b", clock=clock, incarnation=2, commit_interval_ms=None)
-    ids = []
-    for mem, value in ((a, "one"), (b, "two")):  # concurrent: neither has seen the other
-        mem.text("t").set(value)
-        mem.commit()
-        ids.append(mem.history()[-1].hex_id)
-    for f in a.sync_to("b"):
-        b.receive("a", f)
-    b.text("t").set(b.text("t").value + " three")  # after both
-    b.commit()
-    ids.append(b.history()[-1].hex_id)
-    history = b.history()
-    assert _conflicts._concurrent(history, ids) == 2
-    assert _conflicts._concurrent(history, ids[1:]) == 0
+    a1, b1 = edit("a", 1), edit("b", 1)  # neither saw the other
+    b2 = edit("b", 2, a=1)  # after both
+    assert b2.saw(a1) and b2.saw(b1) and not a1.saw(b1) and not b1.saw(a1)
+    assert _conflicts._concurrent([a1, b1, b2]) == 2
+    assert _conflicts._concurrent([b1, b2]) == 0
+    assert _conflicts._concurrent([a1, b1, b2, edit("c", 1, a=1)]) == 4
 
 
 # ---- bigger sizes ----------------------------------------------------------------------------
