@@ -1,0 +1,76 @@
+"""G5, bounded metadata: under endless churn with steady live content, each replica's metadata
+(``stats().metadata_bytes``: retained contributions, stubs, the Yjs documents' overhead, the
+checkpoint, dropped ranges, buffer bases, the conflict archive) stays within a constant of its
+content. Without garbage collection it grows with the number of edits — the same run shows
+that too, so the bound is not an accident of the workload.
+
+The workload: three replicas; each round every replica overwrites or deletes one of 50 keys
+(nested values), rewrites one line of a 200-line shared text and one block of a shared
+buffer; they sync every other round. The conflict archive is capped (``max_conflicts``):
+concurrent writes keep producing conflicts, and the archive is the only record that grows
+with them by design, up to that cap.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import hybridsync as hs
+from hybridsync.testing import sync_all
+
+WORDS = [f"w{i}" for i in range(500)]
+
+
+def churn(rounds: int, gc: int | None, *, seed: int = 1, samples: int = 10) -> list[float]:
+    """Metadata / content of replica a after full syncs, ``samples`` times over the run."""
+    rng = random.Random(seed)
+    clock = lambda: 0  # noqa: E731
+    ms = [
+        hs.Memory("g5", p, clock=clock, incarnation=i + 1, gc_min_entries=gc, max_conflicts=50)
+        for i, p in enumerate("abc")
+    ]
+    ratios: list[float] = []
+    every = max(2, rounds // samples) & ~1
+    for r in range(1, rounds + 1):
+        for m in ms:
+            key = f"k{rng.randrange(50)}"
+            if rng.random() < 0.2 and key in m.fields:
+                del m.fields[key]
+            else:
+                m.fields[key] = {"v": rng.randrange(1 << 30), "tags": [rng.choice(WORDS)]}
+            text = m.text("notes")
+            lines = (text.value or "\n".join(rng.choice(WORDS) for _ in range(200))).split("\n")
+            lines[rng.randrange(len(lines))] = " ".join(rng.choice(WORDS) for _ in range(5))
+            text.set("\n".join(lines))
+            buf = m.buffer("cache", shape=(64, 256), dtype="float16")
+            buf.array[rng.randrange(64)] = rng.random()
+            m.commit()
+        if r % 2 == 0:
+            sync_all(ms)
+        if r % every == 0:
+            st = ms[0].stats()
+            ratios.append(st.metadata_bytes / st.content_bytes)
+    assert len({m.state_digest() for m in ms}) == 1
+    return ratios
+
+
+def _check_bounded(ratios: list[float]) -> None:
+    half = len(ratios) // 2
+    early, late = max(ratios[:half]), max(ratios[half:])
+    assert late <= 1.25 * early, f"metadata keeps growing: {ratios}"
+    assert late <= 4.0, f"metadata is not within a small constant of the content: {ratios}"
+
+
+def test_metadata_stays_within_a_constant_of_the_content_under_churn() -> None:
+    with_gc = churn(600, gc=32)
+    _check_bounded(with_gc)
+    without = churn(300, gc=None, samples=3)
+    assert without[-1] > 2 * without[0] and without[-1] > 3 * with_gc[-1], (with_gc, without)
+
+
+@pytest.mark.soak
+def test_metadata_bounded_over_100k_edits() -> None:
+    # 34,000 rounds x 3 replicas = 102,000 commits, each editing a field, a text and a buffer
+    _check_bounded(churn(34_000, gc=256, samples=20))
