@@ -830,7 +830,9 @@ class Memory:
             self._cycle()  # pending region edits are a commit of their own
         self._fields.begin()
         try:
-            self._fields.doc.apply_update(bytes(update))
+            # (rewritten: the client's document may still hold items our compactions
+            # dropped, and its sets of a deleted key name the dropped tail, docs/gc.md)
+            self._fields.doc.apply_update(self._fields_in(bytes(update)))
         except BaseException as exc:  # pycrdt's PanicException derives from BaseException
             if self._fields.end() is not None:
                 self._rebuild_fields()  # it integrated part of the update: undo that
@@ -840,6 +842,8 @@ class Memory:
         captured = self._fields.end()
         if captured is None:
             return None
+        if self._dropped:
+            captured = export_update(captured, self._dropped)
         c = self._commit_local("fields", captured, origin)
         self._dispatch()
         return c

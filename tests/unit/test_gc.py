@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,3 +164,42 @@ def test_a_receiver_of_one_writer_compacts_too() -> None:
     assert reader.fields["k"] == 59 and reader.state_digest() == writer.state_digest()
     assert reader.stats().compacted > 100
     assert reader.stats().log_length <= 2 * max(4, writer.stats().log_length)
+
+
+def test_an_outside_yjs_client_that_holds_dropped_items_still_lands_its_writes() -> None:
+    """A Yjs client (y-protocols endpoint) synced before a compaction keeps the chain of a
+    deleted key; its later set of that key names the dropped tail. The replica rewrites the
+    update before applying it and exports what it commits, so the write is visible here and
+    on a peer."""
+    import pycrdt
+
+    from hybridsync.fields._yencode import RawUpdate, decode_raw, encode_raw, with_header
+
+    clock = lambda: 0  # noqa: E731
+    a = hs.Memory("s", "a", clock=clock, incarnation=1, gc_min_entries=2)
+    b = hs.Memory("s", "b", clock=clock, incarnation=2, gc_min_entries=2)
+    a.fields["gone"] = "x"
+    del a.fields["gone"]
+    sync_pair(a, b)
+    client: pycrdt.Doc[Any] = pycrdt.Doc()
+    client.apply_update(a.doc.get_update())
+    for i in range(20):  # churn until the deleted key's chain is compacted away
+        a.fields["other"] = i
+        sync_pair(a, b)
+    assert a.stats().compacted > 0 and a._dropped  # the tail of "gone" was dropped
+    before = client.get_state()
+    client.get("fields", type=pycrdt.Map)["gone"] = "back"
+    # yrs writes this set with no origin; yjs (typeMapSet) names the key's current item,
+    # deleted or not, as its origin: write it the way a browser would
+    raw = decode_raw(client.get_update(before))
+    (tail,) = a._dropped.tails.values()
+    as_yjs = encode_raw(RawUpdate(
+        tuple((c, tuple(with_header(st, origin=tail, right_origin=None, parent=None,
+                                    parent_sub=None) for st in structs))
+              for c, structs in raw.clients),
+        raw.deletes,
+    ))
+    a.apply_yjs_update(as_yjs, origin="yjs:client")
+    sync_pair(a, b)
+    assert a.fields["gone"] == "back" and b.fields["gone"] == "back"
+    assert a.state_digest() == b.state_digest()
