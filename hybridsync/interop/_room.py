@@ -12,7 +12,13 @@ What it does, in the terms of y-protocols (``_yproto.py``):
   Yjs clients) goes to each client as one update message, exactly once: the document's own
   update events are collected and sent when the replica reports the commit
   (``Memory.observe``), so an aborted transaction is never sent; when the document is
-  rebuilt (an abort, a refused update, a checkpoint) every client gets the full state again;
+  rebuilt with a new Yjs client id (an abort, a refused update, a checkpoint) every client
+  gets the full state again; a rebuild that keeps the client id (fields compaction,
+  ``docs/gc.md``) keeps every committed item, so nothing is resent;
+* what a client is sent is in the form replicas that never compacted take
+  (``fields._compact.export_update``): a Yjs client holds the uncompacted chains, and an
+  item written on the compacted document without its origin would land before them there
+  and be lost (and the client's next sync step 2 would delete it everywhere);
 * awareness: states are kept per Yjs client id and relayed to every connection (the sender
   included, as y-websocket does: its own echo keeps the client's 30 s idle timer fed); a
   connection's states are removed when it leaves, states not renewed for
@@ -40,6 +46,7 @@ from hybridsync.errors import (
     YjsMessageError,
     YjsUpdateError,
 )
+from hybridsync.fields._compact import export_update
 from hybridsync.fields._yupdate import decode_update
 from hybridsync.interop._apply import is_noop_update
 from hybridsync.interop._yproto import (
@@ -193,7 +200,7 @@ class YjsRoom:
             return
         self._drain_backlogs()
         if self.mem.doc is not self._doc:
-            self._resync_all()
+            self._doc_replaced()
         now = self._now()
         expired = []
         for cid, a in self._awareness.items():
@@ -286,7 +293,12 @@ class YjsRoom:
             self.counters["malformed"] += 1
             self._close(c, "malformed", f"unusable state vector: {exc}")
             return
-        self._send(c, encode_message(SyncStep2(bytes(update))))
+        self._send(c, encode_message(SyncStep2(self._export(bytes(update)))))
+
+    def _export(self, update: bytes) -> bytes:
+        """``update`` of the (maybe compacted) document as an uncompacted replica takes it."""
+        dropped = self.mem._dropped  # the replica's compaction state (docs/gc.md)
+        return export_update(update, dropped) if dropped else update
 
     def _apply(self, c: _Conn, update: bytes, *, full: bool) -> None:
         if self.readonly:
@@ -395,7 +407,7 @@ class YjsRoom:
             del self._awareness[cid]
 
     # ---- the replica's changes to the clients --------------------------------------------
-    def _watch_doc(self) -> None:
+    def _watch_doc(self, *, keep_pending: bool = False) -> None:
         doc = self.mem.doc
         if self._doc_sub is not None:
             try:
@@ -404,7 +416,16 @@ class YjsRoom:
                 log.debug("unobserve failed", exc_info=True)
         self._doc = doc
         self._doc_sub = doc.observe(self._on_doc_update)
-        self._pending.clear()
+        if not keep_pending:
+            self._pending.clear()
+
+    def _doc_replaced(self) -> None:
+        if self._doc is not None and self.mem.doc.client_id == self._doc.client_id:
+            # compaction: the same committed items (the dropped ones were invisible), so what
+            # is pending is still to be sent and the clients need nothing else
+            self._watch_doc(keep_pending=True)
+        else:
+            self._resync_all()
 
     def _on_doc_update(self, event: Any) -> None:
         # Must not raise (pycrdt would surface it after the commit): only record. Only the
@@ -414,18 +435,24 @@ class YjsRoom:
         if not self._conns:
             return  # nobody to send to; a client that joins gets the state in its step 2
         try:
-            self._pending.append((bytes(event.update), origin))
-        except Exception:  # pragma: no cover - defensive
+            # exported now: the compaction state is the one this update was integrated with
+            self._pending.append((self._export(bytes(event.update)), origin))
+        except Exception:  # pragma: no cover - defensive: resend everything instead
             log.exception("y-protocols room: reading a document update failed")
+            self._pending.append((b"", None))
 
     def _on_change(self, _change: Change) -> None:
         """A commit (local or remote) was applied: what the document gained since the last
         one is committed, send it."""
         if self.mem.doc is not self._doc:
-            self._resync_all()
-            return
+            self._doc_replaced()
+            if self.mem.doc is not self._doc:  # pragma: no cover - the replica rebuilt again
+                return
         pending, self._pending = self._pending, []
         for update, origin in pending:
+            if not update:  # an update we could not read: resend the whole state
+                self._resync_all()
+                return
             if len(update) <= 2:  # b"\x00\x00": an empty transaction
                 continue
             msg = encode_message(SyncUpdate(update))
@@ -441,7 +468,7 @@ class YjsRoom:
             return
         self.counters["resyncs"] += 1
         doc = self.mem.doc
-        full = encode_message(SyncUpdate(bytes(doc.get_update())))
+        full = encode_message(SyncUpdate(self._export(bytes(doc.get_update()))))
         step1 = encode_message(SyncStep1(doc.get_state()))
         for c in list(self._conns.values()):
             if not c.closing:
