@@ -264,6 +264,8 @@ class YjsRoom:
             self._send(c, encode_message(AwarenessUpdate(states)))
 
     def _handle(self, c: _Conn, data: bytes) -> None:
+        if self.mem.doc is not self._doc:
+            self._doc_replaced()  # before this client's update lands on the new document
         try:
             msg = decode_message(data)
         except YjsMessageError as exc:
@@ -420,10 +422,16 @@ class YjsRoom:
             self._pending.clear()
 
     def _doc_replaced(self) -> None:
-        if self._doc is not None and self.mem.doc.client_id == self._doc.client_id:
-            # compaction: the same committed items (the dropped ones were invisible), so what
-            # is pending is still to be sent and the clients need nothing else
+        old, new = self._doc, self.mem.doc
+        if old is not None and new.client_id == old.client_id:
+            # Compaction: the same committed items (the dropped ones were invisible), so what
+            # is pending is still to be sent. Writes may have reached the new document before
+            # we noticed it (a compaction after a frame that applied nothing): send what it
+            # holds beyond the old one (its whole delete set rides along: small after GC).
+            missed = bytes(new.get_update(old.get_state()))
             self._watch_doc(keep_pending=True)
+            if self._conns and len(missed) > 2:
+                self._pending.append((self._export(missed), None))
         else:
             self._resync_all()
 

@@ -319,6 +319,51 @@ def test_concurrent_conflicting_edits_converge_and_are_reported() -> None:
     run(body())
 
 
+def test_a_yjs_client_stays_equal_while_the_replicas_compact_their_fields() -> None:
+    """GC drops overwritten map items on the peers; the Yjs client keeps its full chains and
+    must neither lose a write nor, through its next sync step 2, delete one everywhere."""
+
+    async def body() -> None:
+        a, b = memory("a", gc_min_entries=4), memory("b", gc_min_entries=4)
+        pa = await start_peer(a)
+        pb = await hs.Peer.start(b, secret=SECRET, peers=[pa.url], **FAST)
+        js = await JsClient.start(pa.websocket_url or "")
+        try:
+            await js.synced()
+            for i in range(30):
+                await js.set([f"js{i % 5}"], i)
+                b.fields[f"b{i % 5}"] = i
+                if i % 10 == 9:
+                    await wait_until(lambda: a.state_digest() == b.state_digest(), "a round")
+            expected = {**{f"js{k}": 25 + k for k in range(5)},
+                        **{f"b{k}": 25 + k for k in range(5)}}
+            await wait_until(lambda: a.fields.to_dict() == expected == b.fields.to_dict(),
+                             "a and b hold every last write")
+            assert a.stats().compacted > 0 and b.stats().compacted > 0
+            await js.wait(["b4"], 29)
+            assert (await js.get([]))["value"] == expected
+            # a second client joins a compacted replica; one more edit each way
+            late = await JsClient.start(pa.websocket_url or "")
+            try:
+                await late.synced()
+                assert (await late.get([]))["value"] == expected
+                b.fields["b0"] = "after"
+                await late.set(["js0"], "late")
+                expected.update(b0="after", js0="late")
+                for client in (js, late):
+                    await client.wait([], expected)
+                await wait_until(lambda: a.fields.to_dict() == expected == b.fields.to_dict(),
+                                 "the last edits everywhere")
+            finally:
+                await late.close()
+        finally:
+            await js.close()
+            await pb.stop()
+            await pa.stop()
+
+    run(body())
+
+
 # ---- restart ---------------------------------------------------------------------------------
 def test_provider_reconnects_and_resyncs_after_the_peer_restarts(tmp_path: Path) -> None:
     async def body() -> None:

@@ -365,3 +365,37 @@ def test_clients_stay_equal_to_a_replica_that_compacts_its_fields() -> None:
         assert _plain(doc.fields.to_py()) == expected
     assert a.fields.to_dict() == expected == b.fields.to_dict()
     assert h.room.counters["resyncs"] == 0
+
+
+def test_writes_on_a_document_compacted_unnoticed_still_reach_the_clients() -> None:
+    """A compaction can rebuild the document with no change to report (``collect()``, or a
+    frame that only acknowledges). Writes that land on it before the room notices — a local
+    one, or a client's — must still reach every client."""
+    now = [0]
+    a = hs.Memory("space", "a", clock=lambda: now[0], incarnation=1)
+    b = hs.Memory("space", "b", clock=lambda: now[0], incarnation=2)
+    h = Harness(a)
+    first, second = Client(h, 1, 101), Client(h, 2, 102)
+    unnoticed = 0
+    for i in range(12):
+        b.fields[f"b{i % 3}"] = i
+        first.edit(f"js{i % 2}", i)
+        now[0] += 10
+        pair_sync(a, b)
+        second.pump()
+        if a.collect() and a.doc is not h.room._doc:  # rebuilt, nothing reported
+            unnoticed += 1
+            if i % 2:
+                a.fields["py"] = i
+            else:
+                first.edit("js", i)
+        first.pump()
+        second.pump()
+    assert unnoticed > 0
+    pair_sync(a, b)
+    h.room.tick()
+    first.pump()
+    second.pump()
+    assert _plain(first.fields.to_py()) == a.fields.to_dict() == _plain(second.fields.to_py())
+    assert a.fields.to_dict() == b.fields.to_dict()
+    assert h.room.counters["resyncs"] == 0
