@@ -209,6 +209,7 @@ class Memory:
         gc_min_entries: int | None = 256,
         retire_after_ms: int | None = None,
         max_conflicts: int = 10_000,
+        group_commit: bool = False,
     ) -> None:
         self.space = _check_name(space, "space")
         self.peer = _check_name(peer, "peer")
@@ -227,6 +228,9 @@ class Memory:
         if retire_after_ms is not None:
             _check_int(retire_after_ms, "retire_after_ms", 1, 1 << 50)
         self._max_pending = _check_int(max_pending, "max_pending", 1, 1 << 30)
+        if not isinstance(group_commit, bool):
+            raise ConfigError(f"group_commit must be a bool, got {group_commit!r}")
+        self.group_commit = group_commit
         if clock is None or incarnation is None:
             from hybridsync import _system
 
@@ -246,7 +250,12 @@ class Memory:
         self._last_cycle_ms = int(clock())
         self._clock = HybridLogicalClock(clock)
         self._log = CausalLog(self.space, max_pending=max_pending)
-        self._fields = FieldsPlane(yjs_client_id(self.peer, self.incarnation), self._autocommit)
+        self._pending_listeners: list[Callable[[], None]] = []
+        self._path_observers = 0
+        self._fields = FieldsPlane(
+            yjs_client_id(self.peer, self.incarnation), self._autocommit,
+            group_commit=group_commit, on_pending=self._pending_started,
+        )
         self._conflict_index = FieldsConflictIndex()
         self._regions = RegionsPlane(self._log.happened_before)
         self._decoded: dict[bytes, list[tuple[Part, Any]]] = {}
@@ -355,8 +364,10 @@ class Memory:
             raise ConfigError("note must be a str of at most 4096 bytes")
         if self._fields.in_transaction:
             raise TransactionError("transactions do not nest; one is already open")
-        if self._regions.texts or self._regions.buffers:
-            self._cycle()  # so an abort reverts exactly this block's region edits
+        if self._has_local_edits():
+            # so an abort reverts exactly this block's region edits, and pending writes
+            # (group commit) are committed before it: an abort never loses them
+            self._cycle()
         self._fields.begin()
         self._txn_note = note
         ok = False
@@ -375,8 +386,9 @@ class Memory:
             self._dispatch()
 
     def commit(self) -> None:
-        """Run the commit cycle now. Fields commit as they are written; texts and buffers
-        (the diff/patch planes) commit their pending edits here."""
+        """Run the commit cycle now. Fields commit as they are written (with
+        ``group_commit``, pending field writes commit here); texts and buffers (the
+        diff/patch planes) commit their pending edits here."""
         if self._fields.in_transaction:
             raise TransactionError("commit() inside a transaction: it commits when it ends")
         self._cycle()
@@ -410,11 +422,50 @@ class Memory:
         self._fields.rebuild(client_id, updates)
 
     def _cycle(self) -> None:
-        """The diff/patch cycle: commit what changed in texts and buffers as one contribution."""
+        """The commit cycle: what changed in texts and buffers, and the pending field writes
+        of group commit, as one contribution."""
         self._last_cycle_ms = int(self._now_ms())
         parts = self._regions.cycle()
-        if parts:
-            self._commit_parts(None, parts, "")
+        update = self._fields.take_pending() if self._fields.has_pending else None
+        if parts or update is not None:
+            self._commit_parts(update, parts, "")
+
+    def _has_local_edits(self) -> bool:
+        """Whether a cycle may have something to commit (regions exist, or writes pend)."""
+        return bool(self._regions.texts or self._regions.buffers) or self._fields.has_pending
+
+    def _commit_pending(self) -> None:
+        """Group commit: the pending field writes become one contribution now."""
+        if self._fields.has_pending:
+            self._commit_parts(self._fields.take_pending(), [], "")
+
+    def _pending_started(self) -> None:
+        for fn in list(self._pending_listeners):
+            try:
+                fn()
+            except Exception:
+                log.exception("on_pending callback %r raised", fn)
+
+    @property
+    def pending_writes(self) -> int:
+        """Autocommitted field writes waiting for the next cycle (``group_commit`` only;
+        always 0 without it). They are visible to reads but not durable, not in
+        ``history()`` and not sent until a cycle commits them."""
+        return self._fields.pending_writes
+
+    def on_pending(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Call ``fn()`` when an autocommitted write starts a pending batch (``group_commit``:
+        the first write after a cycle), so a driver can run a cycle soon. ``fn`` must not
+        write to the replica; it may schedule work. Returns a function that unsubscribes."""
+        if not callable(fn):
+            raise ConfigError("on_pending() needs a callable")
+        self._pending_listeners.append(fn)
+
+        def unsubscribe() -> None:
+            if fn in self._pending_listeners:
+                self._pending_listeners.remove(fn)
+
+        return unsubscribe
 
     def _commit_parts(self, update: bytes | None, parts: list[Part], note: str) -> None:
         if update is not None and self._dropped:
@@ -481,21 +532,32 @@ class Memory:
                 out.append((key, c))
         return out
 
-    def observe(self, fn: Callable[[Change], None]) -> Callable[[], None]:
+    def observe(self, fn: Callable[[Change], None], *, paths: bool = True) -> Callable[[], None]:
         """Call ``fn(change)`` after each applied contribution, local or remote.
 
         Returns a function that unsubscribes. Callbacks run after the change is fully applied
         and may write to the replica; an exception in a callback is logged, never propagated
-        into the sync path.
+        into the sync path. ``paths=False``: this callback does not read ``Change.paths``
+        (they are ``()`` unless another observer wants them), which spares the fields plane
+        the cost of tracking changed key paths.
         """
         if not callable(fn):
             raise ConfigError("observe() needs a callable")
-        self._fields.track_changes()
+        if paths:
+            self._path_observers += 1
+            self._fields.track_changes()
         self._observers.append(fn)
+        done = False
 
         def unsubscribe() -> None:
-            if fn in self._observers:
+            nonlocal done
+            if fn in self._observers and not done:
+                done = True
                 self._observers.remove(fn)
+                if paths:
+                    self._path_observers -= 1
+                    if not self._path_observers:
+                        self._fields.track_changes(False)
 
         return unsubscribe
 
@@ -577,6 +639,9 @@ class Memory:
         n = self._log.stable_prefix(frontier)
         if n < max(1, min_entries):
             return 0
+        # group commit: the compaction rebuilds the fields document; pending writes commit
+        # first (after the stable prefix: nobody has acknowledged them yet)
+        self._commit_pending()
         self._compact(n)
         return n
 
@@ -849,6 +914,10 @@ class Memory:
         return c
 
     def close(self) -> None:
+        """Commit pending field writes (``group_commit``) and close the store."""
+        if not self._fields.in_transaction:
+            self._commit_pending()
+            self._dispatch()
         self._store.close()
 
     # ---- local commits -------------------------------------------------------------------
@@ -997,8 +1066,9 @@ class Memory:
         if self._fields.in_transaction:
             raise TransactionError("sync_to() inside a transaction")
         link = self._links.get(peer) or self._link(peer)
-        if self._regions.texts or self._regions.buffers:
+        if self._has_local_edits():
             self._cycle()
+            self._dispatch()
         ours = dict(self._log.vv)
         known = link.known
         sent = link.sent
@@ -1098,6 +1168,7 @@ class Memory:
         try:
             decoded = decode_frame(frame)
             if decoded.checkpoint is not None:
+                self._commit_pending()  # adoption rebuilds the fields document
                 adopted = self._adopt_checkpoint(decoded.checkpoint)
                 link = self._links.get(name) or self._link(name)
                 self._frames_received += 1
@@ -1168,8 +1239,10 @@ class Memory:
         if decoded.acks:
             for member, vv in decoded.acks.items():
                 self._stability.note(member, vv, now)
-        if staged and (self._regions.texts or self._regions.buffers):
-            self._cycle()  # commit local edits first: the fold then replaces working copies
+        if staged and self._has_local_edits():
+            # commit local edits first: the fold then replaces working copies, and pending
+            # field writes (made before these arrived) stay concurrent with them
+            self._cycle()
         try:
             for c in staged:
                 self._apply(c, local=False)

@@ -3,6 +3,13 @@
 The plane turns local writes into Yjs v1 updates (one per commit) and applies remote updates.
 It never decides *when* to commit: the replica does. Yjs updates commute, so applying the
 contributions' updates in any causal order yields the same document on every replica.
+
+Group commit (``Memory(group_commit=True)``): autocommitted writes outside a transaction join
+one open pycrdt transaction, the *pending batch*, which the replica closes and commits as one
+contribution at its next cycle (:meth:`FieldsPlane.take_pending`). Reads see pending writes at
+once (they read the open transaction). A batch stays far below the payload limit: setting a
+key to a small scalar adds to it (bounded in bytes and count); any other write
+commits the batch first and is then committed alone, as without group commit.
 """
 
 from __future__ import annotations
@@ -20,6 +27,13 @@ __all__ = ["ROOT_NAME", "FieldsPlane", "Path"]
 
 ROOT_NAME = "fields"
 _LOCAL = "hybridsync-local"
+# A pending batch holds at most this many bytes of keys and small values, and this many
+# writes (a small value: None, a bool, a number, or a str or bytes of at most _SMALL_BYTES
+# under a key of at most _SMALL_BYTES): one batch's update stays far below the 15 MiB
+# payload limit, so committing it never fails for its size.
+_PENDING_BYTES = 2 << 20
+_PENDING_WRITES = 8192
+_SMALL_BYTES = 4096
 
 
 Path = tuple[str | int, ...]
@@ -28,12 +42,25 @@ Path = tuple[str | int, ...]
 class FieldsPlane:
     """The pycrdt document of one replica and the bookkeeping around its updates."""
 
-    def __init__(self, client_id: int, autocommit: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        client_id: int,
+        autocommit: Callable[[bytes], None],
+        *,
+        group_commit: bool = False,
+        on_pending: Callable[[], None] | None = None,
+    ) -> None:
         self.generation = 0
         self._autocommit = autocommit
         self._captured: list[bytes] = []
         self._remote = False
         self._txn: Any = None
+        # group commit: the open transaction of pending writes, how many, how many bytes
+        self._group = group_commit
+        self._on_pending = on_pending
+        self._pending_txn: Any = None
+        self.pending_writes = 0
+        self._pending_bytes = 0
         self._deep_sub: Any = None
         self._tracking = False
         self._changed: list[str] = []
@@ -83,11 +110,16 @@ class FieldsPlane:
         if not self._remote:
             self._captured.append(event.update)
 
-    def track_changes(self) -> None:
-        """Start recording changed key paths (only once someone observes the replica)."""
-        self._tracking = True
-        if self._deep_sub is None:
+    def track_changes(self, on: bool = True) -> None:
+        """Start (or stop) recording changed key paths: only while an observer reads them
+        (a deep observer makes pycrdt build an event per changed container)."""
+        self._tracking = on
+        if on and self._deep_sub is None:
             self._deep_sub = self.root.observe_deep(self._on_deep)
+        elif not on and self._deep_sub is not None:
+            self.root.unobserve(self._deep_sub)
+            self._deep_sub = None
+            self._changed.clear()
 
     def _on_deep(self, events: list[Any]) -> None:
         for ev in events:
@@ -113,6 +145,7 @@ class FieldsPlane:
         """Open the pycrdt transaction of a replica-level transaction."""
         if self._txn is not None:
             raise TransactionError("a transaction is already open on this replica")
+        self._end_pending()  # earlier autocommitted writes are a commit of their own
         self._captured.clear()
         self._txn = self.doc.transaction(origin=_LOCAL)
         self._txn.__enter__()
@@ -139,12 +172,16 @@ class FieldsPlane:
 
     @contextmanager
     def write(self) -> Iterator[None]:
-        """Context for one write from a view: joins the open transaction or autocommits."""
+        """Context for one write from a view: joins the open transaction or autocommits
+        (with group commit: after committing the pending batch)."""
         if self._txn is not None:
             yield None
             return
         if self._remote:
             raise TransactionError("fields cannot be written while a remote change is applied")
+        if self._group:
+            # Its size is unknown here: the batch is committed first, this write alone.
+            self._end_pending()
         self._captured.clear()
         try:
             with self.doc.transaction(origin=_LOCAL):
@@ -163,6 +200,10 @@ class FieldsPlane:
             return
         if self._remote:
             raise TransactionError("fields cannot be written while a remote change is applied")
+        if self._group:
+            if self._set_pending(ymap, key, value):
+                return
+            self._end_pending()
         captured = self._captured
         captured.clear()
         try:
@@ -172,9 +213,75 @@ class FieldsPlane:
             if captured:
                 self._autocommit(self._take_update())  # type: ignore[arg-type]
 
+    # ---- group commit --------------------------------------------------------------------
+    @property
+    def has_pending(self) -> bool:
+        """True while autocommitted writes wait for the next cycle (group commit)."""
+        return self._pending_txn is not None
+
+    def _set_pending(self, ymap: pycrdt.Map[Any], key: str, value: Any) -> bool:
+        """Add ``ymap[key] = value`` to the pending batch; False (nothing done) when the
+        value is not small: the caller commits the batch and then this write alone."""
+        cost = _small_cost(key, value)
+        if cost is None:
+            return False
+        if self._pending_txn is not None and (
+            self._pending_bytes + cost > _PENDING_BYTES
+            or self.pending_writes >= _PENDING_WRITES
+        ):
+            self._end_pending()  # full: commit it, this write starts the next batch
+        if self._pending_txn is None:
+            self._open_pending()
+        try:
+            ymap[key] = value
+        finally:
+            self.pending_writes += 1
+            self._pending_bytes += cost
+        return True
+
+    def _open_pending(self) -> None:
+        self._captured.clear()
+        txn = self.doc.transaction(origin=_LOCAL)
+        txn.__enter__()
+        self._pending_txn = txn
+        if self._on_pending is not None:
+            self._on_pending()
+
+    def take_pending(self) -> bytes | None:
+        """Close the pending batch; its Yjs update (``None`` if it changed nothing). The
+        caller commits it. If a pycrdt observer of the document raises while the batch
+        closes, the batch is committed through ``autocommit`` and the error propagates."""
+        txn = self._pending_txn
+        if txn is None:
+            return None
+        self._pending_txn = None
+        self.pending_writes = self._pending_bytes = 0
+        self._captured.clear()
+        try:
+            txn.__exit__(None, None, None)
+        except BaseException:
+            update = self._take_update()
+            if update is not None:
+                self._autocommit(update)
+            raise
+        return self._take_update()
+
+    def _end_pending(self) -> None:
+        """Commit the pending batch now (``autocommit`` also runs the replica's observers;
+        one that writes opens a new batch, committed here too, a bounded number of times)."""
+        for _ in range(64):
+            update = self.take_pending()
+            if update is not None:
+                self._autocommit(update)
+            if self._pending_txn is None:
+                return
+
     # ---- remote updates ------------------------------------------------------------------
     def apply(self, update: bytes) -> None:
-        """Apply one contribution's Yjs update; :class:`PayloadError` if pycrdt refuses it."""
+        """Apply one contribution's Yjs update; :class:`PayloadError` if pycrdt refuses it.
+        Pending writes must be committed first (they happened before this update arrived)."""
+        if self._pending_txn is not None:
+            raise TransactionError("internal: a remote update is applied with writes pending")
         self._remote = True
         try:
             self.doc.apply_update(update)
@@ -187,3 +294,18 @@ class FieldsPlane:
 
     def to_py(self) -> dict[str, Any]:
         return self.view.to_py()
+
+
+def _small_cost(key: str, value: Any) -> int | None:
+    """Bytes a pending batch counts for ``key = value``; ``None`` for a large or nested value."""
+    if len(key) > _SMALL_BYTES // 4:
+        return None
+    if value is None or isinstance(value, bool | int | float):
+        return 4 * len(key) + 16
+    if isinstance(value, str | bytes):
+        n = len(value)
+        if n <= _SMALL_BYTES // 4 or (n <= _SMALL_BYTES and (
+            isinstance(value, bytes) or value.isascii()
+        )):
+            return 4 * len(key) + n + 16  # a key counts at its worst UTF-8 width
+    return None
