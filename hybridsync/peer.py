@@ -120,6 +120,7 @@ class _Session:
         "state",
         "stream",
         "wake",
+        "want_flush",
         "writer",
     )
 
@@ -151,6 +152,7 @@ class _Session:
         self.started = self.last_seen = self.last_sent = now
         self.frames_in = self.frames_out = self.records_in = self.records_out = 0
         self.writer: asyncio.Task[None] | None = None
+        self.want_flush = False  # a flush found the queue busy: flush when it drains
 
     def enqueue(self, kind: RecordType, body: bytes) -> None:
         self.outbox.append((kind, body))
@@ -247,9 +249,13 @@ def _decode_hello(body: bytes) -> tuple[str, bytes, str]:
 class Peer:
     """Keeps ``mem`` in sync with every peer it can reach; start with :meth:`Peer.start`.
 
-    Sync is driven after local changes (``mem.observe``), after every frame received, and
-    on a timer (``sync_interval_s``, which also calls ``mem.poll()`` and drives the replica's
-    retransmissions). Each session sends a PING when it has been quiet for ``heartbeat_s``
+    Sync is driven after local changes (``mem.observe``, and ``mem.on_pending`` for the
+    pending writes of ``group_commit``), after every frame received, and on a timer
+    (``sync_interval_s``, which also calls ``mem.poll()`` and drives the replica's
+    retransmissions). Flushes are coalesced: at most one per ``coalesce_s`` (default 1 ms),
+    the first after a quiet spell at once, so a burst of writes shares contributions (group
+    commit), frames, AEAD records and acknowledgements; a frame the replica produced is
+    never held back (the writer sends everything queued before it yields). Each session sends a PING when it has been quiet for ``heartbeat_s``
     and is closed when nothing arrived for ``dead_after_s``. Static and discovered addresses
     are redialed with exponential backoff from ``reconnect_min_s`` to ``reconnect_max_s``
     with jitter in [50 %, 100 %]. Backpressure: the replica is asked for frames for a
@@ -281,6 +287,7 @@ class Peer:
         max_record_bytes: int,
         discovered_attempts: int,
         rng: random.Random | None,
+        coalesce_s: float = 0.001,
     ) -> None:
         if not isinstance(mem, Memory):
             raise ConfigError(f"Peer needs a hybridsync.Memory, got {type(mem).__name__}")
@@ -323,6 +330,12 @@ class Peer:
             max_record_bytes, "max_record_bytes", 1024, MAX_FRAME_BYTES + RECORD_OVERHEAD_BYTES
         )
         self._discovered_attempts = _count(discovered_attempts, "discovered_attempts", 1, 1000)
+        if isinstance(coalesce_s, bool) or not isinstance(coalesce_s, int | float) or not (
+            0 <= coalesce_s <= 1
+        ):
+            raise ConfigError(f"coalesce_s must be a number of seconds in [0, 1], got "
+                              f"{coalesce_s!r}")
+        self._coalesce_s = float(coalesce_s)
         self._rng = rng if rng is not None else random.Random(os.urandom(16))
         self._instance = os.urandom(_INSTANCE_BYTES)
         self._loop = asyncio.get_running_loop()
@@ -334,6 +347,9 @@ class Peer:
         self._ticker: asyncio.Task[None] | None = None
         self._pending_handshakes = 0
         self._flush_scheduled = False
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._last_flush = float("-inf")  # loop time of the last flush a change asked for
+        self._unpending: Callable[[], None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
         self._unobserve: Callable[[], None] | None = None
@@ -375,6 +391,7 @@ class Peer:
         max_record_bytes: int = MAX_FRAME_BYTES + RECORD_OVERHEAD_BYTES,
         discovered_attempts: int = 5,
         rng: random.Random | None = None,
+        coalesce_s: float = 0.001,
         websocket: tuple[str, int] | None = None,
         websocket_token: str | None = None,
         websocket_readonly: bool = False,
@@ -387,6 +404,9 @@ class Peer:
 
         ``secret`` is the group secret (8–4096 bytes; use 32 random bytes): only peers of the
         same space holding it get a session. ``dead_after_s`` defaults to 4 × ``heartbeat_s``.
+        ``coalesce_s`` (0–1 s, default 0.001): flushes after local changes and received
+        frames run at most once per this interval (0: after every change, on the next loop
+        iteration); the first after a quiet spell runs at once.
 
         ``websocket=(host, port)`` also serves the fields document to stock Yjs clients
         (y-protocols over WebSocket, room ``/<space>``, see ``websocket_url`` and
@@ -402,6 +422,7 @@ class Peer:
             write_timeout_s=write_timeout_s, stop_timeout_s=stop_timeout_s,
             max_pending_handshakes=max_pending_handshakes, max_sessions=max_sessions,
             max_record_bytes=max_record_bytes, discovered_attempts=discovered_attempts, rng=rng,
+            coalesce_s=coalesce_s,
         )
         self._listener = await serve_tcp(self._host, self._port_wanted, self._on_accept)
         if websocket is not None:
@@ -416,7 +437,8 @@ class Peer:
             except BaseException:
                 await self.stop()
                 raise
-        self._unobserve = mem.observe(self._on_change)
+        self._unobserve = mem.observe(self._on_change, paths=False)
+        self._unpending = mem.on_pending(self._schedule_flush)
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"hybridsync-tick-{mem.peer}")
         for url in self._static:
             self._add_target(url, static=True)
@@ -448,6 +470,11 @@ class Peer:
                 await self._yjs.close()
             if self._unobserve is not None:
                 self._unobserve()
+            if self._unpending is not None:
+                self._unpending()
+            if self._flush_timer is not None:
+                self._flush_timer.cancel()
+                self._flush_timer = None
             if self._discovery is not None:
                 try:
                     await self._discovery.stop()
@@ -572,19 +599,47 @@ class Peer:
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and not self._stopping:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush_all)
+        """Flush on the next loop iteration, or, if the last flush ran less than
+        ``coalesce_s`` ago, when that much time has passed since it: a burst of changes
+        shares contributions (group commit), frames, records and acknowledgements, while a
+        change after a quiet spell goes out at once."""
+        if self._flush_scheduled or self._stopping:
+            return
+        self._flush_scheduled = True
+        due = self._last_flush + self._coalesce_s
+        if due <= self._loop.time():
+            self._loop.call_soon(self._scheduled_flush)
+        else:
+            self._flush_timer = self._loop.call_at(due, self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_timer = None
+        self._flush_scheduled = False
+        self._last_flush = self._loop.time()
+        self._flush_all()
 
     def _flush_all(self) -> None:
-        self._flush_scheduled = False
+        if self.mem.pending_writes:
+            # group commit: the pending writes become one contribution now, whether or not
+            # a session is ready to take it (a busy one gets it when its queue drains)
+            try:
+                self.mem.commit()
+            except TransactionError:
+                pass  # the application is inside a transaction: it commits them
+            except HybridSyncError:
+                log.exception("%s: commit failed", self.mem.peer)
         for s in list(self._sessions.values()):
             self._flush(s)
 
     def _flush(self, s: _Session) -> None:
-        """Ask the replica for this session's frames, only when its queue is empty."""
-        if s.state != "open" or s.outbox:
+        """Ask the replica for this session's frames, only when its queue is empty (else
+        once the writer has drained it)."""
+        if s.state != "open":
             return
+        if s.outbox:
+            s.want_flush = True
+            return
+        s.want_flush = False
         try:
             frames = self.mem.sync_to(s.name)
         except TransactionError:
@@ -817,18 +872,28 @@ class Peer:
         try:
             while True:
                 while not s.outbox:
+                    if s.want_flush:  # a flush found the queue busy: it may go now
+                        s.want_flush = False
+                        self._schedule_flush()
                     s.wake.clear()
                     await s.wake.wait()
-                kind, body = s.outbox.popleft()
-                record = s.sealer.seal(kind, body)
-                async with asyncio.timeout(self._write_timeout_s):
-                    await s.stream.send(record)
-                s.last_sent = self._loop.time()
-                s.records_out += 1
-                if kind is RecordType.SYNC:
-                    s.frames_out += 1
-                elif kind is RecordType.BYE:
-                    return
+                # Everything queued now goes out back to back, in order, before the loop
+                # yields; a heartbeat behind which other records wait is redundant.
+                budget = len(s.outbox)  # what was queued when the writer woke
+                while budget and s.outbox:
+                    budget -= 1
+                    kind, body = s.outbox.popleft()
+                    if kind is RecordType.PING and s.outbox:
+                        continue
+                    record = s.sealer.seal(kind, body)
+                    async with asyncio.timeout(self._write_timeout_s):
+                        await s.stream.send(record)
+                    s.last_sent = self._loop.time()
+                    s.records_out += 1
+                    if kind is RecordType.SYNC:
+                        s.frames_out += 1
+                    elif kind is RecordType.BYE:
+                        return
         except Exception as exc:  # TransportError, TimeoutError (a reader that does not read)
             reason = "write timed out" if isinstance(exc, TimeoutError) else repr(exc)
             if isinstance(exc, TimeoutError):
