@@ -89,6 +89,51 @@ class _Conn:
     backlog: deque[bytes] = field(default_factory=deque)
 
 
+@dataclass(frozen=True, slots=True)
+class _Ranges:
+    """The item ids and deleted ranges of one update, per client (half-open, merged)."""
+
+    items: dict[int, list[tuple[int, int]]]
+    deletes: dict[int, list[tuple[int, int]]]
+
+    @classmethod
+    def of(cls, update: bytes) -> _Ranges:
+        decoded = decode_update(update)
+        items: dict[int, list[tuple[int, int]]] = {}
+        for it in decoded.items:
+            if it.kind != "skip":
+                items.setdefault(it.client, []).append((it.clock, it.clock + it.length))
+        deletes: dict[int, list[tuple[int, int]]] = {}
+        for client, clock, length in decoded.deletes:
+            deletes.setdefault(client, []).append((clock, clock + length))
+        return cls({c: _merged(r) for c, r in items.items()},
+                   {c: _merged(r) for c, r in deletes.items()})
+
+    def covers(self, update: bytes) -> bool:
+        """Whether every item and deletion of ``update`` is one of these."""
+        other = _Ranges.of(update)
+        return all(
+            _inside(mine.get(c, []), a, b)
+            for theirs, mine in ((other.items, self.items), (other.deletes, self.deletes))
+            for c, ranges in theirs.items() for a, b in ranges
+        )
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    ranges.sort()
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(b, out[-1][1]))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _inside(ranges: list[tuple[int, int]], a: int, b: int) -> bool:
+    return any(x <= a and b <= y for x, y in ranges)
+
+
 @dataclass(slots=True)
 class _Awareness:
     clock: int
@@ -127,7 +172,8 @@ class YjsRoom:
         self._conns: dict[int, _Conn] = {}
         self._awareness: dict[int, _Awareness] = {}
         self._pending: list[tuple[bytes, int | None]] = []  # doc updates not yet committed
-        self._applying: int | None = None  # the connection whose update is being applied
+        # the connection whose update is being applied, and the ids that update carries
+        self._applying: tuple[int, _Ranges] | None = None
         self._busy_conns: deque[int] = deque()  # connections with a backlog, in order
         self.counters: dict[str, int] = dict.fromkeys(
             ("connections", "messages_in", "messages_out", "bytes_in", "bytes_out",
@@ -317,7 +363,10 @@ class YjsRoom:
                 self._close(c, "policy", "read-only endpoint")
             return
         origin = c.label or self._label_from(update)
-        self._applying = c.id
+        try:
+            self._applying = (c.id, _Ranges.of(update))
+        except HybridSyncError:
+            self._applying = None  # malformed: apply_yjs_update refuses it below
         try:
             contribution = self.mem.apply_yjs_update(update, origin=origin)
         except YjsDependencyError as exc:
@@ -436,10 +485,16 @@ class YjsRoom:
             self._resync_all()
 
     def _on_doc_update(self, event: Any) -> None:
-        # Must not raise (pycrdt would surface it after the commit): only record. Only the
-        # first event during ``apply_yjs_update`` is the client's own (observers of the
-        # commit may write more, which that client must get).
-        origin, self._applying = self._applying, None
+        # Must not raise (pycrdt would surface it after the commit): only record. During
+        # ``apply_yjs_update`` other commits happen too (a pending group-commit batch first,
+        # observers' writes after): only an event made of the client's own ids is its echo.
+        origin: int | None = None
+        if self._applying is not None and self._conns:
+            try:
+                if self._applying[1].covers(bytes(event.update)):
+                    origin = self._applying[0]
+            except Exception:  # pragma: no cover - defensive: then it is simply sent
+                origin = None
         if not self._conns:
             return  # nobody to send to; a client that joins gets the state in its step 2
         try:

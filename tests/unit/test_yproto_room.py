@@ -399,3 +399,28 @@ def test_writes_on_a_document_compacted_unnoticed_still_reach_the_clients() -> N
     assert _plain(first.fields.to_py()) == a.fields.to_dict() == _plain(second.fields.to_py())
     assert a.fields.to_dict() == b.fields.to_dict()
     assert h.room.counters["resyncs"] == 0
+
+
+def test_only_the_clients_own_update_is_kept_from_it() -> None:
+    """While a client's update is applied other commits happen too: a pending group-commit
+    batch is committed first, an observer may write in reaction. The client must get those;
+    only its own items are not echoed."""
+    mem = hs.Memory("space", "host", clock=lambda: 0, incarnation=1, group_commit=True)
+    h = Harness(mem)
+    a, b = Client(h, 1, 101), Client(h, 2, 102)
+    mem.fields["x"] = 1  # pending in the open batch
+    mem.fields["y"] = 2
+
+    def react(change: hs.Change) -> None:
+        if change.note.startswith("yjs:") and "seen" not in mem.fields:
+            mem.fields["seen"] = change.note
+
+    mem.observe(react)
+    a.edit("js", 3)
+    mem.commit()
+    got = updates(a.pump())
+    b.pump()
+    expected = {"x": 1, "y": 2, "js": 3, "seen": "yjs:101"}
+    assert mem.fields.to_dict() == expected
+    assert _plain(a.fields.to_py()) == expected == _plain(b.fields.to_py())
+    assert len(got) == 2  # the batch and the observer's write; not its own edit
