@@ -184,6 +184,13 @@ def _add_peer(sub: Any) -> None:
                    help="serve the live memory inspector page here (e.g. 127.0.0.1:8080; "
                    "port 0 = a free one). No authentication: keep it on loopback "
                    "(docs/inspector.md)")
+    p.add_argument("--websocket", metavar="HOST:PORT",
+                   help="also serve the fields document to stock Yjs clients (y-websocket "
+                   "WebsocketProvider, room /SPACE) here (docs/interop.md)")
+    p.add_argument("--websocket-token-file", metavar="PATH",
+                   help="Yjs clients must send the token in this file as ?token=")
+    p.add_argument("--websocket-readonly", action="store_true",
+                   help="Yjs clients may read but not edit")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     p.set_defaults(handler=_peer)
 
@@ -225,6 +232,11 @@ def _peer(args: argparse.Namespace) -> int:
     secret = read_secret(args.secret_file)
     host, port = parse_listen(args.listen)
     http = parse_listen(args.http, "--http") if args.http else None
+    ws = parse_listen(args.websocket, "--websocket") if args.websocket else None
+    if ws is None and (args.websocket_token_file or args.websocket_readonly):
+        raise ConfigError("--websocket-token-file and --websocket-readonly need --websocket")
+    token = read_secret(args.websocket_token_file).decode(errors="strict") \
+        if args.websocket_token_file else None
     if args.status_interval < 0:
         raise ConfigError("--status-interval must be >= 0")
     if not args.mdns and args.interfaces:
@@ -237,14 +249,19 @@ def _peer(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run_peer(mem, host=host, port=port, secret=secret,
                                      peers=args.peers, mdns=args.mdns, interfaces=interfaces,
-                                     status_interval_s=args.status_interval, http=http))
+                                     status_interval_s=args.status_interval, http=http,
+                                     websocket=ws, websocket_token=token,
+                                     websocket_readonly=args.websocket_readonly))
     finally:
         mem.close()
 
 
 async def _run_peer(mem: Memory, *, host: str, port: int, secret: bytes, peers: Sequence[str],
                     mdns: bool, interfaces: Sequence[str], status_interval_s: float,
-                    http: tuple[str, int] | None = None) -> int:
+                    http: tuple[str, int] | None = None,
+                    websocket: tuple[str, int] | None = None,
+                    websocket_token: str | None = None,
+                    websocket_readonly: bool = False) -> int:
     from hybridsync.inspector import Inspector
     from hybridsync.peer import Peer
 
@@ -255,9 +272,14 @@ async def _run_peer(mem: Memory, *, host: str, port: int, secret: bytes, peers: 
         loop.add_signal_handler(sig, stop.set)
     peer = await Peer.start(mem, host=host, port=port, secret=secret,
                             discovery="mdns" if mdns else None, peers=list(peers),
-                            interfaces=list(interfaces))
+                            interfaces=list(interfaces), websocket=websocket,
+                            websocket_token=websocket_token,
+                            websocket_readonly=websocket_readonly)
     print(f"hybridsync peer {mem.peer!r} of space {mem.space!r} listening on {peer.url}"
           + (f" (mDNS on {', '.join(interfaces)})" if mdns else ""), flush=True)
+    if peer.websocket_url is not None:
+        print(f"yjs: connect a WebsocketProvider to {peer.websocket_url} room "
+              f"{mem.space!r}" + (" (read-only)" if websocket_readonly else ""), flush=True)
     inspector: Inspector | None = None
     if http is not None:
         try:

@@ -618,3 +618,57 @@ def test_websocket_options_are_validated() -> None:
         await peer.stop()
 
     run(body())
+
+
+# ---- the command line -------------------------------------------------------------------------
+def test_cli_peer_serves_yjs_clients_with_a_token(tmp_path: Path) -> None:
+    """``hybridsync peer --websocket H:P --websocket-token-file F``: a stock client with the
+    token edits the stored replica; the edit survives the peer's exit."""
+    import re
+    import sys
+
+    key, token = tmp_path / "group.key", tmp_path / "yjs.token"
+    key.write_text("cli group secret for yjs\n")
+    token.write_text("s3cret-token\n")
+    db = str(tmp_path / "host.db")
+
+    async def body() -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hybridsync.cli", "peer", "--space", SPACE, "--secret-file",
+            str(key), "--path", db, "--name", "host", "--websocket", "127.0.0.1:0",
+            "--websocket-token-file", str(token),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert proc.stdout is not None
+            async with asyncio.timeout(30):
+                await proc.stdout.readline()
+                line = (await proc.stdout.readline()).decode()
+            m = re.fullmatch(r"yjs: connect a WebsocketProvider to (ws://127\.0\.0\.1:\d+) "
+                             r"room '([^']+)'\n", line)
+            assert m and m.group(2) == SPACE, line
+            js = await JsClient.start(m.group(1), token="s3cret-token")
+            try:
+                await js.synced()
+                await js.set(["from_js"], {"n": 7, "s": "ok ✅"})
+                await js.get(["from_js"])
+            finally:
+                await js.close()
+            proc.terminate()
+            async with asyncio.timeout(60):
+                out, _ = await proc.communicate()
+            assert proc.returncode == 0 and b"stopped:" in out
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    def stored() -> Any:
+        mem = memory("host", path=db)
+        try:
+            return mem.fields.get("from_js")
+        finally:
+            mem.close()
+
+    run(body())
+    assert stored() == {"n": 7, "s": "ok ✅"}
