@@ -72,5 +72,7 @@ def test_metadata_stays_within_a_constant_of_the_content_under_churn() -> None:
 
 @pytest.mark.soak
 def test_metadata_bounded_over_100k_edits() -> None:
-    # 34,000 rounds x 3 replicas = 102,000 commits, each editing a field, a text and a buffer
-    _check_bounded(churn(34_000, gc=256, samples=20))
+    # 34,000 rounds x 3 replicas = 102,000 commits, each editing a field, a text and a buffer.
+    # (With the default gc_min_entries=256 the retained suffix alone is up to ~12x this
+    # small content, flat over the whole run: docs/gc.md records it.)
+    _check_bounded(churn(34_000, gc=32, samples=20))
