@@ -602,32 +602,44 @@ class Peer:
         """Flush on the next loop iteration, or, if the last flush ran less than
         ``coalesce_s`` ago, when that much time has passed since it: a burst of changes
         shares contributions (group commit), frames, records and acknowledgements, while a
-        change after a quiet spell goes out at once."""
+        change after a quiet spell goes out at once. May run inside a write (``on_pending``):
+        it only schedules, and never touches the replica."""
         if self._flush_scheduled or self._stopping:
             return
         self._flush_scheduled = True
         due = self._last_flush + self._coalesce_s
         if due <= self._loop.time():
-            self._loop.call_soon(self._scheduled_flush)
+            self._start_flush()
         else:
-            self._flush_timer = self._loop.call_at(due, self._scheduled_flush)
+            self._flush_timer = self._loop.call_at(due, self._start_flush)
 
-    def _scheduled_flush(self) -> None:
+    def _start_flush(self) -> None:
+        """Each session's writer task asks the replica for its frames and sends them in one
+        step on the next loop iteration (a session busy writing does so once its queue has
+        drained); pending writes of group commit are committed first."""
         self._flush_timer = None
         self._flush_scheduled = False
         self._last_flush = self._loop.time()
-        self._flush_all()
+        if self.mem.pending_writes:
+            self._loop.call_soon(self._commit_pending)
+        for s in self._sessions.values():
+            s.want_flush = True
+            s.wake.set()
+
+    def _commit_pending(self) -> None:
+        # group commit: the pending writes become one contribution now, whether or not a
+        # session is ready to take it (durable with SQLite once this returns)
+        if not self.mem.pending_writes or self._stopping:
+            return
+        try:
+            self.mem.commit()
+        except TransactionError:
+            pass  # the application is inside a transaction: it commits them
+        except HybridSyncError:
+            log.exception("%s: commit failed", self.mem.peer)
 
     def _flush_all(self) -> None:
-        if self.mem.pending_writes:
-            # group commit: the pending writes become one contribution now, whether or not
-            # a session is ready to take it (a busy one gets it when its queue drains)
-            try:
-                self.mem.commit()
-            except TransactionError:
-                pass  # the application is inside a transaction: it commits them
-            except HybridSyncError:
-                log.exception("%s: commit failed", self.mem.peer)
+        self._commit_pending()
         for s in list(self._sessions.values()):
             self._flush(s)
 
@@ -872,9 +884,10 @@ class Peer:
         try:
             while True:
                 while not s.outbox:
-                    if s.want_flush:  # a flush found the queue busy: it may go now
-                        s.want_flush = False
-                        self._schedule_flush()
+                    if s.want_flush:  # asked to flush, and the queue has drained
+                        self._flush(s)
+                        if s.outbox:
+                            break
                     s.wake.clear()
                     await s.wake.wait()
                 # Everything queued now goes out back to back, in order, before the loop
