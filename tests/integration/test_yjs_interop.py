@@ -648,12 +648,15 @@ def test_cli_peer_serves_yjs_clients_with_a_token(tmp_path: Path) -> None:
                              r"room '([^']+)'\n", line)
             assert m and m.group(2) == SPACE, line
             js = await JsClient.start(m.group(1), token="s3cret-token")
+            other = await JsClient.start(m.group(1), token="s3cret-token")
             try:
                 await js.synced()
                 await js.set(["from_js"], {"n": 7, "s": "ok ✅"})
-                await js.get(["from_js"])
+                # a second client sees it only through the host: the host has committed it
+                await other.wait(["from_js"], {"n": 7, "s": "ok ✅"})
             finally:
                 await js.close()
+                await other.close()
             proc.terminate()
             async with asyncio.timeout(60):
                 out, _ = await proc.communicate()
