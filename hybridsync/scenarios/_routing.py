@@ -154,8 +154,8 @@ def plot(path: Path, rows: Sequence[Row], title: str) -> None:
     policies = list(dict.fromkeys((r["routing"], r["batch_size"]) for r in rows))
     sizes = sorted({r["peers"] for r in rows})
     multi_batch = len({b for _, b in policies}) > 1
-    panels = (("messages", "frames sent (whole run)", 1),
-              ("bytes", "KiB sent (whole run)", 1024),
+    panels = (("messages", "frames sent (whole run, log scale)", 1),
+              ("bytes", "KiB sent (whole run, log scale)", 1024),
               ("converge_ticks_mean", "ticks to converge after a burst\n(mean over bursts; "
                "1 tick = 10 ms)", 1))
     width = 0.8 / len(policies)
@@ -171,6 +171,8 @@ def plot(path: Path, rows: Sequence[Row], title: str) -> None:
                        alpha=1.0 if batch == policies[0][1] else 0.55)
             ax.set_xticks(range(len(sizes)), [f"{n} peers" for n in sizes])
             ax.set_ylabel(label)
+            if key != "converge_ticks_mean":
+                ax.set_yscale("log")
         axes[0].legend(title="routing")
 
 

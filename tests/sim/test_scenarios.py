@@ -80,6 +80,8 @@ def test_metadata_growth(tmp_path: Path) -> None:
         content = _int(r, "content_bytes")
         assert content > 3 * 400
         assert _int(r, "pycrdt_state_bytes") == content + _int(r, "pycrdt_metadata_bytes")
+        assert _int(r, "gc_metadata_peak_bytes") >= _int(r, "gc_metadata_bytes")
+        assert _int(r, "gc_at_rest_peak_bytes") >= _int(r, "gc_at_rest_bytes")
         assert float(r["pycrdt_ratio"]) == pytest.approx(
             _int(r, "pycrdt_metadata_bytes") / content, rel=1e-4)
 
