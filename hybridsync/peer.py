@@ -255,8 +255,9 @@ class Peer:
     retransmissions). Flushes are coalesced: at most one per ``coalesce_s`` (default 1 ms),
     the first after a quiet spell at once, so a burst of writes shares contributions (group
     commit), frames, AEAD records and acknowledgements; a frame the replica produced is
-    never held back (the writer sends everything queued before it yields). Each session sends a PING when it has been quiet for ``heartbeat_s``
-    and is closed when nothing arrived for ``dead_after_s``. Static and discovered addresses
+    never held back (the writer sends everything queued before it yields). Each session
+    sends a PING when it has been quiet for ``heartbeat_s`` and is closed when nothing
+    arrived for ``dead_after_s``. Static and discovered addresses
     are redialed with exponential backoff from ``reconnect_min_s`` to ``reconnect_max_s``
     with jitter in [50 %, 100 %]. Backpressure: the replica is asked for frames for a
     session only when that session's queue is empty, and a write waits for the socket to
