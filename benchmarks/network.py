@@ -7,7 +7,12 @@ which is one system-wide clock on Linux (namespaces included), so a timestamp ta
 process can be subtracted from one taken in another.
 
 - **hybridsync:** ``hs.Memory`` + ``hs.Peer`` on each side, the writer dials the reader
-  (``peers=[url]``), one authenticated, encrypted TCP session (group secret).
+  (``peers=[url]``), one authenticated, encrypted TCP session (group secret). Two
+  configurations: ``hybridsync`` (the default ``Memory``: every autocommitted write is its own
+  contribution, durable when it returns) and ``hybridsync-group`` (``group_commit=True``:
+  the writes made between two cycles become one contribution at the next cycle, which
+  ``hs.Peer`` runs at most ``coalesce_s`` after a write). ``--gc off`` runs both with
+  ``gc_min_entries=None`` (to measure what garbage collection costs here).
 - **pycrdt-websocket:** the reader is a ``WebsocketServer`` with its ``YRoom`` (the room's
   own ``Doc`` is the reader's replica) served through the ``websockets`` library; the writer is
   a ``pycrdt.Doc`` synchronised by ``pycrdt.Provider`` over a ``websockets`` client
@@ -17,13 +22,17 @@ process can be subtracted from one taken in another.
 Phases, each on a fresh pair of processes:
 
 1. **throughput:** the writer makes ``--writes`` single-key writes (the fields benchmark's
-   seeded workload: ``benchmarks.fields.make_writes``), each its own commit/transaction,
-   yielding to its event loop after every write so its transport can run, then an end
-   marker. Writes/s = writes ÷ (first write → end marker visible on the reader). The reader's
-   whole map is then compared with what the workload wrote.
+   seeded workload: ``benchmarks.fields.make_writes``), each its own commit/transaction
+   (for ``hybridsync-group``: its own autocommitted write), yielding to its event loop after
+   every write so its transport can run, then an end marker. Writes/s = writes ÷ (first
+   write → end marker visible on the reader); *drain* = last write returned → end marker
+   visible (the backlog the reader still had). The reader's whole map is then compared with
+   what the workload wrote. ``--repeat`` runs it several times (systems interleaved) and
+   reports the median.
 2. **latency:** ``--samples`` writes, one every ``--interval-ms``; for each, the time from the
    write (writer's clock reading just before it) to the reader's observer seeing it.
-   Median and p99.
+   Median and p99 over the samples of all ``--repeat`` runs (each on a fresh pair, systems
+   interleaved).
 3. **partition:** both sides write during a ``--partition-s`` cut (a namespace partition
    with nftables when root, else ``tests/integration/_proxy.py`` on loopback), the cut heals,
    and the time from the heal until both sides hold each other's last write is measured;
@@ -57,10 +66,12 @@ if str(ROOT) not in sys.path:
 
 from benchmarks._common import machine, markdown_table  # noqa: E402
 
-SYSTEMS = ("hybridsync", "pycrdt-websocket")
+SYSTEMS = ("hybridsync", "hybridsync-group", "pycrdt-websocket")
+HS_SYSTEMS = ("hybridsync", "hybridsync-group")
 DEFAULT_WRITES = 20_000
 QUICK_WRITES = 500
 DEFAULT_SAMPLES = 500
+DEFAULT_REPEAT = 3
 QUICK_SAMPLES = 50
 DEFAULT_INTERVAL_MS = 10
 DEFAULT_PARTITION_S = 30.0
@@ -372,7 +383,10 @@ _COMMANDS: dict[str, Callable[[_Node, dict[str, Any]], Awaitable[dict[str, Any]]
 async def _child_hybridsync(args: argparse.Namespace) -> None:
     import hybridsync as hs
 
-    mem = hs.Memory(SPACE, args.name)
+    options: dict[str, Any] = {"group_commit": args.group_commit}
+    if args.no_gc:
+        options["gc_min_entries"] = None
+    mem = hs.Memory(SPACE, args.name, **options)
     node = _HsNode(mem)
     peers = [args.connect] if args.connect else []
     node.peer = await hs.Peer.start(mem, host=args.host, port=args.port, secret=SECRET,
@@ -495,10 +509,15 @@ class _Child:
 
 
 def _argv(role: str, name: str, *, host: str = "127.0.0.1", port: int = 0,
-          connect: str | None = None) -> list[str]:
+          connect: str | None = None, flags: Sequence[str] = ()) -> list[str]:
     argv = [sys.executable, "-m", "benchmarks.network", "--role", role, "--name", name,
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), *flags]
     return [*argv, "--connect", connect] if connect else argv
+
+
+# Child flags of each hybridsync configuration; ``--gc off`` adds ``--no-gc`` to both.
+_HS_FLAGS = {"hybridsync": (), "hybridsync-group": ("--group-commit",)}
+_GC_OFF = False
 
 
 @dataclass
@@ -519,12 +538,15 @@ def _start_pair(system: str, *, wrap: Wrap | None = None, reader_host: str = "12
     """Reader first (it listens), then the writer dialling it; both synced on a hello."""
     w = wrap or (lambda _i, argv: argv)
     d = dial or (lambda url: url)
-    role_r, role_w = (("hybridsync", "hybridsync") if system == "hybridsync"
+    role_r, role_w = (("hybridsync", "hybridsync") if system in HS_SYSTEMS
                       else ("ws-server", "ws-client"))
-    reader = _Child(w(1, _argv(role_r, "reader", host=reader_host)), f"{system} reader")
+    flags = (*_HS_FLAGS[system], *(("--no-gc",) if _GC_OFF else ())) if (
+        system in HS_SYSTEMS) else ()
+    reader = _Child(w(1, _argv(role_r, "reader", host=reader_host, flags=flags)),
+                    f"{system} reader")
     try:
-        writer = _Child(w(0, _argv(role_w, "writer", connect=d(reader.ready["url"]))),
-                        f"{system} writer")
+        writer = _Child(w(0, _argv(role_w, "writer", connect=d(reader.ready["url"]),
+                                   flags=flags)), f"{system} writer")
     except BaseException:
         reader.close()
         raise
@@ -546,11 +568,15 @@ class Result:
     writes: int = 0
     writes_per_s: float = 0.0
     cpu_us_per_write: float = 0.0
+    drain_ms: float = 0.0
+    runs: list[tuple[float, float, float]] = field(default_factory=list)  # each repeat:
+    # (writes/s, CPU µs/write, drain ms); the median run by writes/s gives the columns
     equal: bool = False
     samples: int = 0
     latency_median_ms: float = 0.0
     latency_p99_ms: float = 0.0
     latency_lost: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
     partition_s: float = 0.0
     partition_mode: str = ""
     converge_after_heal_s: float | None = None
@@ -579,14 +605,19 @@ def throughput(system: str, writes: int, *, keys: int = 1000, seed: int = 202611
             raise RuntimeError(f"{system}: the end marker never arrived")
         cpu1 = pair.writer.ask("cpu")["cpu_s"] + pair.reader.ask("cpu")["cpu_s"]
         result.writes = writes
-        result.writes_per_s = writes / ((seen["t"] - burst["t0"]) / 1e9)
+        rate = writes / ((seen["t"] - burst["t0"]) / 1e9)
         # CPU of both processes (acks and stragglers after the end marker included):
         # unlike wall time, barely moved by other jobs on a shared machine.
-        result.cpu_us_per_write = (cpu1 - cpu0) / writes * 1e6
+        cpu = (cpu1 - cpu0) / writes * 1e6
+        drain = (seen["t"] - burst["t1"]) / 1e6
         check = pair.reader.ask("check", n=writes, keys=keys, seed=seed)
         mine = pair.writer.ask("digest")
         theirs = pair.reader.ask("digest")
-        result.equal = bool(check["equal"]) and mine["digest"] == theirs["digest"]
+        equal = bool(check["equal"]) and mine["digest"] == theirs["digest"]
+        result.equal = equal and (result.equal or not result.runs)
+        result.runs.append((rate, cpu, drain))
+        median = sorted(result.runs)[(len(result.runs) - 1) // 2]
+        result.writes_per_s, result.cpu_us_per_write, result.drain_ms = median
     finally:
         pair.close()
 
@@ -601,10 +632,11 @@ def latency(system: str, samples: int, interval_ms: float, *, result: Result) ->
         seen = pair.reader.ask("seen")["seen"]
         lat = [(seen[f"lat{i:06d}"] - t) / 1e6 for i, t in enumerate(sent)
                if f"lat{i:06d}" in seen]
-        result.samples = len(lat)
-        result.latency_lost = samples - len(lat)
-        result.latency_median_ms = _percentile(lat, 0.5)
-        result.latency_p99_ms = _percentile(lat, 0.99)
+        result.latencies_ms.extend(lat)  # pooled over the repeats
+        result.samples += len(lat)
+        result.latency_lost += samples - len(lat)
+        result.latency_median_ms = _percentile(result.latencies_ms, 0.5)
+        result.latency_p99_ms = _percentile(result.latencies_ms, 0.99)
     finally:
         pair.close()
 
@@ -668,9 +700,8 @@ def available() -> dict[str, str | None]:
     """Each system and why it cannot run here (``None`` when it can)."""
     import hybridsync as hs
 
-    out: dict[str, str | None] = {
-        "hybridsync": None if hasattr(hs, "Peer") else "hybridsync has no Peer yet",
-    }
+    why = None if hasattr(hs, "Peer") else "hybridsync has no Peer yet"
+    out: dict[str, str | None] = dict.fromkeys(HS_SYSTEMS, why)
     missing = [m for m in ("pycrdt.websocket", "websockets") if importlib.util.find_spec(m) is None]
     out["pycrdt-websocket"] = (f"not installed: {', '.join(missing)} (pip install "
                                "'hybridsync[bench]')" if missing else None)
@@ -678,15 +709,20 @@ def available() -> dict[str, str | None]:
 
 
 def run(*, writes: int, samples: int, interval_ms: float, partition_s: float,
-        systems: Sequence[str] = SYSTEMS,
+        systems: Sequence[str] = SYSTEMS, repeat: int = 1,
         progress: Callable[[str], None] = lambda _m: None) -> list[Result]:
+    by_system = {system: Result(system) for system in systems}
+    for i in range(repeat):  # systems interleaved, so a busy spell hits them alike
+        for system in systems:
+            progress(f"{system}: throughput ({writes:,} writes, run {i + 1}/{repeat})")
+            throughput(system, writes, result=by_system[system])
+    for i in range(repeat):
+        for system in systems:
+            progress(f"{system}: latency ({samples} samples, run {i + 1}/{repeat})")
+            latency(system, samples, interval_ms, result=by_system[system])
     results = []
     for system in systems:
-        r = Result(system)
-        progress(f"{system}: throughput ({writes:,} writes)")
-        throughput(system, writes, result=r)
-        progress(f"{system}: latency ({samples} samples)")
-        latency(system, samples, interval_ms, result=r)
+        r = by_system[system]
         if partition_s > 0:
             progress(f"{system}: {partition_s:g} s partition")
             partition(system, partition_s, result=r)
@@ -703,22 +739,35 @@ def report(results: Sequence[Result]) -> str:
         conv = ("not converged" if r.converge_after_heal_s is None and r.partition_s
                 else f"{r.converge_after_heal_s:.2f}" if r.converge_after_heal_s is not None
                 else "–")
+        spread = (f" ({min(x[0] for x in r.runs):,.0f}–{max(x[0] for x in r.runs):,.0f})"
+                  if len(r.runs) > 1 else "")
         rows.append([
-            r.system, f"{r.writes_per_s:,.0f}", ratio, f"{r.cpu_us_per_write:.0f}",
-            "yes" if r.equal else "NO",
+            _label(r.system), f"{r.writes_per_s:,.0f}{spread}", ratio,
+            f"{r.cpu_us_per_write:.0f}", f"{r.drain_ms:.1f}", "yes" if r.equal else "NO",
             f"{r.latency_median_ms:.2f}", f"{r.latency_p99_ms:.2f}", f"{r.latency_lost}",
             f"{r.partition_s:g} ({r.partition_mode})" if r.partition_s else "–", conv,
             ("yes" if r.partition_equal else "NO") if r.partition_s else "–",
         ])
     return markdown_table(
-        ["system", "writes/s", "×baseline", "CPU µs/write", "equal", "latency median ms",
+        ["system", "writes/s (min–max)", "×baseline", "CPU µs/write", "drain ms", "equal",
+         "latency median ms",
          "latency p99 ms", "lost", "partition s", "converged after heal s", "equal after heal"],
         rows)
 
 
-def check_goal(results: Sequence[Result]) -> dict[str, bool] | None:
-    """Issue 4's goal: ≥ 2× the baseline's writes/s, median and p99 latency not higher."""
-    hs_r = next((r for r in results if r.system == "hybridsync"), None)
+def _label(system: str) -> str:
+    if system in HS_SYSTEMS and _GC_OFF:
+        return f"{system} (GC off)"
+    return system
+
+
+def check_goal(results: Sequence[Result], system: str | None = None) -> dict[str, bool] | None:
+    """Issue 4's goal for ``system`` (default: the last hybridsync configuration run):
+    ≥ 2× the baseline's writes/s, median and p99 latency not higher."""
+    names = [r.system for r in results if r.system in HS_SYSTEMS]
+    if system is None and names:
+        system = names[-1]
+    hs_r = next((r for r in results if r.system == system), None)
     base = next((r for r in results if r.system == "pycrdt-websocket"), None)
     if hs_r is None or base is None or not base.writes_per_s:
         return None
@@ -740,6 +789,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition-s", type=float, default=None,
                         help=f"length of the cut (default {DEFAULT_PARTITION_S:g}; 0 skips)")
     parser.add_argument("--system", action="append", choices=list(SYSTEMS))
+    parser.add_argument("--repeat", type=int, default=None,
+                        help=f"throughput runs per system, median reported (default "
+                             f"{DEFAULT_REPEAT}; 1 with --quick)")
+    parser.add_argument("--gc", choices=["on", "off"], default="on",
+                        help="hybridsync's garbage collection (default on, as in Memory)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the goal is missed")
     parser.add_argument("--quiet", action="store_true")
@@ -750,9 +804,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--connect", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--group-commit", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-gc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.role:
         return _child_main(args)
+    global _GC_OFF
+    _GC_OFF = args.gc == "off"
 
     def progress(msg: str) -> None:
         if not args.quiet:
@@ -766,11 +824,12 @@ def main(argv: list[str] | None = None) -> int:
     systems = [s for s in (args.system or SYSTEMS) if avail[s] is None]
     m = machine(("hybridsync", "pycrdt", "pycrdt-websocket", "websockets", "cryptography"))
     load_before = os.getloadavg()[0]
+    repeat = args.repeat or (1 if args.quick else DEFAULT_REPEAT)
     results = run(writes=writes, samples=samples, interval_ms=args.interval_ms,
-                  partition_s=partition_s, systems=systems, progress=progress)
-    print(f"Network benchmark: {writes:,} writes (throughput), {samples} writes every "
-          f"{args.interval_ms:g} ms (latency), {partition_s:g} s partition; "
-          f"{time.strftime('%Y-%m-%d')}")
+                  partition_s=partition_s, systems=systems, repeat=repeat, progress=progress)
+    print(f"Network benchmark: {writes:,} writes (throughput, median of {repeat}), {samples} "
+          f"writes every {args.interval_ms:g} ms (latency), {partition_s:g} s partition; "
+          f"hybridsync GC {args.gc}; {time.strftime('%Y-%m-%d')}")
     for line in m.describe():
         print(f"  {line}")
     print(f"  Load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
@@ -783,10 +842,14 @@ def main(argv: list[str] | None = None) -> int:
         for note in r.notes:
             print(f"\n{r.system}: {note}")
     goal = check_goal(results)
-    if goal is not None:
-        missed = [k for k, ok in goal.items() if not ok]
-        print(f"\nGoal (≥ {THROUGHPUT_TARGET:g}× writes/s, latency not higher): "
-              + ("met" if not missed else f"missed: {', '.join(missed)}"))
+    for r in results:
+        if r.system in HS_SYSTEMS:
+            g = check_goal(results, r.system)
+            if g is not None:
+                missed = [k for k, ok in g.items() if not ok]
+                print(f"\nGoal for {_label(r.system)} (≥ {THROUGHPUT_TARGET:g}× writes/s, "
+                      "latency not higher): "
+                      + ("met" if not missed else f"missed: {', '.join(missed)}"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": asdict(m), "date": time.strftime("%Y-%m-%d"),
