@@ -222,8 +222,8 @@ def test_concurrency_comes_from_the_version_vectors() -> None:
 @pytest.mark.soak
 def test_soak_partition_heal_up_to_64_peers(tmp_path: Path) -> None:
     rows = _run("partition-heal", tmp_path, "--peers", "2,16,64", "--partition-ticks",
-                "10,80", "--seeds", "2")
-    assert len(rows) == 12
+                "10,80", "--seeds", "1")
+    assert len(rows) == 6
     assert all(_int(r, "converge_ticks") > 0 for r in rows)
 
 
@@ -231,11 +231,12 @@ def test_soak_partition_heal_up_to_64_peers(tmp_path: Path) -> None:
 def test_soak_metadata_stays_bounded_with_gc(tmp_path: Path) -> None:
     rows = _run("metadata-growth", tmp_path, "--ticks", "3000", "--samples", "30")
     half = len(rows) // 2
-    gc_first = max(float(r["gc_ratio"]) for r in rows[1:half])
-    gc_second = max(float(r["gc_ratio"]) for r in rows[half:])
-    assert gc_second <= 1.5 * gc_first  # flat: bounded by a constant of the content
-    assert float(rows[-1]["pycrdt_ratio"]) > 2 * float(rows[half]["pycrdt_ratio"]) / 1.5
-    assert float(rows[-1]["gc_ratio"]) < float(rows[-1]["pycrdt_ratio"])
+    gc_first = max(float(r["gc_ratio_peak"]) for r in rows[1:half])
+    gc_second = max(float(r["gc_ratio_peak"]) for r in rows[half:])
+    assert gc_second <= 1.2 * gc_first  # flat: the peak does not grow with the edits
+    # pycrdt grows with the edits (linearly: twice the edits, about twice the metadata)
+    assert float(rows[-1]["pycrdt_ratio"]) > 1.5 * float(rows[half]["pycrdt_ratio"])
+    assert float(rows[-1]["gc_ratio_peak"]) < float(rows[-1]["pycrdt_ratio"])
 
 
 @pytest.mark.soak
