@@ -100,6 +100,8 @@ GROUP_COMMIT_MODES: dict[str, tuple[int, int]] = {
     "group commit, sync/100": (100, 100),
 }
 ALL_MODES = {**HYBRIDSYNC_MODES, **GROUP_COMMIT_MODES}
+# extra Memory options of both replicas (``--gc off``: {"gc_min_entries": None})
+MEMORY_OPTIONS: dict[str, Any] = {}
 
 
 # ---- the workload --------------------------------------------------------------------------
@@ -333,8 +335,9 @@ def _fake_clock() -> Callable[[], int]:
 
 def _hybridsync(workload: Workload, timer: _Timer, sync_every: int, ack_every: int,
                 group: bool = False) -> Outcome:
-    a = hs.Memory("bench", "a", clock=_fake_clock(), incarnation=1, group_commit=group)
-    b = hs.Memory("bench", "b", clock=_fake_clock(), incarnation=2)
+    a = hs.Memory("bench", "a", clock=_fake_clock(), incarnation=1, group_commit=group,
+                  **MEMORY_OPTIONS)
+    b = hs.Memory("bench", "b", clock=_fake_clock(), incarnation=2, **MEMORY_OPTIONS)
     fields = a.fields
     moved = [0, 0]  # frames, bytes
 
@@ -565,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--txn", type=int, default=TXN_SIZE, help="writes per transaction")
     parser.add_argument("--mode", action="append", choices=list(ALL_MODES),
                         help="hybridsync modes to run (default: all)")
+    parser.add_argument("--gc", choices=["on", "off"], default="on",
+                        help="hybridsync's garbage collection (default on, as in Memory)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 when a hybridsync result misses a target")
@@ -572,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of the benchmark, print a cProfile of one hybridsync mode")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
+    MEMORY_OPTIONS.clear()
+    if args.gc == "off":
+        MEMORY_OPTIONS["gc_min_entries"] = None
     writes = args.writes or (QUICK_WRITES if args.quick else DEFAULT_WRITES)
     repeats = args.repeat or (1 if args.quick else 3)
     if args.profile:
@@ -587,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     results = run(writes, repeats=repeats, keys=args.keys, seed=args.seed, txn_size=args.txn,
                   modes=args.mode or tuple(ALL_MODES), progress=progress)
     print(f"Fields benchmark: {writes:,} writes over {args.keys:,} keys (seed {args.seed}), "
-          f"median of {repeats}; transactions of {args.txn}")
+          f"median of {repeats}; transactions of {args.txn}; hybridsync GC {args.gc}")
     for line in m.describe():
         print(f"  {line}")
     print(f"  Load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; "
