@@ -91,8 +91,9 @@ def _label(cell: str) -> str:
 def plot_fields(docs: Path, plt: Any) -> Any:
     rows = find_table((docs / "benchmarks.md").read_text(), "## Fields", "### Results")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    bytes_key = "B/write" if rows and "B/write" in rows[0] else "B/contrib"
     for ax, key, title in ((axes[0], "µs/write", "time per write (µs, lower is better)"),
-                           (axes[1], "B/contrib", "wire bytes per write (lower is better)")):
+                           (axes[1], bytes_key, "wire bytes per write (lower is better)")):
         workloads = list(dict.fromkeys(column(rows, "workload")))
         systems = list(dict.fromkeys(column(rows, "system")))
         width = 0.8 / len(systems)
