@@ -621,7 +621,7 @@ class Peer:
         self._flush_timer = None
         self._flush_scheduled = False
         self._last_flush = self._loop.time()
-        if self.mem.pending_writes:
+        if self.mem.group_commit:  # (``on_pending`` runs before the batch's first write lands)
             self._loop.call_soon(self._commit_pending)
         for s in self._sessions.values():
             s.want_flush = True

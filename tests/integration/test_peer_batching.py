@@ -188,6 +188,28 @@ def test_a_write_after_a_quiet_spell_goes_out_at_once() -> None:
     run(main())
 
 
+def test_without_any_session_a_pending_write_is_still_committed_soon(tmp_path: Any) -> None:
+    """Durability does not wait for a peer: the flush a write asks for commits its batch
+    (with SQLite: durable) within a few loop iterations, not at the next tick or poll."""
+
+    async def main() -> None:
+        w = hs.Memory(SPACE, "writer", group_commit=True, path=str(tmp_path / "w.db"))
+        pw = await hs.Peer.start(w, secret=SECRET, sync_interval_s=30.0, **OPTIONS)
+        try:
+            await asyncio.sleep(0.05)
+            w.fields["alone"] = 1
+            w.fields["together"] = 2
+            assert w.pending_writes == 2
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert w.pending_writes == 0 and _commits(w) == 1
+        finally:
+            await pw.stop()
+            w.close()
+
+    run(main())
+
+
 def test_a_slow_reader_gets_everything_in_order_and_the_queue_stays_bounded() -> None:
     n = 400
 
