@@ -60,6 +60,7 @@ __all__ = ["Change", "Conflict", "Memory", "ReplicaStats"]
 log = logging.getLogger("hybridsync")
 _MAX_NAME_BYTES = 256
 _MISSING = object()
+_FIELDS_COMPACT_MIN_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +278,7 @@ class Memory:
         # what compactions of the fields checkpoint dropped (deleted map entries): every
         # update applied here is rewritten against it, every local one exported
         self._dropped = DroppedRanges()
+        self._fields_compacted_bytes = 0
         self._base_key: tuple[int, bytes] | None = None
         self._archive: list[tuple[tuple[Any, ...], Conflict]] = []
         self._gone_meta: dict[bytes, tuple[tuple[int, bytes], str]] = {}
@@ -691,13 +693,18 @@ class Memory:
         self._gone_meta = {k: v for k, v in meta.items() if k not in self._log}
         self._base_key = upto
         self._compacted += n
-        self._compact_fields()
-        # the conflict index forgets compacted items: reseeded from the checkpoint state,
-        # then the retained contributions (decoded lazily)
-        self._conflict_index = FieldsConflictIndex()
-        self._conflict_index.seed(self._stable_doc.get_update(), self._dropped)
-        for c in self._log.ordered():
-            self._conflict_index.defer(c)
+        # The fields checkpoint is compacted (a full pass over its state) only once it has
+        # doubled since the last time: amortised O(1) per byte, and metadata stays within
+        # 2x of the compacted state. Only then does the conflict index need reseeding (it
+        # already indexes everything else it will be asked about).
+        state_bytes = len(self._stable_doc.get_update())
+        if state_bytes > 2 * self._fields_compacted_bytes + _FIELDS_COMPACT_MIN_BYTES:
+            self._compact_fields()
+            self._fields_compacted_bytes = len(self._stable_doc.get_update())
+            self._conflict_index = FieldsConflictIndex()
+            self._conflict_index.seed(self._stable_doc.get_update(), self._dropped)
+            for c in self._log.ordered():
+                self._conflict_index.defer(c)
         # 5. the store drops them and keeps the checkpoint, atomically
         self._store.compact([c.id for c in dropped], self._checkpoint_bytes())
 
@@ -772,6 +779,7 @@ class Memory:
         dropped = DroppedRanges.decode(cp.dropped) if cp.dropped else DroppedRanges()
         self._log = CausalLog(self.space, max_pending=self._max_pending)
         self._dropped = dropped
+        self._fields_compacted_bytes = len(cp.fields)
         self._log.restore(cp.stubs, cp.compacted,
                           {cid: (a, s) for cid, (a, s, _) in cp.gone.items()})
         self._regions.reset(self._log.happened_before)

@@ -183,8 +183,8 @@ def test_an_outside_yjs_client_that_holds_dropped_items_still_lands_its_writes()
     sync_pair(a, b)
     client: pycrdt.Doc[Any] = pycrdt.Doc()
     client.apply_update(a.doc.get_update())
-    for i in range(20):  # churn until the deleted key's chain is compacted away
-        a.fields["other"] = i
+    for i in range(40):  # churn until the checkpoint is big enough to be compacted
+        a.fields["other"] = f"{i}" * 400
         sync_pair(a, b)
     assert a.stats().compacted > 0 and a._dropped  # the tail of "gone" was dropped
     before = client.get_state()
