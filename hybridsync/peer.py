@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgpack
 
+from hybridsync._checks import count as _count
+from hybridsync._checks import positive as _positive
 from hybridsync.errors import (
     ConfigError,
     FrameError,
@@ -207,18 +209,6 @@ class _Target:
 
 class _Rejected(HybridSyncError):
     """Internal: an authenticated connection we do not keep (duplicate, self, too many)."""
-
-
-def _positive(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _count(value: object, what: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{what} must be an int in [{lo}, {hi}], got {value!r}")
-    return value
 
 
 def _encode_hello(name: str, instance: bytes, listen_url: str) -> bytes:

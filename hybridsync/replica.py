@@ -700,9 +700,10 @@ class Memory:
         state_bytes = len(self._stable_doc.get_update())
         if state_bytes > 2 * self._fields_compacted_bytes + _FIELDS_COMPACT_MIN_BYTES:
             self._compact_fields()
-            self._fields_compacted_bytes = len(self._stable_doc.get_update())
+            state = self._stable_doc.get_update()
+            self._fields_compacted_bytes = len(state)
             self._conflict_index = FieldsConflictIndex()
-            self._conflict_index.seed(self._stable_doc.get_update(), self._dropped)
+            self._conflict_index.seed(state, self._dropped)
             for c in self._log.ordered():
                 self._conflict_index.defer(c)
         # 5. the store drops them and keeps the checkpoint, atomically

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+from hybridsync._checks import count as _count
+from hybridsync._checks import positive as _positive
 from hybridsync.errors import ConfigError, HybridSyncError, TransactionError, TransportError
 from hybridsync.inspector._http import (
     MAX_HEAD_BYTES,
@@ -94,18 +96,6 @@ class _Stream:
         self.queue.clear()
         self.wake.clear()
         return b"".join(out)
-
-
-def _positive(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _count(value: object, what: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{what} must be an int in [{lo}, {hi}], got {value!r}")
-    return value
 
 
 def _int_param(query: dict[str, str], name: str, default: int, lo: int, hi: int) -> int:

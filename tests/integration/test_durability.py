@@ -16,13 +16,10 @@ replica. The seed of each run is printed; ``HYBRIDSYNC_G6_SEED=N`` replays its r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _zygote import Zygote
 
 import hybridsync as hs
 from hybridsync.store.sqlite import SQLiteStore
@@ -40,15 +38,15 @@ ROWS, COLS = 16, 8
 SOAK = os.environ.get("HYBRIDSYNC_SOAK") == "1"
 soak = pytest.mark.skipif(not SOAK, reason="soak test: run with `make soak` (HYBRIDSYNC_SOAK=1)")
 
-# The zygote: reads "spawn DB REPORT RUN QUOTA" / "reap PID" / "quit" lines on stdin and
-# answers one line each on stdout. A spawned child is the writer; it never returns.
-ZYGOTE = r"""
+# The writer a zygote (``_zygote.py``) forks for each run: ``spawn DB REPORT RUN QUOTA``.
+WRITER_SOURCE = r"""
 import os, sys
 import hybridsync as hs
 
 SPACE, WRITER, ROWS, COLS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 
 def writer(db, report, run, quota):
+    run, quota = int(run), int(quota)
     fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     mem = hs.Memory(SPACE, WRITER, path=db)
     os.write(fd, b"open %d\n" % run)
@@ -75,81 +73,12 @@ def writer(db, report, run, quota):
             os.write(fd, b"b %d %d %d %d\n" % (run, j, row, seq))
     mem.close()
     os.write(fd, b"done %d\n" % run)
-
-for line in sys.stdin:
-    cmd = line.split()
-    if cmd[0] == "spawn":
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                sys.stdin.close()
-                writer(cmd[1], cmd[2], int(cmd[3]), int(cmd[4]))
-            except BaseException as exc:
-                import traceback
-                traceback.print_exc()
-                code = 3
-            finally:
-                os._exit(code)
-        print(pid, flush=True)
-    elif cmd[0] == "reap":
-        _, status = os.waitpid(int(cmd[1]), 0)
-        if os.WIFSIGNALED(status):
-            print("signal", os.WTERMSIG(status), flush=True)
-        else:
-            print("exit", os.WEXITSTATUS(status), flush=True)
-    elif cmd[0] == "quit":
-        break
 """
-
-
-class Zygote:
-    def __init__(self, tmp: Path) -> None:
-        self.stderr_path = tmp / "zygote.err"
-        self._err = self.stderr_path.open("w")
-        env = {
-            **os.environ,
-            "PYTHONWARNINGS": "error",
-            "OPENBLAS_NUM_THREADS": "1",
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", ZYGOTE, SPACE, WRITER, str(ROWS), str(COLS)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._err,
-            text=True,
-            env=env,
-            bufsize=1,
-        )
-
-    def ask(self, line: str) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline().strip()
-        assert answer, f"zygote died: {self.stderr_path.read_text()[-2000:]}"
-        return answer
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(AssertionError, BrokenPipeError):
-                self.ask("quit")
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-        self._err.close()
 
 
 @pytest.fixture
 def zygote(tmp_path: Path) -> Iterator[Zygote]:
-    z = Zygote(tmp_path)
+    z = Zygote(tmp_path, WRITER_SOURCE, SPACE, WRITER, str(ROWS), str(COLS))
     try:
         yield z
     finally:

@@ -12,30 +12,29 @@ the random choices (the exact moments of the kills also depend on the scheduler)
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _zygote import Zygote
 
 import hybridsync as hs
 from hybridsync.testing import sync_pair
 
 SPACE, WRITER = "g6-group", "writer"
 
-ZYGOTE = r"""
+WRITER_SOURCE = r"""
 import os, random, sys
 import hybridsync as hs
 
 SPACE, WRITER = sys.argv[1], sys.argv[2]
 
 def writer(db, report, run, quota, seed):
+    run, quota, seed = int(run), int(quota), int(seed)
     rng = random.Random(seed)
     fd = os.open(report, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     mem = hs.Memory(SPACE, WRITER, path=db, group_commit=True)
@@ -57,71 +56,12 @@ def writer(db, report, run, quota, seed):
         os.write(fd, b"c %d %d\n" % (run, j))
     mem.close()
     os.write(fd, b"done %d\n" % run)
-
-for line in sys.stdin:
-    cmd = line.split()
-    if cmd[0] == "spawn":
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                sys.stdin.close()
-                writer(cmd[1], cmd[2], int(cmd[3]), int(cmd[4]), int(cmd[5]))
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                code = 3
-            finally:
-                os._exit(code)
-        print(pid, flush=True)
-    elif cmd[0] == "reap":
-        _, status = os.waitpid(int(cmd[1]), 0)
-        if os.WIFSIGNALED(status):
-            print("signal", os.WTERMSIG(status), flush=True)
-        else:
-            print("exit", os.WEXITSTATUS(status), flush=True)
-    elif cmd[0] == "quit":
-        break
 """
-
-
-class Zygote:
-    def __init__(self, tmp: Path) -> None:
-        self.stderr_path = tmp / "zygote.err"
-        self._err = self.stderr_path.open("w")
-        env = {**os.environ, "PYTHONWARNINGS": "error", "OPENBLAS_NUM_THREADS": "1",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", ZYGOTE, SPACE, WRITER], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=self._err, text=True, env=env, bufsize=1,
-        )
-
-    def ask(self, line: str) -> str:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        answer = self.proc.stdout.readline().strip()
-        assert answer, f"zygote died: {self.stderr_path.read_text()[-2000:]}"
-        return answer
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(AssertionError, BrokenPipeError):
-                self.ask("quit")
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-        self._err.close()
 
 
 @pytest.fixture
 def zygote(tmp_path: Path) -> Iterator[Zygote]:
-    z = Zygote(tmp_path)
+    z = Zygote(tmp_path, WRITER_SOURCE, SPACE, WRITER)
     try:
         yield z
     finally:

@@ -8,7 +8,6 @@ about timing.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import threading
 from pathlib import Path
@@ -17,15 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 from _aio import run, wait_until
+from _member import member_client as _member_client
 
 import hybridsync as hs
-from hybridsync.peer import _encode_hello
 from hybridsync.security import (
-    Handshake,
     RecordOpener,
     RecordSealer,
     RecordType,
-    space_key,
 )
 from hybridsync.transport import TcpStream
 
@@ -55,27 +52,8 @@ async def start(mem: hs.Memory, **options: Any) -> hs.Peer:
 async def member_client(
     port: int, name: str, *, secret: bytes = SECRET, rcvbuf: int | None = None
 ) -> tuple[TcpStream, RecordSealer, RecordOpener]:
-    """A hand-driven member: completes the handshake and HELLO, then does what the test
-    says (stays silent, never reads, ...)."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-    stream = TcpStream(reader, writer)
-    hs_ = Handshake(space_key(secret, SPACE), initiator=True, nonce=os.urandom(32))
-    await stream.send(hs_.start())
-    m3 = hs_.receive(await stream.recv(128))
-    assert m3 is not None
-    await stream.send(m3)
-    send_key, recv_key = hs_.keys.for_role(initiator=True)
-    sealer, opener = RecordSealer(send_key), RecordOpener(recv_key)
-    await stream.send(sealer.seal(RecordType.HELLO, _encode_hello(name, os.urandom(8), "")))
-    kind, _ = opener.open(await stream.recv(4096))
-    assert kind is RecordType.HELLO
-    return stream, sealer, opener
+    """A hand-driven member of this file's space (``_member.member_client``)."""
+    return await _member_client(port, name, secret=secret, space=SPACE, rcvbuf=rcvbuf)
 
 
 # ---- sync ----------------------------------------------------------------------------------

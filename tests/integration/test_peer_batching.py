@@ -13,21 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import socket
 from typing import Any
 
 import pytest
 from _aio import run, wait_until
+from _member import member_client
 
 import hybridsync as hs
-from hybridsync.peer import _encode_hello
 from hybridsync.security import (
-    Handshake,
     RecordOpener,
     RecordSealer,
     RecordType,
-    space_key,
 )
 from hybridsync.transport import TcpStream
 from hybridsync.wire import decode_frame
@@ -49,26 +45,9 @@ class Member:
         self.stream: TcpStream | None = None
 
     async def connect(self, port: int, rcvbuf: int | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        sock.setblocking(False)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
-        stream = TcpStream(reader, writer)
-        hs_ = Handshake(space_key(SECRET, SPACE), initiator=True, nonce=os.urandom(32))
-        await stream.send(hs_.start())
-        m3 = hs_.receive(await stream.recv(128))
-        assert m3 is not None
-        await stream.send(m3)
-        send_key, recv_key = hs_.keys.for_role(initiator=True)
-        sealer, opener = RecordSealer(send_key), RecordOpener(recv_key)
-        await stream.send(sealer.seal(
-            RecordType.HELLO, _encode_hello(self.mem.peer, os.urandom(8), "")
-        ))
-        kind, _ = opener.open(await stream.recv(4096))
-        assert kind is RecordType.HELLO
+        stream, sealer, opener = await member_client(
+            port, self.mem.peer, secret=SECRET, space=SPACE, rcvbuf=rcvbuf
+        )
         self.stream = stream
         self.task = asyncio.create_task(self._serve(stream, sealer, opener))
 
