@@ -28,7 +28,7 @@ from hybridsync.fields import DELETED
 
 __all__ = ["Checkpoint", "Stability", "decode_checkpoint", "encode_checkpoint"]
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3  # 2 is still read (no fields cut, no anchor generations)
 _EXT_DELETED = 1
 OrderKey = tuple[int, bytes]
 
@@ -111,6 +111,12 @@ class Checkpoint:
     regions: list[list[Any]]
     archive: list[tuple[tuple[Any, ...], Any]] = field(default_factory=list)  # conflicts
     dropped: bytes = b""  # DroppedRanges.encode() of the fields compactions (b"": none)
+    # the order key at which the fields checkpoint was last compacted (None: never)
+    fields_cut: OrderKey | None = None
+    # the largest fields cut declared by a stable contribution (docs/gc.md, anchors)
+    stable2: OrderKey | None = None
+    # per fields compaction whose anchors may still be named: its cut and the anchors' tails
+    gens: list[tuple[OrderKey, list[tuple[int, int]]]] = field(default_factory=list)
 
 
 def _default(obj: object) -> Any:
@@ -142,6 +148,8 @@ def encode_checkpoint(space: str, cp: Checkpoint) -> bytes:
           sorted(causal.items())] for c, causal in cp.stubs],
         sorted([cid, a, s, lam] for cid, (a, s, lam) in cp.gone.items()),
         cp.fields, cp.regions, archive, cp.dropped,
+        _key_out(cp.fields_cut), _key_out(cp.stable2),
+        [[_key_out(k), sorted([c, k2] for c, k2 in tails)] for k, tails in cp.gens],
     ]
     out: bytes = msgpack.packb(body, use_bin_type=True, default=_default)
     return out
@@ -154,9 +162,21 @@ def decode_checkpoint(space: str, data: bytes) -> Checkpoint:
     try:
         obj = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True,
                               ext_hook=_ext, max_map_len=1 << 20)
-        (version, sp, base, compacted, stubs, gone, fields_state, regions, archive,
-         dropped) = obj
-        if version != CHECKPOINT_VERSION or sp != space:
+        fields_cut = stable2 = None
+        gens: list[tuple[OrderKey, list[tuple[int, int]]]] = []
+        if type(obj) is list and obj and obj[0] == 2:  # before anchor generations
+            (version, sp, base, compacted, stubs, gone, fields_state, regions, archive,
+             dropped) = obj
+        else:
+            (version, sp, base, compacted, stubs, gone, fields_state, regions, archive,
+             dropped, cut_raw, stable2_raw, gens_raw) = obj
+            fields_cut, stable2 = _key_in(cut_raw), _key_in(stable2_raw)
+            for k, tails in gens_raw:
+                key = _key_in(k)
+                if key is None:
+                    raise PayloadError("an anchor generation without a cut")
+                gens.append((key, [(int(c), int(k2)) for c, k2 in tails]))
+        if version not in (2, CHECKPOINT_VERSION) or sp != space:
             raise PayloadError("checkpoint of another version or space")
         if (type(fields_state) is not bytes or type(regions) is not list
                 or type(dropped) is not bytes):
@@ -193,4 +213,18 @@ def decode_checkpoint(space: str, data: bytes) -> Checkpoint:
         from hybridsync.fields._compact import DroppedRanges
 
         DroppedRanges.decode(dropped)  # PayloadError if malformed
-    return Checkpoint(base_key, comp, st, gn, fields_state, regions, arch, dropped)
+    return Checkpoint(base_key, comp, st, gn, fields_state, regions, arch, dropped,
+                      fields_cut, stable2, gens)
+
+
+def _key_out(key: OrderKey | None) -> list[Any] | None:
+    return None if key is None else [key[0], key[1]]
+
+
+def _key_in(raw: Any) -> OrderKey | None:
+    if raw is None:
+        return None
+    lamport, cid = raw
+    if type(lamport) is not int or type(cid) is not bytes or len(cid) != 32:
+        raise PayloadError("malformed order key in a checkpoint")
+    return (lamport, cid)

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import numpy as np
 import pycrdt
 
@@ -40,7 +41,7 @@ from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane, FieldW
 from hybridsync.fields._compact import (
     DroppedRanges,
     compact_state,
-    export_update,
+    rewrite_needed,
     rewrite_update,
 )
 from hybridsync.fields._values import canonical_json_default
@@ -279,6 +280,17 @@ class Memory:
         # update applied here is rewritten against it, every local one exported
         self._dropped = DroppedRanges()
         self._fields_compacted_bytes = 0
+        # Anchors of deleted keys go once every member writes at a later cut (docs/gc.md,
+        # "Anchors: the second stability level"): the cut the fields checkpoint was last
+        # compacted at; whether the next contribution of ours must declare it; declarations
+        # seen and not yet stable; the largest cut declared by a stable contribution; per
+        # fields compaction, its cut and its anchors' tails; clients that pin every anchor.
+        self._fields_cut: tuple[int, bytes] | None = None
+        self._declare = False
+        self._declared: list[tuple[tuple[int, bytes], str, int]] = []
+        self._stable2: tuple[int, bytes] | None = None
+        self._gens: list[tuple[tuple[int, bytes], frozenset[tuple[int, int]]]] = []
+        self._anchor_pins = 0
         self._base_key: tuple[int, bytes] | None = None
         self._archive: list[tuple[tuple[Any, ...], Conflict]] = []
         self._gone_meta: dict[bytes, tuple[tuple[int, bytes], str]] = {}
@@ -470,8 +482,6 @@ class Memory:
         return unsubscribe
 
     def _commit_parts(self, update: bytes | None, parts: list[Part], note: str) -> None:
-        if update is not None and self._dropped:
-            update = export_update(update, self._dropped)
         if not parts:
             if update is not None:
                 self._commit_local("fields", update, note)
@@ -651,7 +661,7 @@ class Memory:
         if self._gc_min is not None and len(self._log) >= self._gc_min:
             self.collect(min_entries=self._gc_min)
 
-    def _compact(self, n: int) -> None:
+    def _compact(self, n: int, *, fields: bool = False) -> None:
         dropped = self._log.ordered()[:n]
         gone_hex = {c.hex_id for c in dropped}
         upto = dropped[-1].order_key
@@ -698,20 +708,80 @@ class Memory:
         # 2x of the compacted state. Only then does the conflict index need reseeding (it
         # already indexes everything else it will be asked about).
         state_bytes = len(self._stable_doc.get_update())
-        if state_bytes > 2 * self._fields_compacted_bytes + _FIELDS_COMPACT_MIN_BYTES:
-            self._compact_fields()
-            state = self._stable_doc.get_update()
-            self._fields_compacted_bytes = len(state)
-            self._conflict_index = FieldsConflictIndex()
-            self._conflict_index.seed(state, self._dropped)
-            for c in self._log.ordered():
-                self._conflict_index.defer(c)
+        if fields or state_bytes > 2 * self._fields_compacted_bytes + _FIELDS_COMPACT_MIN_BYTES:
+            self._compact_fields_now()
         # 5. the store drops them and keeps the checkpoint, atomically
         self._store.compact([c.id for c in dropped], self._checkpoint_bytes())
 
+    def _compact_fields_now(self) -> None:
+        self._compact_fields()
+        state = self._stable_doc.get_update()
+        self._fields_compacted_bytes = len(state)
+        self._conflict_index = FieldsConflictIndex()
+        self._conflict_index.seed(state, self._dropped)
+        for c in self._log.ordered():
+            self._conflict_index.defer(c)
+
+    def _catch_up(self, cut: tuple[int, bytes]) -> None:
+        """A contribution declares that its author's fields checkpoint was compacted at
+        ``cut``: its Yjs update is written for that document (a set of a key whose chain
+        was dropped has no origin). Compact at least as far before applying it. ``cut`` is
+        in the contribution's causal past and was stable where it was declared, so every
+        contribution sorting up to it is held here and none can still arrive."""
+        if self._fields_cut is not None and cut <= self._fields_cut:
+            return
+        if self._base_key is None or self._base_key < cut:
+            ordered = self._log.ordered()
+            n = 0
+            while n < len(ordered) and ordered[n].order_key <= cut:
+                n += 1
+            if not n:
+                log.error("a declared fields cut %s lies beyond what this replica holds", cut)
+                return
+            self._commit_pending()
+            self._compact(n, fields=True)
+            return
+        self._compact_fields_now()
+        self._store.compact([], self._checkpoint_bytes())
+
+    def _pin_anchors(self) -> Callable[[], None]:
+        """Keep every anchor of deleted keys while the returned function has not been
+        called: an outside Yjs client (``interop``) holds the chains as they were when it
+        synced and may name their dropped tails at any time. Returns the release."""
+        self._anchor_pins += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._anchor_pins -= 1
+
+        return release
+
+    def _note_stable_declarations(self) -> None:
+        """Declarations inside the stable frontier: every member applied them, so every
+        member writes at that cut or a later one from now on (its earlier contributions
+        are held here)."""
+        if not self._declared:
+            return
+        frontier = self._frontier()
+        if frontier is None:
+            return
+        left = []
+        for cut, author, seq in self._declared:
+            if frontier.get(author, 0) >= seq:
+                if self._stable2 is None or cut > self._stable2:
+                    self._stable2 = cut
+            else:
+                left.append((cut, author, seq))
+        self._declared = left
+
     def _fields_in(self, update: bytes) -> bytes:
         """A contribution's Yjs update as this replica's (compacted) document takes it."""
-        return rewrite_update(update, self._dropped) if self._dropped else update
+        if rewrite_needed(update, self._dropped):  # a header scan: most updates name nothing
+            return rewrite_update(update, self._dropped)
+        return update
 
     def _compact_fields(self) -> None:
         """Drop the deleted map entries of the fields checkpoint (``fields/_compact.py``)
@@ -729,7 +799,21 @@ class Memory:
         stable: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
         stable.apply_update(state.update)  # deleted content written as ContentDeleted
         self._stable_doc = stable
-        if not state.dropped_items:
+        self._fields_cut = self._base_key
+        self._declare = True
+        self._note_stable_declarations()
+        if state.dropped.tails:
+            assert self._base_key is not None
+            self._gens.append((self._base_key, frozenset(state.dropped.tails.values())))
+        # Anchors of a compaction at or before a cut that a stable contribution declared
+        # can no longer be named by anyone (unless a Yjs client holds the old chains).
+        gone: set[tuple[int, int]] = set()
+        if self._stable2 is not None and not self._anchor_pins:
+            for key, tails in self._gens:
+                if key <= self._stable2:
+                    gone |= tails
+            self._gens = [g for g in self._gens if g[0] > self._stable2]
+        if not state.dropped_items and not gone:
             return
         needed: list[tuple[int, int]] = []
         for c in self._log.ordered():
@@ -738,8 +822,11 @@ class Memory:
                     needed.extend(r for r in (it.origin, it.right_origin) if r is not None)
                     if isinstance(it.parent, tuple):
                         needed.append(it.parent)
-        self._dropped = self._dropped.union(state.dropped).pruned(needed, state.dropped)
-        self._rebuild_fields(same_client=True)
+        self._dropped = self._dropped.union(state.dropped).pruned(
+            needed, state.dropped, forget=gone
+        )
+        if state.dropped_items:
+            self._rebuild_fields(same_client=True)
 
     def _fields_updates(self, c: Contribution) -> list[bytes]:
         if not c.payload:
@@ -763,6 +850,9 @@ class Memory:
             dropped=self._dropped.encode() if self._dropped else b"",
             regions=self._regions.bases(),
             archive=list(self._archive),
+            fields_cut=self._fields_cut,
+            stable2=self._stable2,
+            gens=[(k, sorted(t)) for k, t in self._gens],
         )
 
     def _checkpoint_bytes(self) -> bytes:
@@ -781,6 +871,11 @@ class Memory:
         self._log = CausalLog(self.space, max_pending=self._max_pending)
         self._dropped = dropped
         self._fields_compacted_bytes = len(cp.fields)
+        self._fields_cut = cp.fields_cut
+        self._declare = cp.fields_cut is not None  # say it again after a restart
+        self._declared = []
+        self._stable2 = cp.stable2
+        self._gens = [(k, frozenset(t)) for k, t in cp.gens]
         self._log.restore(cp.stubs, cp.compacted,
                           {cid: (a, s) for cid, (a, s, _) in cp.gone.items()})
         self._regions.reset(self._log.happened_before)
@@ -916,8 +1011,6 @@ class Memory:
         captured = self._fields.end()
         if captured is None:
             return None
-        if self._dropped:
-            captured = export_update(captured, self._dropped)
         c = self._commit_local("fields", captured, origin)
         self._dispatch()
         return c
@@ -931,12 +1024,19 @@ class Memory:
 
     # ---- local commits -------------------------------------------------------------------
     def _autocommit(self, update: bytes) -> None:
-        if self._dropped:
-            update = export_update(update, self._dropped)
         self._commit_local("fields", update, "")
         self._dispatch()
 
     def _commit_local(self, kind: str, payload: bytes, note: str) -> Contribution:
+        declared = self._fields_cut if self._declare else None
+        if declared is not None:
+            # our first contribution since the fields checkpoint was compacted says at which
+            # cut: a receiver compacts as far before applying it (docs/gc.md)
+            parts = [Part("fields", "", payload)] if kind == "fields" else decode_parts(payload)
+            if kind == "fields":
+                self._decoded_local = []
+            payload = encode_parts([*parts, Part("cut", "", _encode_cut(declared))])
+            kind = "multi"
         if len(payload) > MAX_PAYLOAD_BYTES:
             if kind == "fields":
                 # No frame could carry it, and every later frame of ours to every peer would
@@ -972,6 +1072,9 @@ class Memory:
         self._store.append((c,))
         self._log.add(c)
         self._conflict_index.defer(c)
+        if declared is not None:
+            self._declare = False
+            self._declared.append((declared, self.peer, seq))
         if kind == "multi":
             decoded, self._decoded_local = self._decoded_local, []
             self._regions.refresh(self._regions.fold(c.order_key, c.id, decoded))
@@ -985,6 +1088,14 @@ class Memory:
     # ---- applying remote contributions ---------------------------------------------------
     def _apply(self, c: Contribution, *, local: bool, store: bool = True) -> None:
         """Apply a checked contribution whose parents are all held."""
+        if c.kind == "multi":
+            self._decoded[c.id] = decoded_parts = (
+                self._decoded.get(c.id) or self._decode_multi(c)
+            )
+            for p, cut in decoded_parts:
+                if p.plane == "cut":
+                    self._catch_up(cut)
+                    self._declared.append((cut, c.author, c.seq))
         concurrent = None if self._log.extends_heads(c) else self._log.concurrent_with(c)
         decoded: list[tuple[Part, Any]] = []
         try:
@@ -1024,7 +1135,10 @@ class Memory:
         """Decode and validate a ``multi`` payload; fields parts are kept as they are."""
         parts = decode_parts(c.payload)
         regional = self._regions.validate(parts)
-        return [(p, None) for p in parts if p.plane == "fields"] + regional
+        cuts = [(p, _decode_cut(p.data)) for p in parts if p.plane == "cut"]
+        if len(cuts) > 1:
+            raise PayloadError("a contribution declares at most one fields cut")
+        return [(p, None) for p in parts if p.plane == "fields"] + cuts + regional
 
     def _record_conflicts(self, c: Contribution, concurrent: list[Contribution]) -> None:
         # One conflict per pair and place: the outermost location wins (replacing ``tasks``
@@ -1434,3 +1548,20 @@ class Memory:
             f"Memory(space={self.space!r}, peer={self.peer!r}, log={len(self._log)}, "
             f"heads={len(self._log.heads)})"
         )
+
+
+def _encode_cut(cut: tuple[int, bytes]) -> bytes:
+    out: bytes = msgpack.packb([cut[0], cut[1]], use_bin_type=True)
+    return out
+
+
+def _decode_cut(data: bytes) -> tuple[int, bytes]:
+    """A ``cut`` part: the order key ``[lamport, id]`` of the author's fields cut."""
+    try:
+        obj = msgpack.unpackb(data, raw=False, use_list=True)
+    except Exception:
+        raise PayloadError("a cut part is not msgpack") from None
+    if (type(obj) is not list or len(obj) != 2 or type(obj[0]) is not int
+            or not 0 <= obj[0] < 1 << 63 or type(obj[1]) is not bytes or len(obj[1]) != 32):
+        raise PayloadError("a cut part is [lamport, 32-byte id]")
+    return (obj[0], obj[1])

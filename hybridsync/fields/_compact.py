@@ -38,6 +38,7 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from hybridsync.errors import PayloadError
@@ -54,6 +55,7 @@ from hybridsync.fields._yencode import (
     deleted_content,
     encode_raw,
     merge_content,
+    scan_items,
     split_content,
     with_header,
     write_uint,
@@ -65,7 +67,9 @@ __all__ = [
     "CompactedState",
     "DroppedRanges",
     "compact_state",
+    "export_needed",
     "export_update",
+    "rewrite_needed",
     "rewrite_update",
 ]
 
@@ -184,7 +188,10 @@ class DroppedRanges:
                     out[self.anchors[tag]] = (tag, (client, start))
         return {chain: item for chain, (_, item) in out.items()}
 
-    def pruned(self, needed: Iterable[ItemId], recent: DroppedRanges) -> DroppedRanges:
+    def pruned(
+        self, needed: Iterable[ItemId], recent: DroppedRanges,
+        forget: AbstractSet[ItemId] = frozenset(),
+    ) -> DroppedRanges:
         """Only the ranges a later update can still name (G5: what the fields checkpoint
         remembers stays bounded by the live keys, not by the churn):
 
@@ -194,9 +201,11 @@ class DroppedRanges:
         * every range of ``recent`` (the latest cut's, kept whole to be safe).
 
         Older void ranges and superseded anchors go: under the stability rule every update
-        that could name them is already held, and what it names is in ``needed``.
+        that could name them is already held, and what it names is in ``needed``. Anchors
+        whose tail is in ``forget`` go too unless ``needed`` names them (the caller knows
+        that nobody writes against the uncompacted chain any more: docs/gc.md).
         """
-        tails = set(self.tails.values())
+        tails = set(self.tails.values()) - set(forget)
         want: dict[int, list[int]] = {}
         for client, clock in needed:
             want.setdefault(client, []).append(clock)
@@ -204,8 +213,9 @@ class DroppedRanges:
             clocks.sort()
         kept: list[tuple[int, int, int, int]] = []
         for client, start, end, tag in self.ranges():
-            hit = (tag != VOID and (client, start) in tails) or bool(
-                recent.overlaps(client, start, end)
+            hit = (tag != VOID and (client, start) in tails) or (
+                not (tag != VOID and (client, start) in forget)
+                and bool(recent.overlaps(client, start, end))
             )
             if not hit and client in want:
                 clocks = want[client]
@@ -799,6 +809,46 @@ def _touched_chains(index: _Index, concurrent: Iterable[bytes]) -> set[tuple[Par
 
 
 # -- rewriting later updates ------------------------------------------------------------------
+
+
+def rewrite_needed(update: bytes, dropped: DroppedRanges) -> bool:
+    """Whether :func:`rewrite_update` could change ``update``: some item of it lies in a
+    dropped range, or names one as origin, right origin or parent. From the items' headers
+    only (:func:`~hybridsync.fields._yencode.scan_items`), so an update that names nothing
+    dropped — almost every one — costs a few microseconds instead of a full decode. True
+    when the scan cannot tell (the full, validating path decides)."""
+    if not dropped:
+        return False
+    heads = scan_items(update)
+    if heads is None:
+        return True
+    find = dropped.find
+    for client, clock, length, origin, right, parent, _ in heads:
+        if length and dropped.overlaps(client, clock, clock + length):
+            return True
+        if origin is not None and find(origin) is not None:
+            return True
+        if right is not None and find(right) is not None:
+            return True
+        if isinstance(parent, tuple) and find(parent) is not None:
+            return True
+    return False
+
+
+def export_needed(update: bytes, dropped: DroppedRanges) -> bool:
+    """Whether :func:`export_update` could change ``update``: some item of it sets a key
+    that has an anchor. Header scan only; True when the scan cannot tell."""
+    tails = dropped.tails
+    if not tails:
+        return False
+    heads = scan_items(update)
+    if heads is None:
+        return True
+    return any(
+        origin is None and right is None and parent is not None and sub is not None
+        and (parent, sub) in tails
+        for _, _, _, origin, right, parent, sub in heads
+    )
 
 
 def rewrite_update(update: bytes, dropped: DroppedRanges) -> bytes:

@@ -23,6 +23,7 @@ from typing import Final
 
 from hybridsync.errors import PayloadError
 from hybridsync.fields._yupdate import (
+    _TYPE_REFS_PLAIN,
     ItemId,
     _any,
     _bytes,
@@ -54,6 +55,7 @@ __all__ = [
     "deleted_content",
     "encode_raw",
     "merge_content",
+    "scan_items",
     "split_content",
     "with_header",
     "write_uint",
@@ -440,3 +442,127 @@ def with_header(
         parent=parent,
         parent_sub=parent_sub,
     )
+
+
+# -- header scan ------------------------------------------------------------------------------
+
+ItemHead = tuple[int, int, int, "ItemId | None", "ItemId | None", "str | ItemId | None",
+                 "str | None"]
+"""``(client, clock, length, origin, right_origin, parent, parent_sub)`` of one item."""
+
+
+def _skip_any(buf: bytes, pos: int, depth: int) -> int:
+    """Step over one lib0 Any value without building it (no validation beyond structure)."""
+    tag = buf[pos]
+    pos += 1
+    if tag == 125:  # signed varint
+        while buf[pos] & 0x80:
+            pos += 1
+        return pos + 1
+    if tag in (119, 116):  # string, Uint8Array: varuint length + bytes
+        n, pos = _uint(buf, pos)
+        return pos + n
+    if tag in (120, 121, 126, 127):
+        return pos
+    if tag in (123, 122):
+        return pos + 8
+    if tag == 124:
+        return pos + 4
+    if depth >= 32:
+        raise IndexError("Any nested too deep for the header scan")
+    if tag == 118:
+        n, pos = _uint(buf, pos)
+        for _ in range(n):
+            k, pos = _uint(buf, pos)
+            pos = _skip_any(buf, pos + k, depth + 1)
+        return pos
+    if tag == 117:
+        n, pos = _uint(buf, pos)
+        for _ in range(n):
+            pos = _skip_any(buf, pos, depth + 1)
+        return pos
+    raise IndexError(f"unknown Any tag {tag}")
+
+
+def scan_items(data: bytes) -> list[ItemHead] | None:
+    """The header of every item of a v1 update, reading only what locates them: much
+    cheaper than :func:`decode_raw` (contents are stepped over, not built or validated).
+
+    Returns ``None`` when the update holds something the scan does not step over (content
+    kinds other than Any, string, deleted and type, or anything malformed): callers then take
+    the full, validating path. It never raises.
+    """
+    try:
+        return _scan(data)
+    except (IndexError, PayloadError, UnicodeDecodeError):
+        return None
+
+
+def _scan(buf: bytes) -> list[ItemHead] | None:
+    end = len(buf)
+    heads: list[ItemHead] = []
+    n_clients, pos = _uint(buf, 0)
+    for _ in range(n_clients):
+        n_structs, pos = _uint(buf, pos)
+        client, pos = _uint(buf, pos)
+        clock, pos = _uint(buf, pos)
+        for _ in range(n_structs):
+            info = buf[pos]
+            pos += 1
+            ref = info & 0x1F
+            if ref in (REF_GC, REF_SKIP):
+                length, pos = _uint(buf, pos)
+                clock += length
+                continue
+            origin: ItemId | None = None
+            right: ItemId | None = None
+            parent: str | ItemId | None = None
+            sub: str | None = None
+            if info & BIT_ORIGIN:
+                c, pos = _uint(buf, pos)
+                k, pos = _uint(buf, pos)
+                origin = (c, k)
+            if info & BIT_RIGHT_ORIGIN:
+                c, pos = _uint(buf, pos)
+                k, pos = _uint(buf, pos)
+                right = (c, k)
+            if not info & (BIT_ORIGIN | BIT_RIGHT_ORIGIN):
+                has_name = buf[pos]
+                pos += 1
+                if has_name == 1:
+                    n, pos = _uint(buf, pos)
+                    parent = buf[pos : pos + n].decode()
+                    pos += n
+                elif has_name == 0:
+                    c, pos = _uint(buf, pos)
+                    k, pos = _uint(buf, pos)
+                    parent = (c, k)
+                else:
+                    return None
+                if info & BIT_PARENT_SUB:
+                    n, pos = _uint(buf, pos)
+                    sub = buf[pos : pos + n].decode()
+                    pos += n
+            if ref == REF_ANY:
+                length, pos = _uint(buf, pos)
+                for _ in range(length):
+                    pos = _skip_any(buf, pos, 0)
+            elif ref == REF_STRING:
+                n, pos = _uint(buf, pos)
+                text = buf[pos : pos + n]
+                pos += n
+                length = n if text.isascii() else _utf16_length(text.decode())
+            elif ref == REF_DELETED:
+                length, pos = _uint(buf, pos)
+            elif ref == REF_TYPE:
+                kind, pos = _uint(buf, pos)
+                if kind not in _TYPE_REFS_PLAIN:  # the kinds with nothing after the ref
+                    return None
+                length = 1
+            else:
+                return None
+            if pos > end:
+                return None
+            heads.append((client, clock, length, origin, right, parent, sub))
+            clock += length
+    return heads

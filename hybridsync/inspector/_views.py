@@ -294,7 +294,8 @@ class MemoryViews:
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         try:
-            parts = tuple((p.plane, p.region) for p in decode_parts(c.payload))
+            parts = tuple((p.plane, p.region) for p in decode_parts(c.payload)
+                          if p.plane != "cut")
         except PayloadError:
             parts = ()
         return self._targets.remember(b"p" + c.id, parts)  # type: ignore[no-any-return]
@@ -374,6 +375,8 @@ class MemoryViews:
         for p in parts:
             if p.plane == "fields":
                 out.extend(self._field_targets(c, p.data))
+            elif p.plane == "cut":
+                continue  # GC bookkeeping (docs/gc.md), no content
             elif p.plane == "delete":
                 out.append(f"deleted region: {p.region}")
             else:

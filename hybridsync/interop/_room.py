@@ -87,6 +87,9 @@ class _Conn:
     closing: bool = False
     asked_full: bool = False  # we sent it sync step 1 after a dependency error
     backlog: deque[bytes] = field(default_factory=deque)
+    # keeps the replica's anchors of deleted keys while connected: this client's document
+    # holds the chains as they were when it synced (docs/gc.md)
+    release: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +199,7 @@ class YjsRoom:
         if conn in self._conns:
             raise ValueError(f"connection {conn} is already in the room")
         c = self._conns[conn] = _Conn(conn, last_sent=self._now())
+        c.release = self.mem._pin_anchors()
         self.counters["connections"] += 1
         if self._busy():
             c.backlog.append(b"")  # b"" = "greet when the transaction ends"
@@ -227,6 +231,8 @@ class YjsRoom:
         c = self._conns.pop(conn, None)
         if c is None:
             return
+        if c.release is not None:
+            c.release()
         removed = []
         now = self._now()
         for cid in sorted(c.controlled):
@@ -278,6 +284,8 @@ class YjsRoom:
             self._doc_sub = None
         for c in list(self._conns.values()):
             self._close(c, "going-away", "the peer is stopping")
+            if c.release is not None:
+                c.release()
 
     def awareness_states(self) -> dict[int, str]:
         """Live awareness states, ``client id -> JSON text``."""

@@ -17,7 +17,8 @@ _MAX_NAME_BYTES = 256
 @dataclass(frozen=True, slots=True)
 class Part:
     """One plane's share of a contribution: ``fields`` (Yjs update), ``text`` (patch),
-    ``buffer`` (block delta) or ``delete`` (a region tombstone; data names the kind)."""
+    ``buffer`` (block delta), ``delete`` (a region tombstone; data names the kind) or
+    ``cut`` (the author's fields compaction cut, ``docs/gc.md``; region empty)."""
 
     plane: str
     region: str
@@ -39,7 +40,7 @@ def decode_parts(payload: bytes) -> list[Part]:
         if (type(p) is not list or len(p) != 3 or type(p[0]) is not str
                 or type(p[1]) is not str or type(p[2]) is not bytes):
             raise PayloadError("a part is [plane, region, data]")
-        if p[0] not in ("fields", "text", "buffer", "delete"):
+        if p[0] not in ("fields", "text", "buffer", "delete", "cut"):
             raise PayloadError(f"unknown plane {p[0]!r}")
         parts.append(Part(p[0], p[1], p[2]))
     return parts

@@ -112,7 +112,7 @@ class RegionsPlane:
         """Decode every region part up front (so a bad one rejects the frame, not half of it)."""
         out: list[tuple[Part, Any]] = []
         for p in parts:
-            if p.plane != "fields":
+            if p.plane not in ("fields", "cut"):
                 try:
                     check_region_name(p.region)
                 except ConfigError as exc:
