@@ -16,7 +16,9 @@ from hybridsync.fields._compact import (
     VOID,
     DroppedRanges,
     compact_state,
+    export_needed,
     export_update,
+    rewrite_needed,
     rewrite_update,
 )
 from hybridsync.fields._yencode import (
@@ -28,6 +30,7 @@ from hybridsync.fields._yencode import (
     decode_raw,
     encode_raw,
     merge_content,
+    scan_items,
     split_content,
 )
 from hybridsync.fields._yupdate import decode_update
@@ -432,6 +435,52 @@ def test_rewrite_returns_the_same_object_when_nothing_points_into_dropped_ranges
     )
     assert rewrite_update(fresh_write, result.dropped) is fresh_write
     assert rewrite_update(fresh_write, DroppedRanges()) is fresh_write
+
+
+def test_header_scan_agrees_with_the_full_decoder() -> None:
+    """``scan_items`` reads exactly the headers ``decode_raw`` reads, for every content kind
+    it steps over, and gives up (None) on the kinds it does not."""
+    a, b = rich_docs()
+    updates = [a.get_update(), b.get_update(), overwritten_doc().get_update()]
+    m = a.get("fields", type=pycrdt.Map)
+    updates.append(delta(a, lambda: m.update({"n": {"deep": [1, {"x": "é😀"}]}, "f": 1.5})))
+    updates.append(delta(a, lambda: m.pop("n")))
+    scanned = 0
+    for u in updates:
+        heads = scan_items(u)
+        if heads is None:
+            continue
+        scanned += 1
+        want = [(s.client, s.clock, s.length, s.origin, s.right_origin, s.parent, s.parent_sub)
+                for _, structs in decode_raw(u).clients for s in structs if s.is_item]
+        assert heads == want
+    assert scanned == 3
+    assert scan_items(a.get_update()) is None  # formats, embeds, XML: the full path decides
+    assert scan_items(b"\x01\x01") is None  # truncated: never raises
+
+
+def test_the_fast_checks_never_skip_a_needed_rewrite_or_export() -> None:
+    """``rewrite_needed`` / ``export_needed`` False must mean the full functions return the
+    update itself; the straddling re-send and a yjs-style set of a deleted key need them."""
+    a = overwritten_doc()
+    result = compact_state(a.get_update())
+    dropped = result.dropped
+    compacted = doc(3, result.update)
+    cm = compacted.get("fields", type=pycrdt.Map)
+    candidates = [a.get_update(), *(delta(compacted, lambda i=i: cm.update({f"k{i}": i}))
+                                    for i in range(8))]
+    assert dropped.tails  # overwritten_doc deletes a key
+    (parent, key), tail = next(iter(dropped.tails.items()))
+    candidates.append(delta(compacted, lambda: cm.update({key: "again"})))
+    for u in candidates:
+        if not rewrite_needed(u, dropped):
+            assert rewrite_update(u, dropped) is u
+        if not export_needed(u, dropped):
+            assert export_update(u, dropped) is u
+    assert rewrite_needed(a.get_update(), dropped)  # re-sends dropped items
+    assert export_needed(candidates[-1], dropped)  # sets a key that has an anchor
+    assert not rewrite_needed(candidates[1], dropped)
+    assert not rewrite_needed(candidates[1], DroppedRanges())
 
 
 # -- the dropped ranges ---------------------------------------------------------------------
