@@ -470,7 +470,7 @@ def test_the_fast_checks_never_skip_a_needed_rewrite_or_export() -> None:
     candidates = [a.get_update(), *(delta(compacted, lambda i=i: cm.update({f"k{i}": i}))
                                     for i in range(8))]
     assert dropped.tails  # overwritten_doc deletes a key
-    (parent, key), tail = next(iter(dropped.tails.items()))
+    (_parent, key), _tail = next(iter(dropped.tails.items()))
     candidates.append(delta(compacted, lambda: cm.update({key: "again"})))
     for u in candidates:
         if not rewrite_needed(u, dropped):

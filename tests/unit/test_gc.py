@@ -204,3 +204,97 @@ def test_an_outside_yjs_client_that_holds_dropped_items_still_lands_its_writes()
     sync_pair(a, b)
     assert a.fields["gone"] == "back" and b.fields["gone"] == "back"
     assert a.state_digest() == b.state_digest()
+
+
+def _declaring_pair() -> tuple[hs.Memory, hs.Memory]:
+    """a compacts its fields checkpoint (dropping deleted keys) while b never reaches its own
+    trigger (gc off): b learns a's cut only from a's contributions."""
+    clock = lambda: 0  # noqa: E731
+    a = hs.Memory("s", "a", clock=clock, incarnation=1, gc_min_entries=2)
+    b = hs.Memory("s", "b", clock=clock, incarnation=2, gc_min_entries=None)
+    for i in range(30):
+        a.fields[f"gone{i}"] = "x" * 400
+        sync_pair(a, b)
+        del a.fields[f"gone{i}"]
+        sync_pair(a, b)
+    return a, b
+
+
+def test_a_receiver_compacts_as_far_as_a_declared_cut_before_applying() -> None:
+    a, b = _declaring_pair()
+    assert a._fields_cut is not None and a._dropped.tails  # a compacted, anchors exist
+    assert b._fields_cut is not None  # b (GC off) caught up with an earlier declaration
+    cut = a._fields_cut
+    # a's native set of a key whose chain it dropped (no origin) carries a's latest cut
+    a.fields["gone3"] = "back"
+    assert "cut" in [p.plane for p in hs.regions.decode_parts(a.history()[-1].payload)]
+    sync_pair(a, b)
+    assert b._fields_cut >= cut  # compacted as far before applying it
+    assert b.fields["gone3"] == "back" and a.state_digest() == b.state_digest()
+    parts = [p.plane for c in b.history() if c.kind == "multi"
+             for p in hs.regions.decode_parts(c.payload)]
+    assert "cut" in parts
+
+
+def test_anchors_are_forgotten_once_a_declaration_is_stable_but_not_while_pinned() -> None:
+    clock = lambda: 0  # noqa: E731
+    ms = [hs.Memory("s", p, clock=clock, incarnation=i + 1, gc_min_entries=4)
+          for i, p in enumerate("ab")]
+    release = ms[0]._pin_anchors()
+    for r in range(600):
+        for m in ms:
+            m.fields[f"{m.peer}{r}"] = r
+            if r >= 3:
+                del m.fields[f"{m.peer}{r - 3}"]
+        sync_all(ms)
+    pinned = len(ms[0]._dropped.anchors)
+    assert pinned > 900  # every deleted key's anchor kept for the connected client
+    release()
+    for r in range(600, 900):
+        for m in ms:
+            m.fields[f"{m.peer}{r}"] = r
+            del m.fields[f"{m.peer}{r - 3}"]
+        sync_all(ms)
+    # what is left: the anchors of the compactions since the last stable declaration
+    assert len(ms[0]._dropped.anchors) < pinned // 2
+    assert len(ms[1]._dropped.anchors) < pinned // 2
+    assert ms[0].state_digest() == ms[1].state_digest()
+
+
+def test_a_malformed_cut_part_rejects_the_frame_and_changes_nothing() -> None:
+    from hybridsync.causal import Contribution
+    from hybridsync.regions import Part, encode_parts
+    from hybridsync.wire import encode_frame
+
+    a = hs.Memory("s", "a")
+    a.fields["mine"] = 1
+    before = a.state_digest()
+    for bad in (b"\xc1", b"\x92\x01\xc4\x03abc", b"\x91\x01", b"\x92\xff\xc4\x20" + b"i" * 32):
+        payload = encode_parts([Part("cut", "", bad)])
+        c = Contribution.create("s", "x", 1, (), 1, 0, "multi", payload)
+        with pytest.raises(PayloadError):
+            a.receive("x", encode_frame(5, [("x", 1)], [c], None))
+        assert a.state_digest() == before and len(a.history()) == 1
+    two = encode_parts([Part("cut", "", b"\x92\x01\xc4\x20" + b"i" * 32)] * 2)
+    c = Contribution.create("s", "x", 1, (), 1, 0, "multi", two)
+    with pytest.raises(PayloadError):
+        a.receive("x", encode_frame(5, [("x", 1)], [c], None))
+    assert a.state_digest() == before and len(a.history()) == 1
+
+
+def test_checkpoint_v3_round_trips_the_anchor_generations(tmp_path: Path) -> None:
+    clock = lambda: 0  # noqa: E731
+    path = str(tmp_path / "a.db")
+    a = hs.Memory("s", "a", clock=clock, incarnation=1, gc_min_entries=2, path=path)
+    b = hs.Memory("s", "b", clock=clock, incarnation=2, gc_min_entries=2)
+    for i in range(30):
+        a.fields[f"k{i}"] = "x" * 400
+        del a.fields[f"k{i}"]
+        sync_pair(a, b)
+    cut, gens, stable2 = a._fields_cut, a._gens, a._stable2
+    assert cut is not None
+    a.close()
+    again = hs.Memory("s", "a", clock=clock, incarnation=3, gc_min_entries=2, path=path)
+    assert again._fields_cut == cut and again._gens == gens and again._stable2 == stable2
+    assert again._declare  # it says its cut again on its next contribution
+    assert again.state_digest() == b.state_digest()
