@@ -7,11 +7,13 @@ Run from the repository root::
 
 For each codec (raw float16, and Q4) two replicas ``a`` and ``b`` start from the same
 256 MiB of random values (shipped once, untimed). Then, every cycle, ``a`` rewrites 1 % of
-the 4 KiB blocks (random blocks, fresh random values) in place, and the benchmark times, on
-the same state, in the same run:
+the 4 KiB blocks (random blocks, fresh random values) in place through an array from
+``kv.array`` that it keeps (the headline rows: every cycle must look at the whole buffer),
+and, in a second pair of rows, with ``kv.write()`` and no array kept (the cycle looks at the
+written blocks only). The benchmark times, on the same state, in the same run:
 
-* ``detect``: finding the changed blocks (xxh3 of the working copy per 16 KiB span, and an
-  exact compare of the spans whose hash changed);
+* ``detect``: finding the changed blocks (``.array``: xxh3 of every 4 KiB block of the working
+  copy against the folded value's; ``write()``: of the written blocks only);
 * ``compare``: for reference, the plain chunked compare of the whole working copy with the
   folded value (what ``detect`` would cost without the span hashes);
 * ``delta``: the cycle's work on the buffer, ``detect`` plus encoding the block delta
@@ -54,6 +56,7 @@ VALUES_PER_BLOCK = BLOCK_BYTES // 2
 @dataclass
 class Result:
     codec: str
+    writes: str  # "array": in place through a kept kv.array; "write": kv.write(), none kept
     mib: float
     fraction: float
     cycles: int
@@ -83,8 +86,10 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, (time.perf_counter() - start) * 1e3
 
 
-def run(mib: float, fraction: float, cycles: int, codec: str, seed: int = 4) -> Result:
-    """One codec: set up two replicas, then ``cycles`` timed rewrite cycles."""
+def run(mib: float, fraction: float, cycles: int, codec: str, seed: int = 4,
+        writes: str = "array") -> Result:
+    """One codec: set up two replicas, then ``cycles`` timed rewrite cycles, writing in place
+    through a kept ``kv.array`` (``writes="array"``) or with ``kv.write()`` (``"write"``)."""
     blocks = max(1, int(mib * 2**20) // BLOCK_BYTES)
     shape = (blocks, VALUES_PER_BLOCK)
     rng = np.random.default_rng(seed)
@@ -104,16 +109,26 @@ def run(mib: float, fraction: float, cycles: int, codec: str, seed: int = 4) -> 
         a.commit()
         sync_pair(a, b)
     state = a._regions.buffers["kv"]
-    copy_dst = np.empty_like(work)
-    np.copyto(copy_dst, work)  # fault its pages in before timing
+    copy_dst = np.empty_like(state.working)
+    np.copyto(copy_dst, state.working)  # fault its pages in before timing
+    # write(): no array over the working copy stays alive, so the cycles look at the marked
+    # blocks only (after one cycle that scans everything once)
+    held = work if writes == "array" else None
+    del work
+    a.commit()
     k = max(1, round(blocks * fraction))
     detect, compare, delta, commit, receive, copy, wire = [], [], [], [], [], [], []
     gc.collect()
     for _ in range(cycles):
         now[0] += 1
         rows = rng.choice(blocks, k, replace=False)
-        work[rows] = rng.standard_normal((k, VALUES_PER_BLOCK), dtype=np.float32)
-        working_bytes = work.reshape(-1).view(np.uint8)
+        fresh = rng.standard_normal((k, VALUES_PER_BLOCK), dtype=np.float32)
+        if held is None:
+            for row, values in zip(rows.tolist(), fresh, strict=True):
+                kv.write(row * VALUES_PER_BLOCK, values)
+        else:
+            held[rows] = fresh
+        working_bytes = state.working.reshape(-1).view(np.uint8)
         found, ms = _timed(partial(_changed_blocks, state.fold.data, working_bytes))
         assert len(found) == k
         compare.append(ms)
@@ -135,29 +150,30 @@ def run(mib: float, fraction: float, cycles: int, codec: str, seed: int = 4) -> 
         receive.append(ms)
         for f in b.sync_to("a"):
             a.receive("b", f)
-        _, ms = _timed(lambda: np.copyto(copy_dst, work))
+        _, ms = _timed(lambda: np.copyto(copy_dst, state.working))
         copy.append(ms)
     equal = a.state_digest() == b.state_digest() and (
-        b.buffer("kv", shape=shape, dtype="float16").read().tobytes() == work.tobytes())
+        b.buffer("kv", shape=shape, dtype="float16").read().tobytes() == kv.read().tobytes())
     a.close()
     b.close()
     med = statistics.median
-    return Result(codec, blocks * BLOCK_BYTES / 2**20, fraction, cycles, k, med(detect),
+    return Result(codec, writes, blocks * BLOCK_BYTES / 2**20, fraction, cycles, k, med(detect),
                   med(compare), med(delta), med(commit), med(receive), med(copy), med(wire),
                   k * BLOCK_BYTES, equal)
 
 
 def report(results: list[Result]) -> str:
     rows = [[
-        r.codec, f"{r.mib:.0f} MiB", f"{r.changed_blocks:,}", f"{r.detect_ms:.1f}",
+        r.codec, r.writes, f"{r.mib:.0f} MiB", f"{r.changed_blocks:,}", f"{r.detect_ms:.1f}",
         f"{r.compare_ms:.1f}",
         f"{r.delta_ms:.1f}", f"{r.copy_ms:.1f}", f"{r.delta_vs_copy:.2f}", f"{r.commit_ms:.1f}",
         f"{r.receive_ms:.1f}", f"{r.wire_bytes:,.0f}", f"{r.wire_vs_changed:.4f}",
         "yes" if r.equal else "NO",
     ] for r in results]
     return markdown_table(
-        ["codec", "buffer", "blocks/cycle", "detect ms", "compare ms", "delta ms", "copy ms",
-         "delta/copy", "commit ms", "receive ms", "wire B/cycle", "wire/changed", "equal"], rows)
+        ["codec", "writes", "buffer", "blocks/cycle", "detect ms", "compare ms", "delta ms",
+         "copy ms", "delta/copy", "commit ms", "receive ms", "wire B/cycle", "wire/changed",
+         "equal"], rows)
 
 
 def check_targets(r: Result) -> list[str]:
@@ -191,10 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     print()
     results = [run(args.mib, args.fraction, args.cycles, codec) for codec in ("raw", "q4")]
     print(report(results))
+    print()
+    tracked = [run(args.mib, args.fraction, args.cycles, codec, writes="write")
+               for codec in ("raw", "q4")]
+    print(report(tracked))
+    results += tracked
     status = 0
     for r in results:
         for miss in check_targets(r):
-            print(f"- {r.codec}: {miss}")
+            print(f"- {r.codec} ({r.writes}): {miss}")
             status = 1 if args.strict else status
     if args.json:
         with open(args.json, "w") as f:

@@ -2,8 +2,13 @@
 
 There is no shadow copy: the fold (``BufferFold``) holds the value as of this replica's heads
 already, so the cycle compares the working copy with the fold's bytes block by block
-(``BLOCK_BYTES``), in chunks, and ships the changed blocks. After a fold, only the blocks it
-wrote are copied into the working copy.
+(``BLOCK_BYTES``) and ships the changed blocks. After a fold, only the blocks it wrote are
+copied into the working copy.
+
+Finding the changed blocks (``_BufferState.changed_blocks``) compares the xxh3-64 of each
+block of the working copy with the folded block's (kept, and recomputed where a fold wrote).
+Writes made with ``write()`` mark their blocks, and while no array handed out by ``.array``
+is alive the cycle hashes only those; otherwise it hashes every block (docs/benchmarks.md, W4).
 
 With ``codec="q4"`` (float16 only) a delta carries the changed blocks as Q4 groups
 (``_q4.py``, ~0.28x the bytes). The region's value is the *dequantized* data, so every replica
@@ -13,6 +18,7 @@ block whose values did not change are re-sent as they were (no drift from re-qua
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -47,11 +53,9 @@ COMPARE_CHUNK_BLOCKS = 1024  # 4 MiB of each side per step: temporaries stay in 
 # One cycle ships at most this many bytes of blocks (a contribution must fit in one frame,
 # MAX_PAYLOAD_BYTES); the remaining changed blocks go with the next cycles.
 MAX_DELTA_BYTES = 12 << 20
-# The cycle hashes the working copy in spans of this many blocks (xxh3-64; reading one array
-# is faster than comparing two) and compares block by block only in spans whose hash differs
-# from the folded value's, or that a fold or a write since changed (DESIGN.md section 5).
-HASH_SPAN_BLOCKS = 4
-_F16_MAX = 65504.0
+_NO_BLOCKS = np.zeros(0, dtype=np.int64)
+_NO_BLOCKS.setflags(write=False)
+_xxh3 = xxhash.xxh3_64_intdigest
 
 
 def buffer_layout(shape: Any, dtype: Any, codec: str | None) -> Layout:
@@ -136,26 +140,48 @@ def layout_from_wire(raw: Any) -> Layout:
 
 
 class _BufferState:
-    """The working copy of one buffer region and its fold (the fold's bytes are the shadow)."""
+    """The working copy of one buffer region and its fold (the fold's bytes are the shadow).
 
-    __slots__ = ("_scratch", "_span_hash", "_span_valid", "exposed", "fold", "layout",
-                 "working")
+    Change tracking. ``_dirty`` marks the blocks that may differ from the fold. It is
+    *complete* (every other block equals the fold's) while ``_tracked`` holds and no array
+    handed out by :meth:`handout` is alive: ``write()`` marks what it writes, a fold's refresh
+    unmarks what it copies, and the cycle then looks at the marked blocks only. An array
+    handed out for writing in place clears ``_tracked``; the cycles then hash every block,
+    and the first scan that starts with no such array alive makes ``_dirty`` complete again.
+
+    A handed-out array is ``frombuffer(memoryview(v))`` of a private view ``v`` of the
+    working copy. numpy collapses a view's ``base`` only down to the first object that is not
+    an ndarray (the memoryview), so every array, memoryview or ctypes object derived from a
+    handed-out array keeps ``v`` alive: ``v`` dead means no such object is left.
+
+    Hashes (xxh3-64, DESIGN.md section 5: hashing one array is faster than comparing two):
+    ``_hash`` holds the folded value's per block where ``_hash_valid``; a fold's refresh
+    clears the flag of what it wrote, and the next look at those blocks rehashes them.
+    """
+
+    __slots__ = ("_array_ref", "_dirty", "_hash", "_hash_valid", "_tracked", "_view_ref",
+                 "_views", "fold", "layout", "working")
 
     def __init__(self, layout: Layout | None, hb: HappenedBefore) -> None:
         self.fold = BufferFold(layout, hb)
         self.layout = layout
-        self.working: np.ndarray = (
-            np.zeros(layout.shape, dtype=layout.dtype) if layout is not None
-            else np.zeros(0, dtype=np.uint8)
-        )
         self.fold.take_touched()
-        # False until the working array is handed out or written: until then it equals the
-        # folded value and the cycle need not compare anything (a replica that only receives)
-        self.exposed = False
-        # xxh3 of the folded value per span of HASH_SPAN_BLOCKS blocks, where known valid
-        self._span_hash = np.zeros(0, dtype=np.uint64)
-        self._span_valid = np.zeros(0, dtype=bool)
-        self._scratch: dict[str, npt.NDArray[Any]] = {}  # reused compare buffers
+        self._set_working(
+            np.zeros(layout.shape, dtype=layout.dtype) if layout is not None
+            else np.zeros(0, dtype=np.uint8))
+
+    def _set_working(self, working: np.ndarray) -> None:
+        """A new working copy, equal to the folded value (or zeros before any write)."""
+        self.working = working
+        blocks = self.layout.blocks if self.layout is not None else 0
+        self._dirty = np.zeros(blocks, dtype=bool)
+        self._tracked = True
+        # arrays handed out earlier view the old memory: they no longer alias this one
+        self._view_ref: weakref.ref[np.ndarray] | None = None
+        self._array_ref: weakref.ref[np.ndarray] | None = None
+        self._hash = np.zeros(blocks, dtype=np.uint64)
+        self._hash_valid = np.zeros(blocks, dtype=bool)
+        self._views: list[memoryview] | None = None  # the working copy's blocks, made lazily
 
     def open(self, name: str, layout: Layout, *, any_codec: bool) -> None:
         """A handle asks for ``layout``: adopt it if nothing decided one yet, else check it."""
@@ -164,37 +190,87 @@ class _BufferState:
             self.fold.propose(layout)
             self.fold.take_touched()
             self.layout = layout
-            self.working = np.zeros(layout.shape, dtype=layout.dtype)
+            self._set_working(np.zeros(layout.shape, dtype=layout.dtype))
             return
         if have == layout or (any_codec and have == Layout(
                 layout.shape, layout.dtype, layout.block_bytes, have.codec)):
             return
         raise ConfigError(f"buffer {name!r} exists with {have.describe()}")
 
+    # ---- writes ------------------------------------------------------------------------------
+    def handout(self) -> np.ndarray:
+        """A writable array over the working copy (the same one while it is alive)."""
+        arr = self._array_ref() if self._array_ref is not None else None
+        if arr is None:
+            view = self._view_ref() if self._view_ref is not None else None
+            if view is None:
+                view = self.working.view()
+                self._view_ref = weakref.ref(view)
+            arr = np.frombuffer(view.data, dtype=view.dtype).reshape(view.shape)
+            self._array_ref = weakref.ref(arr)
+        self._tracked = False
+        return arr
+
+    def _handed_out(self) -> bool:
+        """Whether anything that can write through a handed-out array may still exist."""
+        return self._view_ref is not None and self._view_ref() is not None
+
+    def write(self, offset: int, values: npt.NDArray[Any]) -> None:
+        """Flat elements ``offset ...`` take ``values`` (in range); their blocks are marked."""
+        flat = self.working.reshape(-1)
+        flat[offset : offset + values.size] = values
+        if values.size and self.layout is not None:
+            bb, item = self.layout.block_bytes, flat.itemsize
+            first = offset * item // bb
+            last = ((offset + values.size) * item - 1) // bb
+            self._dirty[first : last + 1] = True
+
+    # ---- the cycle -----------------------------------------------------------------------------
     def _working_bytes(self) -> npt.NDArray[np.uint8]:
         return self.working.reshape(-1).view(np.uint8)
 
     def changed_blocks(self) -> npt.NDArray[np.int64]:
-        """Blocks where the working copy differs from the folded value.
+        """Blocks where the working copy differs from the folded value (sorted).
 
-        Spans whose hash matches a valid hash of the folded value are equal (xxh3-64: a
-        collision, ~2^-64 per changed span, would hide a write); every other span is
-        compared exactly, so a reported block did change."""
+        A block is reported when its xxh3-64 differs from the folded block's, so a reported
+        block did change; a change is missed only if it keeps the hash (a collision, ~2^-64
+        per changed block)."""
         layout = self.layout
-        if not self.exposed or layout is None or layout != self.fold.layout:
-            return np.zeros(0, dtype=np.int64)
-        work, ref = self._working_bytes(), self.fold.data
-        span = HASH_SPAN_BLOCKS * layout.block_bytes
-        hashes = _span_hashes(work, span)
-        if self._span_valid.shape != hashes.shape or self._span_hash.shape != hashes.shape:
-            self._span_hash = np.zeros(len(hashes), dtype=np.uint64)
-            self._span_valid = np.zeros(len(hashes), dtype=bool)
-        suspect = np.flatnonzero(~self._span_valid | (hashes != self._span_hash))
-        changed = _changed_in_spans(ref, work, layout.block_bytes, suspect, self._scratch)
-        self._span_hash = hashes
-        self._span_valid[:] = True  # equal spans: the working copy's hash is the fold's
-        self._span_valid[changed // HASH_SPAN_BLOCKS] = False  # until the next cycle checks
+        if layout is None or layout != self.fold.layout:
+            return _NO_BLOCKS
+        changed: npt.NDArray[np.int64]
+        if self._tracked and not self._handed_out():
+            marked = np.flatnonzero(self._dirty)
+            ours = _hashes(self._working_bytes().data, layout.block_bytes, marked)
+            changed = marked[ours != self._fold_hashes(marked)]
+        else:
+            # nothing can write behind the scan's back once no handed-out array is alive
+            self._tracked = not self._handed_out()
+            views = self._block_views(layout)
+            ours = np.fromiter(map(_xxh3, views), dtype=np.uint64, count=len(views))
+            changed = np.flatnonzero(ours != self._fold_hashes(None))
+        self._dirty[:] = False
+        self._dirty[changed] = True
         return changed
+
+    def _fold_hashes(self, blocks: npt.NDArray[np.int64] | None) -> npt.NDArray[np.uint64]:
+        """xxh3-64 of the folded value's ``blocks`` (``None``: all), rehashing stale ones."""
+        assert self.layout is not None
+        valid = self._hash_valid if blocks is None else self._hash_valid[blocks]
+        stale = np.flatnonzero(~valid) if blocks is None else blocks[~valid]
+        if stale.size:
+            self._hash[stale] = _hashes(self.fold.data.data, self.layout.block_bytes, stale)
+            self._hash_valid[stale] = True
+        return self._hash if blocks is None else self._hash[blocks]
+
+    def _block_views(self, layout: Layout) -> list[memoryview]:
+        """One memoryview per block of the working copy (~4.7 % of its size), kept: making
+        them costs about as much as hashing what they show. Only a full scan needs them."""
+        if self._views is None:
+            data = self._working_bytes().data
+            bb = layout.block_bytes
+            self._views = [data[i : i + bb] for i in range(0, len(data), bb)]
+        return self._views
 
     def dirty(self) -> bool:
         return bool(self.changed_blocks().size)
@@ -215,18 +291,12 @@ class _BufferState:
         return Part("buffer", name, encode_delta(layout, changed, blocks.data))
 
     def _q4_blocks(self, changed: npt.NDArray[np.int64], blocks: npt.NDArray[np.uint8]) -> Q4Block:
-        """Q4 of the changed blocks; groups whose values did not change keep their codes."""
+        """Q4 of the changed blocks; groups whose values did not change keep their codes.
+        Non-finite values saturate (the cycle runs inside sync; documented in q4.md)."""
         assert self.layout is not None
-        values = blocks.view(np.float16)
-        if not np.isfinite(values).all():
-            # the cycle runs inside sync: saturate instead of failing (documented in q4.md)
-            values = np.nan_to_num(values, nan=0.0, posinf=_F16_MAX, neginf=-_F16_MAX)
-        fresh = q4_encode(values)
-        old = _gather(self.fold.data, self.layout, changed).view(np.uint16)
-        same = np.zeros(fresh.groups * GROUP_SIZE, dtype=bool)
-        np.equal(old, blocks.view(np.uint16), out=same[: len(old)])
-        same[len(old) :] = True
-        keep = np.flatnonzero(same.reshape(-1, GROUP_SIZE).all(axis=1))
+        fresh = q4_encode(blocks.view(np.float16), saturate=True)
+        keep = np.flatnonzero(~_groups_differ(_gather(self.fold.data, self.layout, changed),
+                                              blocks))
         if not len(keep):
             return fresh
         gpb = self.layout.groups_per_block
@@ -247,23 +317,16 @@ class _BufferState:
             return
         if layout != self.layout:
             self.layout = layout
-            self.working = self.fold.array().copy()
-            self._span_valid = np.zeros(0, dtype=bool)
+            self._set_working(self.fold.array().copy())
             return
         if touched is None:
             np.copyto(self.working, self.fold.array())
-            self._span_valid[:] = False
+            self._hash_valid[:] = False
+            self._dirty[:] = False
         elif touched.size:
             _put(self._working_bytes(), layout, touched, _gather(self.fold.data, layout, touched))
-            if self._span_valid.size:  # empty: nothing known yet, every span is suspect
-                # the spans the fold wrote: hash the folded bytes again (a few % of the buffer)
-                spans = np.unique(touched // HASH_SPAN_BLOCKS)
-                span = HASH_SPAN_BLOCKS * layout.block_bytes
-                data, digest = memoryview(self.fold.data.data), xxhash.xxh3_64_intdigest
-                self._span_hash[spans] = np.fromiter(
-                    (digest(data[s * span : (s + 1) * span]) for s in spans.tolist()),
-                    dtype=np.uint64, count=spans.size)
-                self._span_valid[spans] = True
+            self._hash_valid[touched] = False  # rehashed when next looked at
+            self._dirty[touched] = False  # equal to the fold now
 
     def revert(self) -> None:
         """Drop uncommitted writes: changed blocks return to the folded value."""
@@ -272,10 +335,12 @@ class _BufferState:
             assert self.layout is not None
             _put(self._working_bytes(), self.layout, changed,
                  _gather(self.fold.data, self.layout, changed))
+            self._dirty[changed] = False
 
 
 class BufferRegion:
-    """A binary/numpy region synced by block deltas. Write in place through ``array``."""
+    """A binary/numpy region synced by block deltas. Write in place through ``array``, or
+    with ``write()``."""
 
     __slots__ = ("_plane", "name")
 
@@ -292,10 +357,13 @@ class BufferRegion:
 
     @property
     def array(self) -> np.ndarray:
-        """The live working array: write in place; the next cycle commits what changed."""
-        st = self._state
-        st.exposed = True
-        return st.working
+        """The live working array: write in place; the next cycle commits what changed.
+
+        While this array, or anything derived from it, is alive, every cycle hashes the
+        whole buffer to find what changed; drop it (or use :meth:`write`) and the cycles
+        look only at the blocks ``write()`` touched. Writing through a raw address taken
+        from it (``ctypes.data``) after every array over it is gone is not supported."""
+        return self._state.handout()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -312,14 +380,13 @@ class BufferRegion:
         return "raw" if layout is None else layout.codec
 
     def write(self, offset: int, data: Any) -> None:
-        """Write ``data`` at flat element ``offset``."""
+        """Write ``data`` at flat element ``offset``. The next cycle looks at the blocks
+        written (and no others, unless an array from :attr:`array` is alive)."""
         st = self._state
-        st.exposed = True
-        flat = st.working.reshape(-1)
-        values = np.asarray(data, dtype=flat.dtype).reshape(-1)
-        if not 0 <= offset <= flat.size - values.size:
+        values = np.asarray(data, dtype=st.working.dtype).reshape(-1)
+        if not 0 <= offset <= st.working.size - values.size:
             raise ConfigError(f"write of {values.size} elements at {offset} is out of range")
-        flat[offset : offset + values.size] = values
+        st.write(offset, values)
 
     def read(self) -> np.ndarray:
         return self._state.working.copy()
@@ -370,58 +437,26 @@ def _changed_blocks(
     return np.concatenate(found).astype(np.int64, copy=False)
 
 
-def _changed_in_spans(
-    ref: npt.NDArray[np.uint8], work: npt.NDArray[np.uint8], block_bytes: int,
-    spans: npt.NDArray[np.intp], scratch: dict[str, npt.NDArray[Any]],
-) -> npt.NDArray[np.int64]:
-    """The changed blocks inside the spans ``spans`` (sorted), compared exactly: whole spans
-    are gathered 256 blocks at a time into ``scratch`` arrays (kept: fresh pages cost more
-    than the compare)."""
-    span = HASH_SPAN_BLOCKS * block_bytes
-    full = ref.size // span
-    whole = spans[spans < full]
-    found: list[npt.NDArray[np.int64]] = []
-    aligned = not (block_bytes % 8 or ref[:0].ctypes.data % 8 or work[:0].ctypes.data % 8)
-    if whole.size and aligned:
-        words = block_bytes // 8
-        a = ref[: full * span].view(np.uint64).reshape(full, HASH_SPAN_BLOCKS * words)
-        b = work[: full * span].view(np.uint64).reshape(full, HASH_SPAN_BLOCKS * words)
-        step = max(1, 256 // HASH_SPAN_BLOCKS)
-        shape = (step, a.shape[1])
-        if scratch.get("a", np.zeros(0)).shape != shape:
-            scratch["a"] = np.empty(shape, dtype=np.uint64)
-            scratch["b"] = np.empty(shape, dtype=np.uint64)
-            scratch["ne"] = np.empty(shape, dtype=bool)
-        sa, sb, ne = scratch["a"], scratch["b"], scratch["ne"]
-        for start in range(0, whole.size, step):
-            idx = whole[start : start + step]
-            n = idx.size
-            np.take(a, idx, axis=0, out=sa[:n])
-            np.take(b, idx, axis=0, out=sb[:n])
-            np.not_equal(sa[:n], sb[:n], out=ne[:n])
-            rows, cols = np.nonzero(ne[:n].reshape(n, HASH_SPAN_BLOCKS, words).any(axis=2))
-            if rows.size:
-                found.append(idx[rows].astype(np.int64) * HASH_SPAN_BLOCKS + cols)
-    elif whole.size:
-        for s in whole.tolist():
-            hits = _changed_blocks(ref[s * span : (s + 1) * span],
-                                   work[s * span : (s + 1) * span], block_bytes)
-            found.append(hits + s * HASH_SPAN_BLOCKS)
-    if spans.size and spans[-1] >= full:  # the short last span
-        hits = _changed_blocks(ref[full * span :], work[full * span :], block_bytes)
-        found.append(hits + full * HASH_SPAN_BLOCKS)
-    if not found:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate(found)
+def _hashes(data: memoryview, size: int, indices: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+    """xxh3-64 of the pieces ``indices`` of ``size`` bytes of ``data`` (the last may be short)."""
+    starts = (indices * size).tolist()
+    pieces = map(data.__getitem__, map(slice, starts, [i + size for i in starts]))
+    return np.fromiter(map(_xxh3, pieces), dtype=np.uint64, count=len(starts))
 
 
-def _span_hashes(flat: npt.NDArray[np.uint8], span: int) -> npt.NDArray[np.uint64]:
-    """xxh3-64 of every ``span`` bytes of ``flat`` (the last span may be short)."""
-    view = memoryview(flat.data)
-    digest = xxhash.xxh3_64_intdigest
-    n = -(-len(view) // span)
-    return np.fromiter((digest(view[i : i + span]) for i in range(0, len(view), span)),
-                       dtype=np.uint64, count=n)
+def _groups_differ(old: npt.NDArray[np.uint8], new: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Per Q4 group (64 float16 values = 128 bytes; the last may be short) of two equal-size
+    byte arrays: whether its bytes differ."""
+    n = old.size
+    full = n // 128
+    out = np.empty(-(-n // 128), dtype=bool)
+    if full:
+        ne = old[: full * 128].view(np.uint64) != new[: full * 128].view(np.uint64)
+        words = ne.view(np.uint64).reshape(full, 2)  # 16 booleans per group, as 2 words
+        np.not_equal(words[:, 0] | words[:, 1], 0, out=out[:full])
+    if n % 128:
+        out[full] = not np.array_equal(old[full * 128 :], new[full * 128 :])
+    return out
 
 
 def _gather(

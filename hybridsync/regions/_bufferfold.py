@@ -306,8 +306,7 @@ class BufferFold:
                     np.copyto(self.scales, base.scales)
                     np.copyto(self.biases, base.biases)
                     np.copyto(self.codes, base.codes)
-                    self.data[:] = _decode_groups(self.scales, self.biases, self.codes,
-                                                  self.nbytes // 2)
+                    _decode_groups(self.scales, self.biases, self.codes, self.data)
             self._creator = base.creator
             self.deleted, self._deleted_by = base.deleted, base.deleted_by
         for idx, e in enumerate(self._entries[:upto]):
@@ -399,7 +398,7 @@ class BufferFold:
             np.copyto(self.scales, b.scales)
             np.copyto(self.biases, b.biases)
             np.copyto(self.codes, b.codes)
-            self.data[:] = _decode_groups(self.scales, self.biases, self.codes, self.nbytes // 2)
+            _decode_groups(self.scales, self.biases, self.codes, self.data)
         self._creator, self.deleted, self._deleted_by = b.creator, b.deleted, b.deleted_by
 
     def base(self) -> list[Any] | None:
@@ -433,7 +432,7 @@ class BufferFold:
                 self.scales[:] = block.scales
                 self.biases[:] = block.biases
                 self.codes[:] = block.codes.reshape(-1, _Q4_CODE_BYTES)
-                self.data[:] = q4_decode(block).view(np.uint8)
+                q4_decode(block, out=self.data.view(np.float16))
             else:
                 if len(data) != layout.nbytes:
                     raise PayloadError("buffer base size does not match its layout")
@@ -459,10 +458,11 @@ class BufferFold:
 
 def _decode_groups(
     scales: npt.NDArray[np.float16], biases: npt.NDArray[np.float16],
-    codes: npt.NDArray[np.uint8], length: int,
-) -> npt.NDArray[np.uint8]:
-    """The bytes of the float16 values that Q4 groups decode to."""
-    return q4_decode(Q4Block(length, scales, biases, codes.reshape(-1))).view(np.uint8)
+    codes: npt.NDArray[np.uint8], data: npt.NDArray[np.uint8],
+) -> None:
+    """``data`` (the bytes of float16 values) takes the values the Q4 groups decode to."""
+    q4_decode(Q4Block(data.size // 2, scales, biases, codes.reshape(-1)),
+              out=data.view(np.float16))
 
 
 @dataclass(frozen=True, slots=True, eq=False)

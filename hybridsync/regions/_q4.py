@@ -36,6 +36,7 @@ Total ``9 + 36·G`` bytes, i.e. 36 bytes per 128 bytes of float16 (0.28125×) pl
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ _GROUP_BYTES = 2 + 2 + _CODE_BYTES  # scale + bias + codes = 36
 _LEVELS = 15  # largest 4-bit code
 _F16_MAX = float(np.finfo(np.float16).max)  # 65504.0
 _ERROR_CHUNK = 1 << 20  # values per chunk in q4_error (bounds its float64 temporaries)
+_CHUNK_GROUPS = 1 << 12  # groups per step of q4_encode/q4_decode: 1 MiB of float32 scratch
 
 _F16 = np.dtype(np.float16)
 _F16_LE = np.dtype("<f2")
@@ -246,11 +248,12 @@ def _reject_non_finite(values: npt.NDArray[Any], flat16: npt.NDArray[np.float16]
     )
 
 
-def q4_encode(values: npt.NDArray[Any]) -> Q4Block:
+def q4_encode(values: npt.NDArray[Any], *, saturate: bool = False) -> Q4Block:
     """Quantize an array of any shape (float16, or float32 converted to float16) to Q4.
 
     Raises :class:`ConfigError` for other dtypes, for nan/±inf, and for float32 values
-    beyond the float16 range.
+    beyond the float16 range; with ``saturate=True`` those values are encoded as if nan were
+    0 and ±inf (or an out-of-range float32) were ±65504 instead (what a buffer's cycle does).
     """
     flat16 = _as_float16(values)
     length = int(flat16.size)
@@ -258,65 +261,119 @@ def q4_encode(values: npt.NDArray[Any]) -> Q4Block:
     if groups == 0:
         empty16 = _readonly(np.empty(0, _F16))
         return Q4Block(0, empty16, empty16, _readonly(np.empty(0, _U8)))
+    scales = np.empty(groups, _F16)
+    biases = np.empty(groups, _F16)
+    codes = np.empty(groups * _CODE_BYTES, _U8)
+    # Chunks of groups: the float32 work array stays in cache and its size is bounded.
+    work = np.empty((min(groups, _CHUNK_GROUPS), GROUP_SIZE), np.float32)
+    for g0 in range(0, groups, _CHUNK_GROUPS):
+        g1 = min(groups, g0 + _CHUNK_GROUPS)
+        if not _encode_groups(flat16, g0, g1, work, scales, biases, codes):
+            if not saturate:
+                _reject_non_finite(values, flat16)
+            with np.errstate(over="ignore", invalid="ignore"):
+                finite = np.nan_to_num(flat16, nan=0.0, posinf=_F16_MAX, neginf=-_F16_MAX)
+            return q4_encode(finite)
+    return Q4Block(length, _readonly(scales), _readonly(biases), _readonly(codes))
 
+
+def _encode_groups(
+    flat16: npt.NDArray[np.float16], g0: int, g1: int, work: npt.NDArray[np.float32],
+    scales: npt.NDArray[np.float16], biases: npt.NDArray[np.float16],
+    codes: npt.NDArray[np.uint8],
+) -> bool:
+    """Encode groups ``g0:g1`` of ``flat16`` into ``scales``, ``biases`` and ``codes``, using
+    ``work`` as scratch. False (nothing usable written) if a value is not finite."""
+    n = (g1 - g0) * GROUP_SIZE
+    rows = work[: g1 - g0]
+    flat32 = rows.reshape(-1)
+    first = g0 * GROUP_SIZE
+    real = min(int(flat16.size), first + n) - first
     # Work in float32: numpy's float16 arithmetic is emulated and slow, and every float16 is
-    # exact in float32. Pad the last group with its own last value so the padding cannot
-    # widen the group's range.
-    work = np.empty((groups, GROUP_SIZE), np.float32)
-    flat32 = work.reshape(-1)
-    flat32[:length] = flat16
-    flat32[length:] = flat32[length - 1]
+    # exact in float32 (converted through a table: 2.5x faster than numpy's cast). Pad the
+    # last group with its own last value so the padding cannot widen the group's range.
+    bits = flat16[first : first + real].view(np.uint16)
+    np.take(_float32_of_float16(), bits, out=flat32[:real], mode="wrap")  # never wraps
+    flat32[real:] = flat32[real - 1]
 
-    lo = work.min(axis=1)
-    hi = work.max(axis=1)
-    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # nan propagates through min/max
-        _reject_non_finite(values, flat16)
+    # reduceat over contiguous groups is ~2x faster than min(axis=1) on (groups, 64)
+    starts = np.arange(0, n, GROUP_SIZE)
+    lo = np.minimum.reduceat(flat32, starts)
+    hi = np.maximum.reduceat(flat32, starts)
+    if not (np.isfinite(lo).all() and np.isfinite(hi).all()):  # nan propagates through both
+        return False
+    lo += np.float32(0.0)  # -0.0 -> +0.0: a zero minimum is always stored as +0.0
+    hi += np.float32(0.0)
 
     # scale = range / 15, rounded up to a float16 so that bias + 15*scale >= max. The range of
     # two float16 values is at most 131008, so the scale (<= 8734) never overflows float16,
     # and rounding up keeps it nonzero for any nonconstant group.
     exact = (hi.astype(np.float64) - lo.astype(np.float64)) / _LEVELS
-    scales = exact.astype(_F16)
-    short = scales.astype(np.float64) < exact
-    scales[short] = np.nextafter(scales[short], _F16.type(np.inf))
-    biases = lo.astype(_F16)  # exact: lo is a float16 value
+    scale = exact.astype(_F16)
+    short = scale.astype(np.float64) < exact
+    scale[short] = np.nextafter(scale[short], _F16.type(np.inf))
+    scales[g0:g1] = scale
+    biases[g0:g1] = lo  # exact: lo is a float16 value
 
-    divisor = scales.astype(np.float32)
+    divisor = scale.astype(np.float32)
     divisor[divisor == 0] = 1.0  # constant group: x - bias == 0, so every code is 0
-    work -= lo[:, None]
-    work /= divisor[:, None]
-    np.rint(work, out=work)
-    np.clip(work, 0, _LEVELS, out=work)
-    q = work.astype(_U8)
-    del work, flat32
-
-    q.reshape(-1)[length:] = 0  # canonical padding
-    codes = q[:, 0::2] | (q[:, 1::2] << 4)
-    return Q4Block(
-        length,
-        _readonly(scales),
-        _readonly(biases),
-        _readonly(codes.reshape(-1)),
-    )
+    rows -= lo[:, None]
+    rows /= divisor[:, None]
+    np.rint(rows, out=rows)
+    np.clip(rows, 0, _LEVELS, out=rows)
+    q = rows.astype(_U8)
+    q.reshape(-1)[real:] = 0  # canonical padding
+    # two codes per byte: value 2i in the low nibble. As little-endian uint16 pairs
+    # (lo | hi << 8), ``pair | pair >> 4`` holds ``lo | hi << 4`` in its low byte.
+    pairs = q.reshape(-1).view("<u2")
+    np.copyto(codes[g0 * _CODE_BYTES : g1 * _CODE_BYTES], pairs | (pairs >> 4),
+              casting="unsafe")  # keeps the low byte
+    return True
 
 
-def q4_decode(block: Q4Block) -> npt.NDArray[np.float16]:
-    """Reconstruct the flat float16 array of ``block.length`` values."""
+@functools.cache
+def _float32_of_float16() -> npt.NDArray[np.float32]:
+    """The float32 value of every float16 bit pattern (256 KiB, made once)."""
+    return _readonly(np.arange(1 << 16, dtype=np.uint16).view(_F16).astype(np.float32))
+
+
+def q4_decode(
+    block: Q4Block, out: npt.NDArray[np.float16] | None = None,
+) -> npt.NDArray[np.float16]:
+    """Reconstruct the flat float16 array of ``block.length`` values (into ``out`` if given:
+    a contiguous float16 array of that size; the flat view of it is returned).
+
+    Every value is ``clip(q * scale + bias)`` computed in float32, then rounded to float16;
+    the 16 possible values of each group are computed once and the codes pick among them.
+    """
+    length = block.length
+    if out is None:
+        out = np.empty(length, _F16)
+    if out.dtype != _F16 or out.size != length or not out.flags.c_contiguous:
+        raise ConfigError(f"q4_decode needs a contiguous float16 output of {length} values")
+    flat = out.reshape(-1)
     groups = block.groups
-    if groups == 0:
-        return np.empty(0, _F16)
-    packed = block.codes.reshape(groups, _CODE_BYTES)
-    q = np.empty((groups, GROUP_SIZE), _U8)
-    np.bitwise_and(packed, 0x0F, out=q[:, 0::2])
-    np.right_shift(packed, 4, out=q[:, 1::2])
-    out = q.astype(np.float32)
-    del q
-    out *= block.scales.astype(np.float32)[:, None]
-    out += block.biases.astype(np.float32)[:, None]
-    # bias + 15*scale may pass 65504 by up to a scale step (scale is rounded up); every original
-    # value was finite, so saturating loses nothing and keeps the output finite.
-    np.clip(out, -_F16_MAX, _F16_MAX, out=out)
-    return out.reshape(-1)[: block.length].astype(_F16)
+    scales = block.scales.astype(np.float32)
+    biases = block.biases.astype(np.float32)
+    levels = np.arange(_LEVELS + 1, dtype=np.float32)
+    for g0 in range(0, groups, _CHUNK_GROUPS):
+        g1 = min(groups, g0 + _CHUNK_GROUPS)
+        k = g1 - g0
+        table = levels * scales[g0:g1, None]
+        table += biases[g0:g1, None]
+        # bias + 15*scale may pass 65504 by up to a scale step (scale is rounded up); every
+        # original value was finite, so saturating loses nothing and keeps the output finite.
+        np.clip(table, -_F16_MAX, _F16_MAX, out=table)
+        values = table.astype(_F16).reshape(-1)  # the group's 16 values, group after group
+        packed = block.codes[g0 * _CODE_BYTES : g1 * _CODE_BYTES].reshape(k, _CODE_BYTES)
+        index = np.empty((k, GROUP_SIZE), np.intp)
+        np.bitwise_and(packed, 0x0F, out=index[:, 0::2])
+        np.right_shift(packed, 4, out=index[:, 1::2])
+        index += np.arange(0, k * (_LEVELS + 1), _LEVELS + 1, dtype=np.intp)[:, None]
+        first = g0 * GROUP_SIZE
+        stop = min(length, g1 * GROUP_SIZE)
+        np.take(values, index.reshape(-1)[: stop - first], out=flat[first:stop])
+    return flat
 
 
 def q4_error(values: npt.NDArray[Any]) -> dict[str, float]:

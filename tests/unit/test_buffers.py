@@ -16,6 +16,7 @@ from hybridsync.causal import Contribution
 from hybridsync.regions._buffer import (
     BLOCK_BYTES,
     COMPARE_CHUNK_BLOCKS,
+    _BufferState,
     _changed_blocks,
     buffer_layout,
     decode_delta,
@@ -436,7 +437,7 @@ def test_compaction_keeps_the_value_and_a_q4_base_is_small(
 
 
 def test_writing_back_the_value_a_remote_write_replaced_is_sent(make_memory: MakeMemory) -> None:
-    """The span hashes must follow remote folds: a's last hashed value of block 0 is v0; b
+    """The block hashes must follow remote folds: a's last hashed value of block 0 is v0; b
     writes v1; a writes v0 again, which must differ from the fold (v1) and be shipped."""
     a, b = make_memory("a"), make_memory("b")
     kv = a.buffer("kv", shape=(8, BLOCK_BYTES), dtype="uint8")
@@ -470,13 +471,20 @@ def test_a_delta_larger_than_one_payload_goes_out_over_several_cycles(
     assert_converged([a, b])
 
 
-def test_a_replica_that_never_touches_the_array_does_not_scan_it(make_memory: MakeMemory) -> None:
+def test_a_replica_that_never_touches_the_array_does_not_scan_it(
+    make_memory: MakeMemory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scans: list[int] = []
+    real = _BufferState._block_views
+    monkeypatch.setattr(_BufferState, "_block_views",
+                        lambda st, layout: scans.append(1) or real(st, layout))
     a, b = make_memory("a"), make_memory("b")
     a.buffer("kv", shape=(4, BLOCK_BYTES), dtype="uint8").array[1] = 3
     sync_pair(a, b)
+    assert scans == [1]  # a's cycle after its .array write
     state = b._regions.buffers["kv"]
-    assert not state.exposed and state.changed_blocks().size == 0
+    assert state.changed_blocks().size == 0
     assert b.buffer("kv", shape=(4, BLOCK_BYTES), dtype="uint8").read()[1, 0] == 3
-    assert not state.exposed  # read() hands out a copy
-    b.buffer("kv", shape=(4, BLOCK_BYTES), dtype="uint8").write(0, [9])
-    assert state.exposed and state.changed_blocks().tolist() == [0]
+    b.buffer("kv", shape=(4, BLOCK_BYTES), dtype="uint8").write(0, [9])  # read() copies
+    assert state.changed_blocks().tolist() == [0]
+    assert scans == [1]  # b never hashed more than what it wrote
