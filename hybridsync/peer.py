@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -69,6 +70,7 @@ HELLO_VERSION = 1
 _HELLO_MAX_BYTES = 2048
 _INSTANCE_BYTES = 8
 _MAX_NAME_BYTES = 256
+_RECORD_WIRE_BYTES = 4 + RECORD_OVERHEAD_BYTES  # length prefix, type byte, tag
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +156,7 @@ class _Session:
         self.started = self.last_seen = self.last_sent = now
         self.frames_in = self.frames_out = self.records_in = self.records_out = 0
         self.writer: asyncio.Task[None] | None = None
-        self.want_flush = False  # a flush found the queue busy: flush when it drains
+        self.want_flush = False  # a flush found the queue or socket busy: flush once drained
 
     def enqueue(self, kind: RecordType, body: bytes) -> None:
         self.outbox.append((kind, body))
@@ -209,6 +211,10 @@ class _Target:
 
 class _Rejected(HybridSyncError):
     """Internal: an authenticated connection we do not keep (duplicate, self, too many)."""
+
+
+class _Goodbye(HybridSyncError):
+    """Internal: the remote said goodbye (a BYE record); ends the session gracefully."""
 
 
 def _encode_hello(name: str, instance: bytes, listen_url: str) -> bytes:
@@ -338,6 +344,7 @@ class Peer:
         self._ticker: asyncio.Task[None] | None = None
         self._pending_handshakes = 0
         self._flush_scheduled = False
+        self._committing = False  # inside _commit_pending: its change needs no new flush
         self._flush_timer: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")  # loop time of the last flush a change asked for
         self._unpending: Callable[[], None] | None = None
@@ -587,7 +594,8 @@ class Peer:
 
     # ---- sync driving --------------------------------------------------------------------
     def _on_change(self, _change: object) -> None:
-        self._schedule_flush()
+        if not self._committing:  # (our own commit's change: the flush running sends it)
+            self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         """Flush on the next loop iteration, or, if the last flush ran less than
@@ -605,29 +613,35 @@ class Peer:
             self._flush_timer = self._loop.call_at(due, self._start_flush)
 
     def _start_flush(self) -> None:
-        """Each session's writer task asks the replica for its frames and sends them in one
-        step on the next loop iteration (a session busy writing does so once its queue has
-        drained); pending writes of group commit are committed first."""
         self._flush_timer = None
-        self._flush_scheduled = False
         self._last_flush = self._loop.time()
-        if self.mem.group_commit:  # (``on_pending`` runs before the batch's first write lands)
-            self._loop.call_soon(self._commit_pending)
-        for s in self._sessions.values():
-            s.want_flush = True
-            s.wake.set()
+        self._loop.call_soon(self._run_flush)
+
+    def _run_flush(self) -> None:
+        """The flush itself, one loop iteration after the change that asked for it: commit
+        the pending writes of group commit, then ask the replica for each session's frames
+        and write them, sealed, in one ``write`` per session — in this same step, no task
+        switch (a session whose queue or socket buffer is busy is flushed by its writer task
+        once it drained)."""
+        self._flush_scheduled = False
+        if not self._stopping:
+            self._flush_all()
 
     def _commit_pending(self) -> None:
         # group commit: the pending writes become one contribution now, whether or not a
-        # session is ready to take it (durable with SQLite once this returns)
+        # session is ready to take it (durable with SQLite once this returns); always
+        # followed by a flush of every session, which sends it
         if not self.mem.pending_writes or self._stopping:
             return
+        self._committing = True
         try:
             self.mem.commit()
         except TransactionError:
             pass  # the application is inside a transaction: it commits them
         except HybridSyncError:
             log.exception("%s: commit failed", self.mem.peer)
+        finally:
+            self._committing = False
 
     def _flush_all(self) -> None:
         self._commit_pending()
@@ -635,12 +649,14 @@ class Peer:
             self._flush(s)
 
     def _flush(self, s: _Session) -> None:
-        """Ask the replica for this session's frames, only when its queue is empty (else
-        once the writer has drained it)."""
+        """Ask the replica for this session's frames and write them now, only when its queue
+        is empty and its transport below its buffer limit (else its writer task does, once
+        it drained)."""
         if s.state != "open":
             return
-        if s.outbox:
+        if s.outbox or s.stream.write_room_bytes <= 0:
             s.want_flush = True
+            s.wake.set()
             return
         s.want_flush = False
         try:
@@ -650,8 +666,46 @@ class Peer:
         except HybridSyncError:
             log.exception("%s: sync_to(%s) failed", self.mem.peer, s.name)
             return
-        for frame in frames:
-            s.enqueue(RecordType.SYNC, frame)
+        if not frames:
+            return
+        sync = RecordType.SYNC
+        s.outbox.extend((sync, frame) for frame in frames)
+        try:
+            self._pump(s)
+        except HybridSyncError as exc:  # TransportError (closed under us), counter exhausted
+            log.info("%s: writing to %s failed: %r", self.mem.peer, s.name, exc)
+            self._close(s, repr(exc), graceful=False)
+            return
+        if s.outbox or s.stream.write_room_bytes <= 0:
+            s.wake.set()  # the writer task drains the socket (bounded) and sends the rest
+
+    def _pump(self, s: _Session) -> bool:
+        """Seal the head of the queue and write it in one ``write``: as many records as the
+        transport takes below its buffer limit, at least one. True when a BYE went out."""
+        outbox = s.outbox
+        room = s.stream.write_room_bytes
+        records: list[bytes] = []
+        size = 0
+        bye = False
+        while outbox:
+            kind, body = outbox[0]
+            if records and size + len(body) + _RECORD_WIRE_BYTES > room:
+                break
+            outbox.popleft()
+            if kind is RecordType.PING and outbox:
+                continue  # a heartbeat behind which other records wait is redundant
+            records.append(s.sealer.seal(kind, body))
+            size += len(body) + _RECORD_WIRE_BYTES
+            if kind is RecordType.SYNC:
+                s.frames_out += 1
+            elif kind is RecordType.BYE:
+                bye = True
+                break
+        if records:
+            s.stream.write(records)
+            s.records_out += len(records)
+            s.last_sent = self._loop.time()
+        return bye
 
     async def _tick_loop(self) -> None:
         while True:
@@ -846,58 +900,61 @@ class Peer:
         return s
 
     async def _read_loop(self, s: _Session) -> tuple[str, bool]:
-        """Read records until the session ends; returns ``(reason, graceful)``."""
-        while True:
+        """Have the stream hand each record to :meth:`_on_record` as it arrives (in the loop
+        step that read it) until the session ends; returns ``(reason, graceful)`` or raises
+        what ended it (a :class:`ProtocolError` from the record or the replica)."""
+        ended: asyncio.Future[BaseException] = self._loop.create_future()
+
+        def on_end(exc: BaseException) -> None:
+            if not ended.done():
+                ended.set_result(exc)
+
+        s.stream.deliver(functools.partial(self._on_record, s), on_end, self._max_record_bytes)
+        exc = await ended
+        if isinstance(exc, _Goodbye):
+            return str(exc), True
+        if isinstance(exc, TransportError):
+            return (f"connection lost: {exc}", False) if s.state == "open" else ("closed", True)
+        raise exc
+
+    def _on_record(self, s: _Session, record: bytes) -> None:
+        """One record of ``s``: open it and act on it. Raises to end the session."""
+        kind, body = s.opener.open(record)
+        s.last_seen = self._loop.time()
+        s.records_in += 1
+        if kind is RecordType.SYNC:
+            s.frames_in += 1
             try:
-                record = await s.stream.recv(self._max_record_bytes)
-            except TransportError as exc:
-                return (f"connection lost: {exc}", False) if s.state == "open" else ("closed", True)
-            kind, body = s.opener.open(record)
-            s.last_seen = self._loop.time()
-            s.records_in += 1
-            if kind is RecordType.SYNC:
-                s.frames_in += 1
-                try:
-                    self.mem.receive(s.name, body)
-                except TransactionError:
-                    continue  # applied later: the sender retransmits what we do not ack
-                except HybridSyncError as exc:
-                    self._counters["frames_rejected"] += 1
-                    raise ProtocolError(f"frame rejected by the replica: {exc}") from None
-                self._schedule_flush()
-            elif kind is RecordType.BYE:
-                self._counters["goodbyes"] += 1
-                return f"goodbye from {s.name}: {body[:200].decode(errors='replace')}", True
-            elif kind is RecordType.HELLO:
-                raise FrameError("a second HELLO")
+                self.mem.receive(s.name, body)
+            except TransactionError:
+                return  # applied later: the sender retransmits what we do not ack
+            except HybridSyncError as exc:
+                self._counters["frames_rejected"] += 1
+                raise ProtocolError(f"frame rejected by the replica: {exc}") from None
+            self._schedule_flush()
+        elif kind is RecordType.BYE:
+            self._counters["goodbyes"] += 1
+            raise _Goodbye(f"goodbye from {s.name}: {body[:200].decode(errors='replace')}")
+        elif kind is RecordType.HELLO:
+            raise FrameError("a second HELLO")
 
     async def _write_loop(self, s: _Session) -> None:
+        """Sends what :meth:`_flush` could not write at once: the queue's rest once the
+        socket drained (waiting at most ``write_timeout_s``), heartbeats, goodbyes, and the
+        flushes asked for while it was busy."""
         try:
             while True:
-                while not s.outbox:
-                    if s.want_flush:  # asked to flush, and the queue has drained
-                        self._flush(s)
-                        if s.outbox:
-                            break
+                if s.stream.write_room_bytes <= 0:
+                    async with asyncio.timeout(self._write_timeout_s):
+                        await s.stream.drain()  # raises once the stream is closing
+                elif s.outbox:
+                    if self._pump(s):
+                        return  # the goodbye is out
+                elif s.want_flush:
+                    self._flush(s)
+                else:
                     s.wake.clear()
                     await s.wake.wait()
-                # Everything queued now goes out back to back, in order, before the loop
-                # yields; a heartbeat behind which other records wait is redundant.
-                budget = len(s.outbox)  # what was queued when the writer woke
-                while budget and s.outbox:
-                    budget -= 1
-                    kind, body = s.outbox.popleft()
-                    if kind is RecordType.PING and s.outbox:
-                        continue
-                    record = s.sealer.seal(kind, body)
-                    async with asyncio.timeout(self._write_timeout_s):
-                        await s.stream.send(record)
-                    s.last_sent = self._loop.time()
-                    s.records_out += 1
-                    if kind is RecordType.SYNC:
-                        s.frames_out += 1
-                    elif kind is RecordType.BYE:
-                        return
         except Exception as exc:  # TransportError, TimeoutError (a reader that does not read)
             reason = "write timed out" if isinstance(exc, TimeoutError) else repr(exc)
             if isinstance(exc, TimeoutError):

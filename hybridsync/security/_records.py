@@ -40,11 +40,10 @@ class RecordType(IntEnum):
     BYE = 4  # goodbye, UTF-8 reason; the sender closes after it
 
 
-_TYPES = frozenset(int(t) for t in RecordType)
-
-
-def _nonce(counter: int) -> bytes:
-    return counter.to_bytes(12, "big")
+# type byte -> RecordType, and the one-byte plaintext prefix of each type (no per-record enum
+# construction or bytes([kind]) allocation on the hot path)
+_BY_BYTE: dict[int, RecordType] = {int(t): t for t in RecordType}
+_PREFIX: dict[RecordType, bytes] = {t: bytes([t]) for t in RecordType}
 
 
 def _aead(key: bytes) -> ChaCha20Poly1305:
@@ -54,7 +53,8 @@ def _aead(key: bytes) -> ChaCha20Poly1305:
 
 
 class RecordSealer:
-    """Encrypts this direction's records in order; the n-th record uses nonce n."""
+    """Encrypts this direction's records in order; the n-th record uses nonce n. One AEAD
+    object (one expanded key) per direction, reused for every record."""
 
     __slots__ = ("_aead", "counter")
 
@@ -63,10 +63,11 @@ class RecordSealer:
         self.counter = 0
 
     def seal(self, kind: RecordType, body: bytes) -> bytes:
-        if self.counter > _MAX_COUNTER:
+        n = self.counter
+        if n > _MAX_COUNTER:
             raise AuthenticationError("record counter exhausted: open a new session")
-        out = self._aead.encrypt(_nonce(self.counter), bytes([kind]) + body, _AAD)
-        self.counter += 1
+        out = self._aead.encrypt(n.to_bytes(12, "big"), _PREFIX[kind] + body, _AAD)
+        self.counter = n + 1
         return out
 
 
@@ -82,22 +83,25 @@ class RecordOpener:
         self._dead = False
 
     def open(self, record: bytes) -> tuple[RecordType, bytes]:
+        """``(type, body)`` of the next record (any bytes-like object; not copied)."""
         if self._dead:
             raise AuthenticationError("the session's record stream already failed")
+        n = self.counter
         try:
             if len(record) < RECORD_OVERHEAD_BYTES:
                 raise FrameError(f"record of {len(record)} bytes is shorter than its tag")
             try:
-                plain = self._aead.decrypt(_nonce(self.counter), bytes(record), _AAD)
+                plain = self._aead.decrypt(n.to_bytes(12, "big"), record, _AAD)
             except InvalidTag:
                 raise AuthenticationError(
-                    f"record {self.counter} failed authentication "
+                    f"record {n} failed authentication "
                     "(tampered, replayed, reordered or truncated)"
                 ) from None
-            if plain[0] not in _TYPES:
+            kind = _BY_BYTE.get(plain[0])
+            if kind is None:
                 raise FrameError(f"unknown record type {plain[0]}")
         except (AuthenticationError, FrameError):
             self._dead = True
             raise
-        self.counter += 1
-        return RecordType(plain[0]), plain[1:]
+        self.counter = n + 1
+        return kind, plain[1:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from hybridsync.errors import ConfigError
@@ -12,10 +13,21 @@ __all__ = ["RecordStream", "format_url", "parse_url"]
 class RecordStream(Protocol):
     """What a session needs from a transport: ordered, reliable records with backpressure.
 
-    ``recv`` returns the next record, raises :class:`~hybridsync.errors.FrameError` for a
-    record longer than ``max_bytes`` (checked before anything is allocated) or cut short, and
-    :class:`~hybridsync.errors.TransportError` when the stream ended. ``send`` returns once
-    the record is handed to the OS within the transport's buffer limit (awaiting the drain).
+    Reading, two ways. ``recv`` (pull; the handshake uses it) returns the next record,
+    raises :class:`~hybridsync.errors.FrameError` for a record longer than ``max_bytes``
+    (checked before anything is allocated for it) or cut short, and
+    :class:`~hybridsync.errors.TransportError` when the stream ended. ``deliver`` (push; a
+    session uses it after the handshake) hands every complete record to ``on_record`` on the
+    event loop as soon as it arrived, without a task switch (the records ``recv`` had not
+    taken yet first, during the call); if ``on_record`` raises, or the stream ends or breaks
+    (the same errors as ``recv``), delivery stops for good and ``on_end`` gets the exception,
+    once. ``recv`` may not be called after ``deliver``.
+
+    Writing, two ways. ``write`` hands records to the OS now, in order, in one write, and
+    never waits (:class:`~hybridsync.errors.TransportError` when the stream is closed);
+    ``write_room_bytes`` is how much more the transport takes before it is over its buffer
+    limit (``<= 0``: ``await drain()`` first). ``send`` is ``write`` of one record and
+    ``drain``.
     """
 
     @property
@@ -27,9 +39,23 @@ class RecordStream(Protocol):
     @property
     def bytes_out(self) -> int: ...
 
+    @property
+    def write_room_bytes(self) -> int: ...
+
+    def write(self, records: Sequence[bytes]) -> None: ...
+
+    async def drain(self) -> None: ...
+
     async def send(self, record: bytes) -> None: ...
 
     async def recv(self, max_bytes: int) -> bytes: ...
+
+    def deliver(
+        self,
+        on_record: Callable[[bytes], None],
+        on_end: Callable[[BaseException], None],
+        max_bytes: int,
+    ) -> None: ...
 
     def close(self) -> None: ...
 
