@@ -17,10 +17,12 @@ Every trial is classified:
   missing or doubled, or text around the edits destroyed.
 
 Rates are given per gap between the edited spans (characters from the end of one to the
-start of the next; negative = overlapping), for several diff configurations: the unit of the
-diff (``char``, ``word``, ``line``), the context margin of each hunk, and the fuzzy-match
-thresholds (``Match_Threshold``, ``Patch_DeleteThreshold``). Wire bytes are the encoded
-patch sizes; time is make_patch + apply_patch per trial.
+start of the next; negative = overlapping), for several configurations: the unit of the diff
+(``char``, ``word``, ``line``), the context margin of each hunk, whether long old middles are
+elided on the wire (length + digest: fewer bytes, the same damage), and, as a reference, the
+same hunks applied by diff-match-patch's fuzzy ``patch_apply`` (the applier before patch
+format 2, ``Match_Threshold`` 0.25 or 0.35). Wire bytes are the encoded patch sizes (format 1,
+msgpack, for the reference rows); time is make_patch + apply per trial.
 
 Run from the repository root::
 
@@ -35,13 +37,22 @@ import itertools
 import random
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
 
 from benchmarks._common import markdown_table
 from hybridsync.regions import _textdiff
-from hybridsync.regions._textdiff import Hunk, apply_patch, encode_patch, make_patch
+from hybridsync.regions._textdiff import (
+    ELIDE_MIN_BYTES,
+    Hunk,
+    apply_patch,
+    decode_patch,
+    encode_patch,
+    make_patch,
+)
 
 __all__ = ["CONFIGS", "GAP_BINS", "Config", "Tally", "main", "run", "trial"]
 
@@ -56,39 +67,69 @@ class Config:
     name: str
     unit: str = "word"
     margin: int = _textdiff.PATCH_MARGIN
-    match_threshold: float = _textdiff._DMP.Match_Threshold
-    delete_threshold: float = _textdiff._DMP.Patch_DeleteThreshold
+    elide: bool = True  # long old middles as length + digest on the wire
+    # None: hybridsync's applier; a float: diff-match-patch patch_apply at this Match_Threshold
+    dmp_threshold: float | None = None
 
 
 CONFIGS: tuple[Config, ...] = (
-    Config("char diff, margin 4, Match_Threshold 0.35 (before)", unit="char",
-           match_threshold=0.35),
-    Config("word diff, margin 4, Match_Threshold 0.35", match_threshold=0.35),
-    Config("word diff, margin 4, Match_Threshold 0.25 (default)"),
-    Config("line diff, Match_Threshold 0.35", unit="line", match_threshold=0.35),
-    Config("word diff, margin 8, Match_Threshold 0.35", margin=8, match_threshold=0.35),
-    Config("word diff, margin 16, Match_Threshold 0.35", margin=16, match_threshold=0.35),
-    Config("word diff, margin 8, Match_Threshold 0.25", margin=8),
-    Config("word diff, Match_Threshold 0.5", match_threshold=0.5),
-    Config("word diff, Match_Threshold 0.3", match_threshold=0.3),
-    Config("word diff, Match_Threshold 0.2", match_threshold=0.2),
-    Config("word diff, Match_Threshold 0.25, Patch_DeleteThreshold 0.1", delete_threshold=0.1),
+    Config("word diff, margin 4 (default)"),
+    Config("word diff, margin 4, old text on the wire (no digest)", elide=False),
+    Config("char diff, margin 4", unit="char"),
+    Config("line diff, margin 4", unit="line"),
+    Config("word diff, margin 2", margin=2),
+    Config("word diff, margin 8", margin=8),
+    Config("reference: diff-match-patch patch_apply, Match_Threshold 0.25", dmp_threshold=0.25),
+    Config("reference: diff-match-patch patch_apply, Match_Threshold 0.35", dmp_threshold=0.35),
 )
 # gap between two edited spans, in characters: [lo, hi)
 GAP_BINS: tuple[tuple[int, int], ...] = ((-40, 0), (0, 8), (8, 32), (32, 128), (128, 512))
 
 
-@contextmanager
-def _thresholds(cfg: Config) -> Iterator[None]:
-    engines = (_textdiff._DMP, _textdiff._SPLITTER)
-    saved = [(e.Match_Threshold, e.Patch_DeleteThreshold) for e in engines]
-    try:
-        for e in engines:
-            e.Match_Threshold, e.Patch_DeleteThreshold = cfg.match_threshold, cfg.delete_threshold
-        yield
-    finally:
-        for e, (m, d) in zip(engines, saved, strict=True):
-            e.Match_Threshold, e.Patch_DeleteThreshold = m, d
+def _dmp_engine(threshold: float, margin: int) -> Any:
+    """diff-match-patch set up as hybridsync's fuzzy applier was before patch format 2."""
+    from diff_match_patch import diff_match_patch
+
+    dmp = diff_match_patch()
+    dmp.Diff_Timeout = 0
+    dmp.Match_Threshold, dmp.Match_Distance, dmp.Patch_DeleteThreshold = threshold, 600, 0.35
+    dmp.Patch_Margin = margin
+    return dmp
+
+
+def dmp_apply(text: str, hunks: Sequence[Hunk], threshold: float,
+              margin: int = _textdiff.PATCH_MARGIN) -> tuple[str, list[Hunk]]:
+    """The reference applier: literal hunks through ``patch_apply``, each split first so
+    that ``patch_apply`` never splits it again (so results map back to hunks)."""
+    from diff_match_patch import patch_obj
+
+    dmp = _dmp_engine(threshold, margin)
+    splitter = _dmp_engine(threshold, margin)
+    splitter.Match_MaxBits = dmp.Match_MaxBits - 2 * dmp.Patch_Margin
+    pieces: list[Any] = []
+    counts: list[int] = []
+    for h in hunks:
+        pt = patch_obj()
+        pt.start1, pt.start2, pt.length1, pt.length2 = h.start1, h.start2, h.length1, h.length2
+        pt.diffs = list(h.diffs)
+        one = [pt]
+        splitter.patch_splitMax(one)
+        counts.append(len(one))
+        pieces.extend(one)
+    new_text, results = dmp.patch_apply(pieces, text)
+    failed, i = [], 0
+    for h, n in zip(hunks, counts, strict=True):
+        if not all(results[i : i + n]):
+            failed.append(h)
+        i += n
+    return new_text, failed
+
+
+def _v1_bytes(hunks: Sequence[Hunk]) -> int:
+    """Size of patch format 1 (a msgpack array of literal hunks), for the reference rows."""
+    return len(msgpack.packb([[h.start1, h.start2, h.length1, h.length2,
+                               [[op, t] for op, t in h.diffs]] for h in hunks],
+                             use_bin_type=True))
 
 
 _VOCAB = (
@@ -121,24 +162,33 @@ def make_base(rng: random.Random, size: int = 3000) -> str:
 Edit = tuple[int, int, str]  # (start, end, inserted) on the base
 
 
-def make_edits(rng: random.Random, base: str, writers: int, gap: int) -> list[Edit]:
-    """``writers`` span replacements, each ``gap`` characters after the previous one ends."""
+KINDS = ("replace", "insert", "delete")
+
+
+def make_edits(rng: random.Random, base: str, writers: int, gap: int,
+               mix: bool = False) -> list[Edit]:
+    """``writers`` span replacements, each ``gap`` characters after the previous one ends;
+    with ``mix``, each edit is a replacement, an insertion (empty span) or a deletion (no
+    text) with equal odds."""
     edits: list[Edit] = []
     pos = rng.randrange(200, len(base) // 3)
     for _ in range(writers):
-        span = rng.randint(4, 40)
+        kind = rng.choice(KINDS) if mix else "replace"
+        span = 0 if kind == "insert" else rng.randint(4, 40)
         start = max(0, pos)
         end = min(len(base), start + span)
-        edits.append((start, end, _words(rng, rng.randint(4, 40)) + "#" + str(len(edits))))
+        text = _words(rng, rng.randint(4, 40)) + "#" + str(len(edits))
+        edits.append((start, end, "" if kind == "delete" else text))
         pos = end + gap
     return edits
 
 
 def _intended(base: str, edits: Sequence[Edit]) -> str | None:
-    """Both edits applied, when their spans are disjoint (else there is no single intent)."""
+    """Every edit applied, when their spans are disjoint and no two start at the same place
+    (else there is no single intent: which insert goes first?)."""
     ordered = sorted(edits)
-    for (_, e0, _), (s1, _, _) in itertools.pairwise(ordered):
-        if s1 < e0:
+    for (s0, e0, _), (s1, _, _) in itertools.pairwise(ordered):
+        if s1 < e0 or s1 == s0:
             return None
     out, pos = [], 0
     for s, e, t in ordered:
@@ -162,12 +212,17 @@ class Tally:
         return getattr(self, what) / self.trials if self.trials else 0.0
 
 
-def fold(base: str, patches: Sequence[list[Hunk]]) -> tuple[str, int]:
+def fold(base: str, patches: Sequence[Sequence[Hunk]],
+         dmp_threshold: float | None = None, margin: int = _textdiff.PATCH_MARGIN,
+         ) -> tuple[str, int]:
     """What ``TextFold`` computes for concurrent patches made against ``base``: the text and
-    the number of failed hunks."""
+    the number of failed hunks (with ``dmp_threshold``, what the reference applier does)."""
     value, failed = base, 0
     for hunks in patches:
-        value, bad = apply_patch(value, hunks)
+        if dmp_threshold is None:
+            value, bad = apply_patch(value, hunks)
+        else:
+            value, bad = dmp_apply(value, hunks, dmp_threshold, margin)
         failed += len(bad)
     return value, failed
 
@@ -175,14 +230,18 @@ def fold(base: str, patches: Sequence[list[Hunk]]) -> tuple[str, int]:
 def trial(base: str, edits: Sequence[Edit], cfg: Config, tally: Tally) -> str:
     """Run one trial under ``cfg``; returns its class and adds it to ``tally``."""
     t0 = time.perf_counter()
-    with _thresholds(cfg):
-        patches = []
-        for s, e, t in edits:
-            hunks = make_patch(base, base[:s] + t + base[e:], unit=cfg.unit, margin=cfg.margin)
+    patches: list[Sequence[Hunk]] = []
+    for s, e, t in edits:
+        hunks = make_patch(base, base[:s] + t + base[e:], unit=cfg.unit, margin=cfg.margin)
+        if cfg.dmp_threshold is not None:
+            tally.wire_bytes += _v1_bytes(hunks)
             patches.append(hunks)
-            tally.wire_bytes += len(encode_patch(hunks))
-            tally.patches += 1
-        value, failed = fold(base, patches)
+        else:
+            data = encode_patch(hunks, elide_min_bytes=ELIDE_MIN_BYTES if cfg.elide else 1 << 40)
+            tally.wire_bytes += len(data)
+            patches.append(decode_patch(data))  # what a receiver folds
+        tally.patches += 1
+    value, failed = fold(base, patches, cfg.dmp_threshold, cfg.margin)
     tally.seconds += time.perf_counter() - t0
     intended = _intended(base, edits)
     if failed:
@@ -190,7 +249,7 @@ def trial(base: str, edits: Sequence[Edit], cfg: Config, tally: Tally) -> str:
     elif intended is not None:
         kind = "clean" if value == intended else "silent"
     else:
-        kind = "clean" if all(value.count(t) == 1 for _, _, t in edits) else "silent"
+        kind = "clean" if all(value.count(t) == 1 for _, _, t in edits if t) else "silent"
     tally.trials += 1
     setattr(tally, kind, getattr(tally, kind) + 1)
     if kind == "silent" and len(tally.examples) < 2:
@@ -204,6 +263,7 @@ def run(
     configs: Sequence[Config] = CONFIGS,
     writers: int = 2,
     seed: int = DEFAULT_SEED,
+    mix: bool = False,
 ) -> dict[tuple[str, tuple[int, int]], Tally]:
     """Every configuration on the same trials (same bases, same edits) per gap bin."""
     out: dict[tuple[str, tuple[int, int]], Tally] = {}
@@ -212,7 +272,7 @@ def run(
         cases = []
         for _ in range(trials):
             base = make_base(rng)
-            cases.append((base, make_edits(rng, base, writers, rng.randrange(lo, hi))))
+            cases.append((base, make_edits(rng, base, writers, rng.randrange(lo, hi), mix)))
         for cfg in configs:
             tally = out.setdefault((cfg.name, (lo, hi)), Tally())
             for base, edits in cases:
@@ -248,8 +308,9 @@ def check_memory(trials: int, seed: int = DEFAULT_SEED) -> int:
                 for f in x.sync_to(y.peer):
                     y.receive(x.peer, f)
         order = sorted(range(len(edits)), key=lambda i: keys[i])  # the fold's (lamport, id)
-        value, failed = fold(base, [make_patch(base, base[:edits[i][0]] + edits[i][2]
-                                               + base[edits[i][1]:]) for i in order])
+        patches = [decode_patch(encode_patch(make_patch(
+            base, base[:edits[i][0]] + edits[i][2] + base[edits[i][1]:]))) for i in order]
+        value, failed = fold(base, patches)
         got = {m.text("t").value for m in mems}
         conflicts = [c for c in mems[0].conflicts() if c.kind == "hunk-failed"]
         if got != {value} or len(conflicts) != failed:
@@ -284,12 +345,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--check-memory", type=int, default=20, metavar="N",
                         help="first replay N trials through real replicas (0: skip)")
+    parser.add_argument("--mix", action="store_true",
+                        help="replacements, insertions and deletions (default: replacements)")
     args = parser.parse_args(argv)
     if args.check_memory:
         n = check_memory(args.check_memory, args.seed)
         print(f"{n} trials replayed through Memory replicas: same bytes and conflicts as the fold")
-    results = run(args.trials, writers=args.writers, seed=args.seed)
-    print(f"\n{args.writers} concurrent span replacements (4–40 characters) per trial, "
+    results = run(args.trials, writers=args.writers, seed=args.seed, mix=args.mix)
+    what = ("edits (replacements, insertions, deletions; spans and texts of 4–40 characters)"
+            if args.mix else "span replacements (4–40 characters)")
+    print(f"\n{args.writers} concurrent {what} per trial, "
           f"{args.trials} trials per gap bin (seed {args.seed}); cells: % reported / % silent\n")
     print(report(results, CONFIGS))
     silent = [(k, t.examples) for k, t in results.items() if t.examples]

@@ -30,6 +30,7 @@ Run from the repository root::
     python -m benchmarks.texts --quick         # 100 KB × 300 cycles
     python -m benchmarks.texts --size 1000000 --cycles 2000 --system hybridsync
     python -m benchmarks.texts --profile --size 10000000 --cycles 200   # cProfile, hybridsync
+    python -m benchmarks.texts --breakdown --size 1000000 --cycles 1000  # wire bytes, by part
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ __all__ = [
     "report",
     "run",
     "run_system",
+    "wire_breakdown",
 ]
 
 DEFAULT_SEED = 20261121
@@ -594,6 +596,75 @@ def report_goals(results: Sequence[Result]) -> str:
     return markdown_table(["text", "goal", "hybridsync", "limit", "÷ limit", ""], rows)
 
 
+def wire_breakdown(size: int, cycles: int, *, seed: int = DEFAULT_SEED) -> dict[str, float]:
+    """Where hybridsync's wire bytes go, per cycle (averages), from the frames themselves.
+
+    Runs the W1 cycles untimed and takes every frame apart: the text patch (inserted text,
+    deleted text sent literally, equal text — contexts and equalities between edits —,
+    digests, and the rest: positions, lengths, op framing), the region part around it, the
+    contribution's framing, the frame's, and the acknowledgement the receiver sends back.
+    """
+    import msgpack
+
+    import hybridsync as hs
+    from hybridsync.regions._textdiff import decode_patch
+
+    wl = make_workload(size, cycles, seed=seed)
+    opts: dict[str, Any] = {"commit_interval_ms": None, "gc_min_entries": GC_MIN_ENTRIES}
+    a = hs.Memory("bench", "a", clock=_clock(), incarnation=1, **opts)
+    b = hs.Memory("bench", "b", clock=_clock(), incarnation=2, **opts)
+    texts = wl.texts()
+    a.text("s").set(next(texts))
+    out = dict.fromkeys(("inserted text", "deleted text", "equal text", "digests",
+                         "positions, lengths, op framing", "patch", "region part",
+                         "contribution framing", "frame header", "acknowledgement", "total"),
+                        0.0)
+
+    def move() -> None:
+        for f in a.sync_to("b"):
+            b.receive("a", f)
+            out["total"] += len(f)
+            frame = msgpack.unpackb(f, raw=False)
+            sizes = 0
+            for c in frame[5]:
+                n = len(msgpack.packb(c, use_bin_type=True))
+                sizes += n
+                payload = c[7]
+                out["contribution framing"] += n - len(payload)
+                for _, _, data in msgpack.unpackb(payload, raw=False):
+                    out["region part"] -= len(data)
+                    out["patch"] += len(data)
+                    parts = {"inserted text": 0, "deleted text": 0, "equal text": 0,
+                             "digests": 0}
+                    for h in decode_patch(data):
+                        for op, t in h.diffs:
+                            if isinstance(t, str):
+                                key = ("equal text", "inserted text", "deleted text")[op]
+                                parts[key] += len(t.encode())
+                        digest = getattr(h, "digest", None)  # patch format 1 had none
+                        parts["digests"] += len(digest) if digest is not None else 0
+                    for key, v in parts.items():
+                        out[key] += v
+                    out["positions, lengths, op framing"] += len(data) - sum(parts.values())
+                out["region part"] += len(payload)
+            out["frame header"] += len(f) - sizes
+        for f in b.sync_to("a"):
+            a.receive("b", f)
+            out["total"] += len(f)
+            out["acknowledgement"] += len(f)
+
+    move()
+    out = dict.fromkeys(out, 0.0)
+    n = 0
+    for new in texts:
+        a.text("s").set(new)
+        move()
+        n += 1
+    if b.text("s").value != a.text("s").value:
+        raise AssertionError("the receiver's text differs")
+    return {k: v / n for k, v in out.items()}
+
+
 def profile(size: int, cycles: int, seed: int, top: int = 30) -> str:
     wl = make_workload(size, cycles, seed=seed)
     prof = cProfile.Profile()
@@ -615,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="systems to run (default: all)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--profile", action="store_true", help="cProfile of hybridsync instead")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="where hybridsync's wire bytes go, per cycle, instead")
     parser.add_argument("--child", choices=list(SYSTEMS), help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
@@ -629,6 +702,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile:
         print(profile(*sizes[0], args.seed))
+        return 0
+    if args.breakdown:
+        size, cycles = sizes[0]
+        parts = wire_breakdown(size, cycles, seed=args.seed)
+        print(f"hybridsync wire bytes per cycle, W1, {size:,} characters, {cycles:,} cycles")
+        print(markdown_table(["part", "B/cycle"], [[k, f"{v:.1f}"] for k, v in parts.items()]))
         return 0
 
     def progress(msg: str) -> None:

@@ -1,4 +1,4 @@
-"""Bounded, deterministic diff and fuzzy patch for text regions (Fraser 2009, diff-match-patch).
+"""Bounded, deterministic diff and anchored patch for text regions (Fraser 2009, diff-match-patch).
 
 Indices are Python string indices: Unicode code points, never UTF-16 units or UTF-8 bytes,
 so emoji and combining marks survive every round trip. The diff never reads a clock: instead
@@ -6,22 +6,31 @@ of ``Diff_Timeout`` (wall-clock, so not reproducible in the simulator) it bounds
 size: trim the common prefix and suffix, then diff the middle by characters when it is small,
 by lines when lines keep it small, and otherwise replace the middle whole. Every step is
 O(text) or bounded, so a full rewrite of a 10 MB text cannot stall the cycle.
+
+A hunk is a *prefix* context, the *old middle* it rewrites, and a *suffix* context. It applies
+(:func:`apply_patch`) at the position nearest to where its author saw it at which the old
+middle is intact and at least one of the two contexts is intact: never onto text its author
+did not see, so an edit that a concurrent one touched fails and is reported instead of
+interleaving with it. On the wire (:func:`encode_patch`, format 2) a long old middle travels
+as its length and an 8-byte BLAKE2b digest instead of its text.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
 import msgpack
 from diff_match_patch import diff_match_patch
 
-from hybridsync.errors import PayloadError
+from hybridsync.errors import ConfigError, PayloadError
 from hybridsync.regions._rope import Rope
 
-__all__ = ["PATCH_MARGIN", "Hunk", "apply_patch", "decode_patch", "encode_patch", "make_patch",
-           "trim"]
+__all__ = ["DIGEST_BYTES", "PATCH_FORMAT", "PATCH_MARGIN", "Hunk", "apply_patch",
+           "decode_patch", "encode_patch", "make_patch", "trim"]
 
 # Cost bounds (products of the two middle lengths the O(N·D) bisection may explore).
 CHAR_DIFF_BUDGET = 4_000_000
@@ -32,85 +41,81 @@ _WORDS = re.compile(r"\w+|\s+|[^\w\s]+")
 _LINES = re.compile(r"[^\n]*\n|[^\n]+")
 _EQUAL, _INSERT, _DELETE = 0, 1, -1
 PATCH_MARGIN = 4  # context characters on each side of a hunk (diff-match-patch's default)
-# A hunk's context widens until its text is unique within this many characters of its place
-# (patch_apply only looks that far: Match_Threshold x Match_Distance plus the pattern).
-_UNIQUE_WINDOW = 1000
+MAX_CONTEXT = 64  # contexts widen (in steps of the margin) at most to this many characters
+# How far (code points) from where its author saw it a hunk may apply; a hunk's contexts
+# widen until its text is unique that far around its place, and a little more.
+SEARCH_RADIUS = 1000
+_UNIQUE_WINDOW = SEARCH_RADIUS + MAX_CONTEXT
+# Work bound of a hunk that did not apply where its author saw it: the nearest candidate
+# positions are verified, at most this many characters' worth (between 2 and 256 of them).
+_VERIFY_BUDGET = 1 << 16
+# One context is enough to place a hunk only when its old middle is empty (an insert) or at
+# least this long: a concurrent deletion can leave a short run of the same characters (a
+# space, a comma) where the old middle was, next to the surviving context.
+ONE_CONTEXT_MIN = 4
+_MAX_CANDIDATES = 256
 
+# ---- wire format 2 (docs/wire.md) ----
+PATCH_FORMAT = 2  # first byte of an encoded patch; format 1 was a msgpack array of hunks
+DIGEST_BYTES = 8
+# The old middle of a hunk travels as its length and digest once its text has this many
+# UTF-8 bytes (below that, the text is about as short as the digest).
+ELIDE_MIN_BYTES = 16
+_MAX_INT = 1 << 40  # positions and lengths (code points or bytes) on the wire
+_TEXT_KIND = {_EQUAL: 0, _INSERT: 1, _DELETE: 2}
+_ELIDED_KIND = {_EQUAL: 3, _DELETE: 4}
+_KIND_OP = (_EQUAL, _INSERT, _DELETE, _EQUAL, _DELETE)
 
-class _BoundedEngine(diff_match_patch):  # type: ignore[misc]
-    """diff-match-patch whose every diff is bounded by size instead of by a wall clock.
-
-    ``patch_apply`` diffs a hunk against the text it fuzzily found; with no timeout that is
-    O(N·D) and a hostile or unlucky 20 KB deletion would stall every replica's fold. Here a
-    diff whose trimmed middle exceeds the budget becomes one delete + insert, so the hunk
-    fails cleanly (reported as a conflict) instead.
-    """
-
-    def diff_main(
-        self, text1: str, text2: str, checklines: bool = True, deadline: float | None = None
-    ) -> list[tuple[int, str]]:
-        if len(text1) * len(text2) <= CHAR_DIFF_BUDGET or text1 == text2:
-            return super().diff_main(text1, text2, False, deadline)  # type: ignore[no-any-return]
-        p = self.diff_commonPrefix(text1, text2)
-        s = self.diff_commonSuffix(text1[p:], text2[p:])
-        mid1, mid2 = text1[p : len(text1) - s], text2[p : len(text2) - s]
-        out: list[tuple[int, str]] = []
-        if p:
-            out.append((_EQUAL, text1[:p]))
-        if len(mid1) * len(mid2) <= CHAR_DIFF_BUDGET:
-            out.extend(super().diff_main(mid1, mid2, False, deadline))
-        else:
-            if mid1:
-                out.append((_DELETE, mid1))
-            if mid2:
-                out.append((_INSERT, mid2))
-        if s:
-            out.append((_EQUAL, text1[len(text1) - s :]))
-        return out
+Diff = tuple[int, str | int]
 
 
 def _engine() -> diff_match_patch:
-    dmp = _BoundedEngine()
-    dmp.Diff_Timeout = 0  # no wall clock: the budgets above bound the work instead
-    # Tighter than the defaults (0.5, 1000): a hunk that cannot find its context close to
-    # where its author saw it fails loudly (a Conflict) instead of landing somewhere wrong.
-    # 0.25 (was 0.35), measured by benchmarks/text_damage.py: overlapping concurrent
-    # edits are damaged silently 6 % of the time instead of 16 %, at the price of more
-    # reported conflicts for edits within 8 characters of each other (14 % instead of 4 %).
-    # 0.2 cuts silent damage further but fails hunks at a text's start after a concurrent
-    # insert there (the null padding no longer matches). See docs/diffsync.md.
-    dmp.Match_Threshold = 0.25
-    dmp.Match_Distance = 600
-    dmp.Patch_DeleteThreshold = 0.35
+    dmp = diff_match_patch()
+    dmp.Diff_Timeout = 0  # no wall clock: the budgets below bound every diff instead
     return dmp
 
 
 _DMP = _engine()
-# Splits hunks so that patch_apply's padding (Patch_Margin on each side) keeps every piece
-# within Match_MaxBits: patch_apply then never re-splits, and results map 1:1 to pieces.
-_SPLITTER = _engine()
-_SPLITTER.Match_MaxBits = _DMP.Match_MaxBits - 2 * _DMP.Patch_Margin
 
 
 @dataclass(frozen=True, slots=True)
 class Hunk:
-    """One patch hunk: diffs with context, and where its author saw it."""
+    """One patch hunk: diffs with context, and where its author saw it.
+
+    ``diffs`` are ``(op, text)`` with op −1 delete, 0 equal, 1 insert; the first and last
+    equal diffs are the prefix and suffix contexts. A hunk decoded from the wire may carry
+    its old middle *elided*: its equal and delete diffs between the contexts are then
+    ``(op, length)`` (code points) and ``digest`` is the BLAKE2b-64 of the old middle.
+    """
 
     start1: int
     start2: int
     length1: int
     length2: int
-    diffs: tuple[tuple[int, str], ...]
+    diffs: tuple[Diff, ...]
+    digest: bytes | None = None
 
     @property
     def text(self) -> str:
-        """A readable rendering, for conflict reports: ``-deleted+inserted`` with context."""
+        """A readable rendering, for conflict reports: ``-[deleted]+[inserted]`` with
+        context; an elided run shows as ``{n chars}`` (``-{n chars}`` when deleted)."""
         out = []
         for op, s in self.diffs:
-            out.append(s if op == _EQUAL else ("+" if op == _INSERT else "-") + f"[{s}]")
+            if isinstance(s, int):
+                out.append(("-" if op == _DELETE else "") + f"{{{s} chars}}")
+            else:
+                out.append(s if op == _EQUAL else ("+" if op == _INSERT else "-") + f"[{s}]")
         return "".join(out)
 
 
+def digest_of(text: str) -> bytes:
+    """The digest of an old middle: BLAKE2b, 8 bytes, of its UTF-8 encoding (lone surrogates,
+    which no region text holds, encoded as-is so that this is total)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
+                           digest_size=DIGEST_BYTES).digest()
+
+
+# ---- the diff --------------------------------------------------------------------------------
 def _middle_diffs(a: str, b: str, unit: str = "word") -> list[tuple[int, str]]:
     """Diff two texts that differ at both ends, within the size budgets.
 
@@ -200,8 +205,9 @@ def make_patch(
     their common prefix and suffix (``trimmed`` skips the comparison when the caller made it).
     Hunks follow diff-match-patch's ``patch_make`` (each one is the edits of a stretch with
     no equality of ``2 * margin`` characters or more, with ``margin`` characters of context
-    on each side, widened until the hunk's text is unique near its place); positions count
-    code points in the text with the earlier hunks applied.
+    on each side, widened until the hunk can only apply at its place: see :func:`_close`);
+    positions count code points in the text with the earlier hunks applied. Every hunk is
+    literal (its old text is in its diffs); :func:`encode_patch` elides long ones.
     """
     rope = shadow if isinstance(shadow, Rope) else Rope.of(shadow)
     p, s = trimmed if trimmed is not None else trim(rope, new)
@@ -209,7 +215,7 @@ def make_patch(
         return []
     mid_a, mid_b = rope.slice(p, len(rope) - s), new[p : len(new) - s]
     diffs = _middle_diffs(mid_a, mid_b, unit)
-    return _hunks(rope, new, p, diffs, margin)
+    return _hunks(rope, new, p, diffs, max(1, margin))
 
 
 def _hunks(
@@ -237,12 +243,18 @@ def _hunks(
     return hunks
 
 
+def _unique(window: str, pattern: str) -> bool:
+    return window.find(pattern) == window.rfind(pattern)
+
+
 def _close(
     shadow: Rope, new: str, h1: int, h2: int, diffs: list[tuple[int, str]], margin: int
 ) -> Hunk:
-    """One hunk with its context: ``margin`` characters each side, more while the hunk's text
-    is not unique within ``_UNIQUE_WINDOW`` characters of its place (the text as it is when
-    the hunk applies: ``new`` before it, ``shadow`` from it on)."""
+    """One hunk with its context: ``margin`` characters each side, widened by ``margin``
+    (up to ``MAX_CONTEXT``) until neither *prefix + old middle* nor *old middle + suffix*
+    occurs elsewhere within ``_UNIQUE_WINDOW`` characters of its place, in the text as it is
+    when the hunk applies (``new`` before it, ``shadow`` from it on). A context at the very
+    start or end of the text is empty, which anchors that side there."""
     while diffs and diffs[-1][0] == _EQUAL:
         diffs.pop()
     old = "".join(t for op, t in diffs if op != _INSERT)
@@ -252,31 +264,283 @@ def _close(
     window_before = new[max(0, h2 - _UNIQUE_WINDOW) : h2]
     window = window_before + shadow.slice(h1, e1 + _UNIQUE_WINDOW)
     at = len(window_before)  # where the hunk's old text starts in window
-    pad = 0
-    pattern = old
-    while (
-        window.find(pattern) != window.rfind(pattern)
-        and len(pattern) < _DMP.Match_MaxBits - 2 * margin
-        and pad < _UNIQUE_WINDOW - margin
-    ):
-        pad += margin
-        pattern = window[max(0, at - pad) : at + len1 + pad]
-    pad += margin
-    prefix = window[max(0, at - pad) : at]
-    suffix = window[at + len1 : at + len1 + pad]
+    at_start, at_end = h2 == 0, e1 >= len(shadow)
+    pad = margin
+    while True:
+        prefix = window[max(0, at - pad) : at]
+        suffix = window[at + len1 : at + len1 + pad]
+        if pad >= MAX_CONTEXT or (
+            (at_start or _unique(window, prefix + old))
+            and (at_end or _unique(window, old + suffix))
+        ):
+            break
+        pad = min(pad + margin, MAX_CONTEXT)
     out = ([(_EQUAL, prefix)] if prefix else []) + diffs + ([(_EQUAL, suffix)] if suffix else [])
     start = h2 - len(prefix)
     return Hunk(start, start, len(prefix) + len1 + len(suffix),
                 len(prefix) + len2 + len(suffix), tuple(out))
 
 
-def encode_patch(hunks: list[Hunk]) -> bytes:
-    out: bytes = msgpack.packb(
-        [[h.start1, h.start2, h.length1, h.length2, [[op, t] for op, t in h.diffs]]
-         for h in hunks],
-        use_bin_type=True,
-    )
-    return out
+# ---- applying ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A hunk taken apart: contexts, the ops between them, and what the old middle must be."""
+
+    prefix: str
+    suffix: str
+    middle: tuple[Diff, ...]
+    old_len: int
+    growth: int  # new middle length minus old middle length
+    literal: tuple[tuple[int, str], ...]  # (offset in the old middle, text) to compare
+    digest: bytes | None
+
+
+def _shape(h: Hunk) -> _Shape | None:
+    """``None`` for a hunk no encoder produces (an insert given as a length, a negative
+    length, a digest of the wrong size): it always fails."""
+    d = list(h.diffs)
+    prefix = suffix = ""
+    if d and d[0][0] == _EQUAL and isinstance(first := d[0][1], str):
+        prefix = first
+        del d[0]
+    if d and d[-1][0] == _EQUAL and isinstance(last := d[-1][1], str):
+        suffix = last
+        del d[-1]
+    if h.digest is not None and len(h.digest) != DIGEST_BYTES:
+        return None
+    old_len = new_len = 0
+    literal: list[tuple[int, str]] = []
+    for op, t in d:
+        if op not in _TEXT_KIND:
+            return None
+        if isinstance(t, int):
+            if op == _INSERT or t < 0 or h.digest is None:
+                return None
+            n = t
+        else:
+            n = len(t)
+            if op != _INSERT:
+                literal.append((old_len, t))
+        if op != _INSERT:
+            old_len += n
+        if op != _DELETE:
+            new_len += n
+    return _Shape(prefix, suffix, tuple(d), old_len, new_len - old_len, tuple(literal),
+                  h.digest)
+
+
+def _old_middle(rope: Rope, sh: _Shape, x: int) -> str | None:
+    """The old middle at ``x`` if it is the one the hunk expects, else ``None``."""
+    old = rope.slice(x, x + sh.old_len)
+    for off, t in sh.literal:
+        if not old.startswith(t, off):
+            return None
+    if sh.digest is not None and digest_of(old) != sh.digest:
+        return None
+    return old
+
+
+def _contexts(rope: Rope, sh: _Shape, x: int) -> int:
+    """How many contexts hold the old middle at ``x`` in place: 2 both, 1 one, 0 none.
+
+    The prefix holds it when it ends at ``x``, the suffix when it starts where the old middle
+    ends; an empty context (the hunk was at the start or the end of the text) holds at the
+    start (the end) of the text. One context counts only for an old middle that is empty
+    (an insert) or at least ``ONE_CONTEXT_MIN`` long.
+    """
+    p, s, end = sh.prefix, sh.suffix, x + sh.old_len
+    before = (x >= len(p) and rope.slice(x - len(p), x) == p) if p else x == 0
+    after = rope.slice(end, end + len(s)) == s if s else end == len(rope)
+    if before and after:
+        return 2
+    if 0 < sh.old_len < ONE_CONTEXT_MIN:
+        return 0
+    return int(before or after)
+
+
+def _candidates(rope: Rope, sh: _Shape, expected: int) -> list[int]:
+    """Positions within ``SEARCH_RADIUS`` of ``expected`` with at least one context around
+    them, in the order :func:`_locate` tries them: both contexts before one, then the
+    nearest to ``expected``, then the lower."""
+    n, size = sh.old_len, len(rope)
+    lo, hi = max(0, expected - SEARCH_RADIUS), min(size - n, expected + SEARCH_RADIUS)
+    if lo > hi:
+        return []
+    found: set[int] = set()
+    p, s = sh.prefix, sh.suffix
+    if p:
+        base = max(0, lo - len(p))
+        seg = rope.slice(base, hi)
+        i = seg.find(p)
+        while i != -1:
+            found.add(base + i + len(p))
+            i = seg.find(p, i + 1)
+    elif lo == 0:
+        found.add(0)
+    if s:
+        base = lo + n
+        seg = rope.slice(base, hi + n + len(s))
+        i = seg.find(s)
+        while i != -1:
+            found.add(base + i - n)
+            i = seg.find(s, i + 1)
+    elif lo <= size - n <= hi:
+        found.add(size - n)
+    ranked = [(2 - k, abs(x - expected), x) for x in found if (k := _contexts(rope, sh, x))]
+    ranked.sort()
+    return [x for _, _, x in ranked]
+
+
+def _locate(rope: Rope, sh: _Shape, expected: int) -> tuple[int, str] | None:
+    """Where the hunk applies and the old middle there, or ``None`` (it fails).
+
+    The rule (the whole of it, so that every replica computes the same): among positions
+    ``x`` with ``|x - expected| <= SEARCH_RADIUS`` at which the old middle is the one the
+    hunk expects (its literal text, its digest) and held in place by its contexts
+    (:func:`_contexts`), those held by both first, then the nearest to ``expected``, then
+    the lower. Only the first few candidates in that order are examined (``_VERIFY_BUDGET``).
+    """
+    n = sh.old_len
+    if 0 <= expected <= len(rope) - n and _contexts(rope, sh, expected) == 2:
+        old = _old_middle(rope, sh, expected)  # the first in that order: the common case
+        if old is not None:
+            return expected, old
+    limit = max(2, min(_MAX_CANDIDATES, _VERIFY_BUDGET // max(n, 1)))
+    for x in _candidates(rope, sh, expected)[:limit]:
+        old = _old_middle(rope, sh, x)
+        if old is not None:
+            return x, old
+    return None
+
+
+def _rewritten(sh: _Shape, old: str) -> str:
+    """The new middle: the ops between the contexts applied to the old middle."""
+    out: list[str] = []
+    i = 0
+    for op, t in sh.middle:
+        if op == _INSERT:
+            assert isinstance(t, str)  # _shape refuses inserts given as lengths
+            out.append(t)
+            continue
+        k = t if isinstance(t, int) else len(t)
+        if op == _EQUAL:
+            out.append(old[i : i + k])
+        i += k
+    return "".join(out)
+
+
+@overload
+def apply_patch(text: str, hunks: Sequence[Hunk]) -> tuple[str, list[Hunk]]: ...
+@overload
+def apply_patch(text: Rope, hunks: Sequence[Hunk]) -> tuple[Rope, list[Hunk]]: ...
+def apply_patch(text: str | Rope, hunks: Sequence[Hunk]) -> tuple[str | Rope, list[Hunk]]:
+    """Apply hunks to ``text`` in order: the new text and the hunks that failed to apply.
+
+    Each hunk applies where :func:`_locate` finds it, expected at its author's position
+    shifted as diff-match-patch's ``patch_apply`` shifts it (by how far the previous hunk
+    landed from where it was expected, or by a failed hunk's growth). The old middle is
+    replaced by the hunk's new middle; a hunk that is not found changes nothing and is
+    returned. Deterministic and total: the result depends only on the characters of
+    ``text`` and on ``hunks`` (never on a rope's chunking), and no input makes it raise. A
+    rope comes back as a rope that shares the chunks no hunk touched; the work is what the
+    hunks change, plus a bounded search around a hunk that moved.
+    """
+    if not hunks:
+        return text, []
+    rope = text if isinstance(text, Rope) else Rope.of(text)
+    failed: list[Hunk] = []
+    delta = 0
+    for h in hunks:
+        sh = _shape(h)
+        if sh is None:
+            failed.append(h)
+            continue
+        expected = h.start2 + len(sh.prefix) + delta
+        found = _locate(rope, sh, expected)
+        if found is None:
+            failed.append(h)
+            delta -= sh.growth
+            continue
+        x, old = found
+        delta = x - expected
+        new = _rewritten(sh, old)
+        if new != old:
+            rope = rope.replace([(x, x + sh.old_len, new)])
+    return (rope if isinstance(text, Rope) else str(rope)), failed
+
+
+# ---- the wire ----------------------------------------------------------------------------------
+def _put_uint(out: bytearray, n: int) -> None:
+    """LEB128: 7 bits a byte, least significant first, high bit = more follows."""
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _get_uint(data: bytes, pos: int) -> tuple[int, int]:
+    """A shortest-form LEB128 uint below ``_MAX_INT`` at ``pos``: (value, next pos)."""
+    n = shift = 0
+    while True:
+        if pos >= len(data):
+            raise PayloadError("text patch truncated")
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        if n >= _MAX_INT:
+            raise PayloadError("a text patch number is out of range")
+        if b < 0x80:
+            if b == 0 and shift:
+                raise PayloadError("a text patch number is not in its shortest form")
+            return n, pos
+        shift += 7
+
+
+def _elided(h: Hunk, min_bytes: int) -> Hunk:
+    """``h`` with its old middle elided when it is literal and at least ``min_bytes`` long."""
+    sh = _shape(h)
+    if h.digest is not None or sh is None or not sh.literal:
+        return h
+    old = "".join(t for _, t in sh.literal)
+    if len(old) != sh.old_len or len(old.encode("utf-8", "surrogatepass")) < min_bytes:
+        return h
+    middle: list[Diff] = [(op, t if op == _INSERT else len(t)) for op, t in sh.middle
+                          if isinstance(t, str)]
+    diffs = ([(_EQUAL, sh.prefix)] if sh.prefix else []) + middle + (
+        [(_EQUAL, sh.suffix)] if sh.suffix else [])
+    return Hunk(h.start1, h.start2, h.length1, h.length2, tuple(diffs), digest_of(old))
+
+
+def encode_patch(hunks: Sequence[Hunk], *, elide_min_bytes: int = ELIDE_MIN_BYTES) -> bytes:
+    """Patch format 2 (``docs/wire.md``): the byte ``PATCH_FORMAT``, then per hunk
+    ``uint start``, ``uint count`` and ``count`` ops, each ``uint (length << 3 | kind)``
+    followed by ``length`` UTF-8 bytes for kinds 0 equal, 1 insert, 2 delete, or nothing for
+    the elided kinds 3 equal and 4 delete (``length`` in code points), then the 8-byte
+    digest when any op is elided. uints are LEB128. A literal hunk's old middle is elided
+    once it has ``elide_min_bytes`` UTF-8 bytes; :class:`ConfigError` for a hunk no decoder
+    could give back (an insert given as a length, a digest that does not match its ops).
+    """
+    out = bytearray([PATCH_FORMAT])
+    for h in hunks:
+        h = _elided(h, elide_min_bytes)
+        elided = any(isinstance(t, int) for _, t in h.diffs)
+        if elided != (h.digest is not None) or _shape(h) is None:
+            raise ConfigError("not an encodable hunk (ops -1/0/1, inserts as text, a digest "
+                              "exactly when the old middle is elided)")
+        if not 0 <= h.start2 < _MAX_INT:
+            raise ConfigError("hunk position out of range")
+        _put_uint(out, h.start2)
+        _put_uint(out, len(h.diffs))
+        for op, t in h.diffs:
+            if isinstance(t, int):
+                _put_uint(out, t << 3 | _ELIDED_KIND[op])
+            else:
+                data = t.encode("utf-8")
+                _put_uint(out, len(data) << 3 | _TEXT_KIND[op])
+                out += data
+        if h.digest is not None:
+            out += h.digest
+    return bytes(out)
 
 
 def unpack_list(data: bytes, what: str) -> list[Any]:
@@ -291,18 +555,68 @@ def unpack_list(data: bytes, what: str) -> list[Any]:
 
 
 def decode_patch(data: bytes) -> list[Hunk]:
-    """Inverse of :func:`encode_patch`; :class:`PayloadError` on anything malformed."""
+    """Inverse of :func:`encode_patch` (format 2; format 1, a msgpack array of hunks
+    ``[start1, start2, length1, length2, [[op, text], ...]]``, is still read);
+    :class:`PayloadError` on anything malformed."""
+    if data[:1] == bytes([PATCH_FORMAT]):
+        return _decode_v2(data)
+    if data[:1] and (0x90 <= data[0] <= 0x9F or data[0] in (0xDC, 0xDD)):
+        return _decode_v1(data)
+    raise PayloadError("not a text patch (unknown format)")
+
+
+def _decode_v2(data: bytes) -> list[Hunk]:
+    hunks: list[Hunk] = []
+    pos, end = 1, len(data)
+    while pos < end:
+        start, pos = _get_uint(data, pos)
+        count, pos = _get_uint(data, pos)
+        if count > end - pos:
+            raise PayloadError("text patch truncated")
+        diffs: list[Diff] = []
+        len1 = len2 = 0
+        elided = False
+        for _ in range(count):
+            v, pos = _get_uint(data, pos)
+            kind, length = v & 7, v >> 3
+            if kind > 4:
+                raise PayloadError(f"unknown text patch op kind {kind}")
+            op = _KIND_OP[kind]
+            t: str | int
+            if kind < 3:
+                if length > end - pos:
+                    raise PayloadError("text patch truncated")
+                try:
+                    t = data[pos : pos + length].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise PayloadError("text patch text is not UTF-8") from None
+                pos += length
+                n = len(t)
+            else:
+                t = n = length
+                elided = True
+            diffs.append((op, t))
+            len1 += n if op != _INSERT else 0
+            len2 += n if op != _DELETE else 0
+        digest = None
+        if elided:
+            if end - pos < DIGEST_BYTES:
+                raise PayloadError("text patch truncated")
+            digest, pos = data[pos : pos + DIGEST_BYTES], pos + DIGEST_BYTES
+        hunks.append(Hunk(start, start, len1, len2, tuple(diffs), digest))
+    return hunks
+
+
+def _decode_v1(data: bytes) -> list[Hunk]:
     raw = unpack_list(data, "text patch")
-    if type(raw) is not list:
-        raise PayloadError("text patch must be a list of hunks")
     hunks = []
     for h in raw:
         if type(h) is not list or len(h) != 5 or type(h[4]) is not list:
             raise PayloadError("a hunk is [start1, start2, length1, length2, diffs]")
         nums = h[:4]
-        if any(type(n) is not int or not 0 <= n < 1 << 40 for n in nums):
+        if any(type(n) is not int or not 0 <= n < _MAX_INT for n in nums):
             raise PayloadError("hunk positions must be non-negative ints")
-        diffs = []
+        diffs: list[Diff] = []
         for d in h[4]:
             if (type(d) is not list or len(d) != 2 or type(d[0]) is not int
                     or d[0] not in (-1, 0, 1) or type(d[1]) is not str):
@@ -310,79 +624,3 @@ def decode_patch(data: bytes) -> list[Hunk]:
             diffs.append((d[0], d[1]))
         hunks.append(Hunk(nums[0], nums[1], nums[2], nums[3], tuple(diffs)))
     return hunks
-
-
-@overload
-def apply_patch(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]: ...
-@overload
-def apply_patch(text: Rope, hunks: list[Hunk]) -> tuple[Rope, list[Hunk]]: ...
-def apply_patch(text: str | Rope, hunks: list[Hunk]) -> tuple[str | Rope, list[Hunk]]:
-    """Fuzzy-apply hunks to ``text``: the new text and the hunks that failed to apply.
-
-    Deterministic and total: the result depends only on the characters of ``text`` and on
-    ``hunks`` (never on a rope's chunking), and no input makes it raise. A rope comes back as
-    a rope that shares the chunks no hunk touched.
-
-    When every hunk's old text sits exactly where its author saw it (the common case: a patch
-    on the very text it was made from, or one that changed only elsewhere), the hunks apply
-    in place, in time proportional to what they change. Otherwise the whole patch goes through
-    ``patch_apply``: hunks are split into pieces small enough that it never splits them again
-    (its own splitting skips patches), so each result maps back to exactly one hunk.
-    """
-    if not hunks:
-        return text, []
-    rope = text if isinstance(text, Rope) else Rope.of(text)
-    exact = _apply_exact(rope, hunks)
-    if exact is not None:
-        return (exact if isinstance(text, Rope) else str(exact)), []
-    new_text, failed = _apply_fuzzy(str(text), hunks)
-    return (Rope.of(new_text) if isinstance(text, Rope) else new_text), failed
-
-
-def _apply_fuzzy(text: str, hunks: list[Hunk]) -> tuple[str, list[Hunk]]:
-    pieces: list[Any] = []
-    counts: list[int] = []
-    try:
-        for h in hunks:
-            pt = _patch_obj()
-            pt.start1, pt.start2 = h.start1, h.start2
-            pt.length1, pt.length2 = h.length1, h.length2
-            pt.diffs = list(h.diffs)
-            one = [pt]
-            _SPLITTER.patch_splitMax(one)
-            counts.append(len(one))
-            pieces.extend(one)
-        new_text, results = _DMP.patch_apply(pieces, text)
-    except Exception:
-        # Hunks no honest diff produces can trip diff-match-patch (IndexError in
-        # patch_splitMax). Total and deterministic: nothing applies, every hunk is reported.
-        return text, list(hunks)
-    if len(results) != len(pieces):  # pragma: no cover - defensive: report everything
-        return text, list(hunks)
-    failed: list[Hunk] = []
-    i = 0
-    for h, n in zip(hunks, counts, strict=True):
-        if not all(results[i : i + n]):
-            failed.append(h)
-        i += n
-    return new_text, failed
-
-
-def _apply_exact(rope: Rope, hunks: list[Hunk]) -> Rope | None:
-    """Apply hunks whose old text sits exactly at ``start1`` of the text with the earlier
-    hunks applied; ``None`` when any does not. Work: the chunks the hunks touch."""
-    for h in hunks:
-        old = "".join(t for op, t in h.diffs if op != _INSERT)
-        start = h.start1
-        if start + len(old) > len(rope) or rope.slice(start, start + len(old)) != old:
-            return None
-        new = "".join(t for op, t in h.diffs if op != _DELETE)
-        if new != old:
-            rope = rope.replace([(start, start + len(old), new)])
-    return rope
-
-
-def _patch_obj() -> Any:
-    from diff_match_patch import patch_obj  # the class lives beside diff_match_patch
-
-    return patch_obj()

@@ -86,7 +86,8 @@ def test_unknown_system_is_rejected(w1: ModuleType) -> None:
 
 def test_damage_trials_are_classified(damage: ModuleType) -> None:
     base = damage.make_base(random.Random(1))
-    cfg = damage.CONFIGS[2]
+    cfg = damage.CONFIGS[0]
+    assert "default" in cfg.name and cfg.dmp_threshold is None
     far = [(10, 15, "BETA"), (600, 605, "GAMMA")]
     tally = damage.Tally()
     assert damage.trial(base, far, cfg, tally) == "clean"
@@ -102,10 +103,24 @@ def test_damage_experiment_matches_real_replicas(damage: ModuleType) -> None:
 
 
 def test_tiny_damage_run_is_well_formed(damage: ModuleType) -> None:
-    configs = damage.CONFIGS[:2]
-    results = damage.run(3, configs=configs, writers=3)
-    assert set(results) == {(c.name, b) for c in configs for b in damage.GAP_BINS}
-    for t in results.values():
-        assert t.trials == 3 and t.clean + t.reported + t.silent == 3
-        assert t.patches == 9
-    assert damage.report(results, configs).count("\n") == len(configs) + 1
+    configs = [damage.CONFIGS[0], damage.CONFIGS[-1]]  # hybridsync's and the reference
+    for mix in (False, True):
+        results = damage.run(3, configs=configs, writers=3, mix=mix)
+        assert set(results) == {(c.name, b) for c in configs for b in damage.GAP_BINS}
+        for t in results.values():
+            assert t.trials == 3 and t.clean + t.reported + t.silent == 3
+            assert t.patches == 9
+        assert damage.report(results, configs).count("\n") == len(configs) + 1
+
+
+def test_mixed_edits_include_inserts_and_deletions(damage: ModuleType) -> None:
+    rng = random.Random(5)
+    base = damage.make_base(rng)
+    edits = [e for _ in range(30) for e in damage.make_edits(rng, base, 2, 3, mix=True)]
+    assert any(s == e and t for s, e, t in edits)  # an insertion
+    assert any(s < e and not t for s, e, t in edits)  # a deletion
+    assert any(s < e and t for s, e, t in edits)  # a replacement
+    # two insertions at one place have no single intended result
+    assert damage._intended(base, [(5, 5, "a"), (5, 5, "b")]) is None
+    assert damage._intended(base, [(5, 5, "a"), (6, 6, "b")]) == base[:5] + "a" + base[5] + "b" \
+        + base[6:]

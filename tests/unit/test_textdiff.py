@@ -20,9 +20,13 @@ from hypothesis import strategies as st
 
 from hybridsync.errors import PayloadError
 from hybridsync.regions import _textdiff
+from hybridsync.regions._rope import Rope
 from hybridsync.regions._textdiff import (
     CHAR_DIFF_BUDGET,
+    DIGEST_BYTES,
+    ELIDE_MIN_BYTES,
     LINE_DIFF_BUDGET,
+    PATCH_FORMAT,
     Hunk,
     apply_patch,
     decode_patch,
@@ -88,10 +92,12 @@ text_pairs = st.one_of(
 
 
 def exact_apply(text: str, hunks: list[Hunk]) -> str:
-    """Apply hunks without any fuzz: each must match exactly where its author saw it."""
+    """Apply literal hunks without any search: each must match exactly where its author
+    saw it."""
     for h in hunks:
-        old = "".join(s for op, s in h.diffs if op != INSERT)
-        new = "".join(s for op, s in h.diffs if op != DELETE)
+        assert all(isinstance(s, str) for _, s in h.diffs)
+        old = "".join(str(s) for op, s in h.diffs if op != INSERT)
+        new = "".join(str(s) for op, s in h.diffs if op != DELETE)
         assert text[h.start2 : h.start2 + len(old)] == old
         text = text[: h.start2] + new + text[h.start2 + len(old) :]
     return text
@@ -112,6 +118,9 @@ def test_make_then_apply_round_trips(pair: tuple[str, str]) -> None:
     hunks = make_patch(a, b)
     assert apply_patch(a, hunks) == (b, [])
     assert exact_apply(a, hunks) == b
+    # what a receiver gets: long old middles elided (length + digest), still exact
+    assert apply_patch(a, decode_patch(encode_patch(hunks))) == (b, [])
+    assert apply_patch(Rope.of(a), decode_patch(encode_patch(hunks)))[0] == b
     # Positions and lengths count code points (Python indices), never UTF-16 units or bytes.
     for h in hunks:
         assert h.length1 == sum(len(s) for op, s in h.diffs if op != INSERT)
@@ -134,7 +143,8 @@ def test_make_then_apply_round_trips(pair: tuple[str, str]) -> None:
 def test_round_trip_keeps_emoji_and_combining_marks(a: str, b: str) -> None:
     hunks = make_patch(a, b)
     assert apply_patch(a, hunks) == (b, [])
-    assert decode_patch(encode_patch(hunks)) == hunks
+    assert apply_patch(a, decode_patch(encode_patch(hunks))) == (b, [])
+    assert decode_patch(encode_patch(hunks, elide_min_bytes=1 << 40)) == hunks
 
 
 def test_equal_texts_give_no_hunks_and_no_hunks_change_nothing() -> None:
@@ -157,9 +167,27 @@ def test_hunk_text_renders_edits_with_context() -> None:
 def test_encode_decode_round_trips(pair: tuple[str, str]) -> None:
     hunks = make_patch(*pair)
     data = encode_patch(hunks)
-    assert isinstance(data, bytes)
-    assert decode_patch(data) == hunks
-    assert encode_patch(decode_patch(data)) == data
+    assert isinstance(data, bytes) and data[0] == PATCH_FORMAT
+    decoded = decode_patch(data)
+    assert encode_patch(decoded) == data
+    # the same hunks, but an old middle of >= ELIDE_MIN_BYTES UTF-8 bytes is its length
+    # and digest
+    assert len(decoded) == len(hunks)
+    for h, d in zip(hunks, decoded, strict=True):
+        assert (d.start2, d.length1, d.length2) == (h.start2, h.length1, h.length2)
+        inserts = [t for op, t in h.diffs if op == INSERT]
+        assert [t for op, t in d.diffs if op == INSERT] == inserts
+        shape = _textdiff._shape(h)
+        assert shape is not None
+        middle = "".join(t for _, t in shape.literal)
+        elided = len(middle.encode()) >= ELIDE_MIN_BYTES
+        assert (d.digest is not None) == elided
+        assert any(isinstance(t, int) for _, t in d.diffs) == elided
+        if d.digest is not None:
+            assert d.digest == _textdiff.digest_of(middle) and len(d.digest) == DIGEST_BYTES
+    literal = encode_patch(hunks, elide_min_bytes=1 << 40)
+    assert decode_patch(literal) == hunks
+    assert encode_patch(decode_patch(literal), elide_min_bytes=1 << 40) == literal
 
 
 def decode_or_reject(data: bytes) -> list[Hunk] | None:
@@ -372,7 +400,9 @@ def test_two_megabyte_rewrite_gives_a_correct_patch() -> None:
     assert (a.count("\n") + 1) * (b.count("\n") + 1) > LINE_DIFF_BUDGET
     hunks = make_patch(a, b)
     assert exact_apply(a, hunks) == b
-    assert decode_patch(encode_patch(hunks)) == hunks
+    decoded = decode_patch(encode_patch(hunks))
+    assert decoded[0].diffs[1] == (DELETE, len(a) - 1)  # 2 M characters travel as 8 bytes
+    assert apply_patch(a, decoded) == (b, [])
 
 
 def test_long_lines_rewritten_give_a_correct_line_patch() -> None:
@@ -398,29 +428,50 @@ class _TooMuchWork(Exception):
     pass
 
 
-def test_applying_a_big_rewrite_does_a_bounded_number_of_matches(
+def counting_verifications(monkeypatch: pytest.MonkeyPatch, limit: int) -> list[int]:
+    """Count the candidate positions the applier verifies (the work of a hunk that did not
+    apply where its author saw it); raise once more than ``limit``."""
+    calls = [0]
+    original = _textdiff._old_middle
+
+    def counting(rope: Rope, shape: Any, x: int) -> str | None:
+        calls[0] += 1
+        if calls[0] > limit:
+            raise _TooMuchWork(f"more than {limit} candidate positions verified")
+        return original(rope, shape, x)
+
+    monkeypatch.setattr(_textdiff, "_old_middle", counting)
+    return calls
+
+
+def test_applying_a_big_rewrite_verifies_a_bounded_number_of_positions(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Work proxy, not timing: fuzzy matches per hunk stay bounded, whatever its size."""
+    """Work proxy, not timing: a 400 k-character rewrite is verified once where its author
+    saw it, and a couple of times when it no longer fits there."""
     rng = random.Random(2)
-    # Different from the first character on: the hunk has no leading context, the case
-    # where patch_splitMax cuts the deletion into 32-character pieces.
     a = "A " + words_text(rng, 400_000, 6)
     b = "B " + words_text(rng, 400_000, 6)
-    hunks = make_patch(a, b)
-    assert len(hunks) == 1 and hunks[0].diffs[0][0] == DELETE
-    calls = 0
-    original = diff_match_patch.match_main
-
-    def counting_match_main(self: diff_match_patch, *args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls > 100 * len(hunks):
-            raise _TooMuchWork(f"more than {calls - 1} fuzzy matches for {len(hunks)} hunk(s)")
-        return original(self, *args)
-
-    monkeypatch.setattr(diff_match_patch, "match_main", counting_match_main)
+    hunks = decode_patch(encode_patch(make_patch(a, b)))
+    assert len(hunks) == 1 and hunks[0].digest is not None
+    calls = counting_verifications(monkeypatch, 1)
     assert apply_patch(a, hunks) == (b, [])
+    assert calls == [1]
+    calls[0] = -2  # three verifications at most: where expected, then the two candidates
+    concurrently_edited = a[:200_000] + "X" + a[200_001:]
+    assert apply_patch(concurrently_edited, hunks) == (concurrently_edited, hunks)
+
+
+def test_a_hostile_hunk_verifies_a_bounded_number_of_positions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A one-character prefix that occurs everywhere and an elided middle of 50 k characters
+    that is nowhere: a handful of verifications, not one per occurrence."""
+    text = "a" * 100_000
+    hostile = Hunk(50_000, 50_000, 0, 0, ((EQUAL, "a"), (DELETE, 50_000), (INSERT, "x")),
+                   b"\0" * DIGEST_BYTES)
+    counting_verifications(monkeypatch, 3)
+    assert apply_patch(text, [hostile]) == (text, [hostile])
 
 
 class _OverBudget(Exception):
@@ -428,8 +479,8 @@ class _OverBudget(Exception):
 
 
 def test_fuzzy_apply_work_stays_within_the_diff_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 20 KB deletion fuzzy-applied after a concurrent edit of 10% of its words must not
-    diff 20k x 20k characters (O(N*D) with no timeout): every diff stays within the budget."""
+    """A 20 KB deletion applied after a concurrent edit of 10% of its words never diffs
+    (no O(N*D) work at all) and is reported: its old text is not there any more."""
     rng = random.Random(5)
     words = ["".join(rng.choices("abcdefghij", k=6)) for _ in range(3000)]
     base = "HEAD\n" + " ".join(words) + "\nTAIL\n"
@@ -447,8 +498,9 @@ def test_fuzzy_apply_work_stays_within_the_diff_budget(monkeypatch: pytest.Monke
         return original(self, text1, text2, *args, **kwargs)
 
     monkeypatch.setattr(diff_match_patch, "diff_main", bounded_diff_main)
-    out, failed = apply_patch(concurrently_edited, hunks)
-    assert out == deleted or failed == hunks
+    for patch in (hunks, decode_patch(encode_patch(hunks))):
+        assert apply_patch(concurrently_edited, patch) == (concurrently_edited, patch)
+        assert apply_patch(base, patch) == (deleted, [])
 
 
 # ---- failed hunks are reported, never dropped silently ----------------------------------
@@ -553,10 +605,8 @@ def test_apply_patch_is_total_on_hunks_with_edits(text: str, hunks: list[Hunk]) 
 
 def test_span_replacements_give_hunks_that_apply_exactly_in_place() -> None:
     """Regression: two equalities side by side once made overlapping hunks, so the writer's
-    own fold (fuzzy-applied) differed from the text it handed over. Every patch of a span
-    replacement must apply exactly where its author saw it, on a str and on a rope."""
-    from hybridsync.regions._rope import Rope
-
+    own fold differed from the text it handed over. Every patch of a span replacement must
+    apply exactly where its author saw it, on a str and on a rope, literal or elided."""
     rng = random.Random(11)
     text = words_text(rng, 20_000, 12)
     for _ in range(300):
@@ -564,7 +614,16 @@ def test_span_replacements_give_hunks_that_apply_exactly_in_place() -> None:
         end = start + rng.randint(20, 200)
         new = text[:start] + words_text(rng, rng.randint(20, 200), 40) + text[end:]
         hunks = make_patch(text, new)
-        assert _textdiff._apply_exact(Rope.of(text), hunks) == new
         assert exact_apply(text, hunks) == new
-        assert apply_patch(Rope.of(text), hunks)[0] == new
+        rope = Rope.of(text)
+        for h in decode_patch(encode_patch(hunks)):
+            shape = _textdiff._shape(h)
+            assert shape is not None
+            expected = h.start2 + len(shape.prefix)
+            assert _textdiff._locate(rope, shape, expected) is not None
+            assert _textdiff._locate(rope, shape, expected)[0] == expected  # type: ignore[index]
+            rope, failed = apply_patch(rope, [h])
+            assert failed == []
+        assert rope == new
+        assert apply_patch(text, hunks) == (new, [])
         text = new
