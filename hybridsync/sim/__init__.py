@@ -10,6 +10,7 @@ the command that replays it::
 
     python -m hybridsync.sim --seed 42            # options drawn from the seed
     python -m hybridsync.sim --seed 42 --routing star --loss 0.2
+    python -m hybridsync.sim --seed 42 --group-commit --flush-probability 0.25
 
 >>> from hybridsync.sim import Simulation
 >>> sim = Simulation(peers=3, seed=7, loss=0.1, duplicate=0.05, reorder=True)
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from hybridsync.sim._checkers import (
     OpRecord,
+    PendingBatch,
     Recorder,
     RunFingerprint,
     WriteRecord,
@@ -35,11 +37,20 @@ from hybridsync.sim._checkers import (
 )
 from hybridsync.sim._network import Network, NetworkCounters
 from hybridsync.sim._options import MODES, ROUTINGS, SimOptions
-from hybridsync.sim._runner import POLICIES, Fault, RunResult, check_policies, plan_faults, run
+from hybridsync.sim._runner import (
+    FAULT_PHASES,
+    POLICIES,
+    Fault,
+    RunResult,
+    check_policies,
+    plan_faults,
+    run,
+)
 from hybridsync.sim._simulation import MemoryFactory, PeerStats, SimStats, Simulation, TickSample
 from hybridsync.sim._workload import Workload
 
 __all__ = [
+    "FAULT_PHASES",
     "MODES",
     "POLICIES",
     "ROUTINGS",
@@ -49,6 +60,7 @@ __all__ = [
     "NetworkCounters",
     "OpRecord",
     "PeerStats",
+    "PendingBatch",
     "Recorder",
     "RunFingerprint",
     "RunResult",

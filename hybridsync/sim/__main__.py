@@ -57,13 +57,19 @@ def build_parser(prog: str = "python -m hybridsync.sim") -> argparse.ArgumentPar
     g.add_argument("--epochs", type=int)
     g.add_argument("--burst-ops", type=int)
     g.add_argument("--tick-ms", type=int)
+    g.add_argument("--group-commit", action=argparse.BooleanOptionalAction, default=None,
+                   help="replicas batch small field writes until a cycle (Memory(group_commit="
+                        "True)); a crash loses the batch")
+    g.add_argument("--flush-probability", type=float,
+                   help="chance a peer runs its sync round (its flush) in a safety-phase tick")
     return p
 
 
 _OPTION_NAMES = (
     "peers", "ticks", "liveness_ticks", "loss", "duplicate", "reorder", "max_delay_ticks",
     "routing", "gossip_fanout", "batch_size", "partitions", "crashes", "write_rate",
-    "rollbacks", "region_rate", "mode", "epochs", "burst_ops", "tick_ms",
+    "rollbacks", "region_rate", "mode", "epochs", "burst_ops", "tick_ms", "group_commit",
+    "flush_probability",
 )
 
 

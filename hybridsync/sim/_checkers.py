@@ -23,6 +23,7 @@ from hybridsync.replica import Change, Conflict, Memory
 __all__ = [
     "ROLLBACK_MARK",
     "OpRecord",
+    "PendingBatch",
     "Recorder",
     "RunFingerprint",
     "WriteRecord",
@@ -80,6 +81,33 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# ---- group commit: which contribution committed each batch ------------------------------------
+@dataclass(slots=True, eq=False)
+class PendingBatch:
+    """One group-commit batch of one replica incarnation (``Memory(group_commit=True)``).
+
+    Opened when a small autocommitted write finds no batch (``Memory.on_pending``), while the
+    peer's own sequence number was ``opened_seq``. Every local commit path of the replica
+    (``_cycle``, ``_commit_pending``, the batch's own ``_end_pending``, a transaction's start)
+    takes an open batch first, and the own sequence number only moves by local commits while
+    a batch is open, so the batch is committed by the next contribution the incarnation
+    creates: the local one numbered ``opened_seq + 1``. ``contribution`` and ``paths`` are
+    that contribution's id and changed paths; ``lost`` means the incarnation ended (a crash)
+    before a cycle committed the batch: its writes were never committed.
+    """
+
+    peer: str
+    incarnation: int
+    opened_seq: int
+    contribution: str | None = None
+    paths: tuple[str, ...] = ()
+    lost: bool = False
+
+    @property
+    def open(self) -> bool:
+        return self.contribution is None and not self.lost
+
+
 # ---- the recorder: what every replica applied, in order ----------------------------------------
 @dataclass(slots=True)
 class _Segment:
@@ -93,15 +121,19 @@ class _Segment:
     applied: list[tuple[str, bool]] = field(default_factory=list)
     history: list[Contribution] | None = None  # captured when the incarnation ends
     unsubscribe: Callable[[], None] | None = None
+    batches: list[PendingBatch] = field(default_factory=list)  # group commit, in open order
+    unsubscribe_pending: Callable[[], None] | None = None
 
 
 class Recorder:
-    """Subscribes to every replica the simulator creates and records each applied change."""
+    """Subscribes to every replica the simulator creates and records each applied change,
+    and (group commit) which local contribution committed each pending batch."""
 
     def __init__(self) -> None:
         self._segments: list[_Segment] = []
         self._current: dict[str, _Segment] = {}
         self._local: dict[str, list[Change]] = {}
+        self._batch_commits: set[str] = set()
 
     def attach(self, peer: str, mem: Memory, replayed: Iterable[Contribution]) -> None:
         """Start recording a fresh incarnation; ``replayed`` is its store, in store order."""
@@ -112,10 +144,43 @@ class Recorder:
             seg.applied.append((change.contribution, change.local))
             if change.local:
                 local.append(change)
+                if seg.batches:
+                    self._credit(seg, change)
+
+        def on_pending() -> None:
+            seg.batches.append(
+                PendingBatch(peer, mem.incarnation, mem.version_vector.get(peer, 0)))
 
         seg.unsubscribe = mem.observe(on_change)
+        if mem.group_commit:
+            seg.unsubscribe_pending = mem.on_pending(on_pending)
         self._segments.append(seg)
         self._current[peer] = seg
+
+    def _credit(self, seg: _Segment, change: Change) -> None:
+        """A local contribution commits the oldest open batch opened just before its number.
+
+        Observers run after the public call that committed, so a batch may open (a checkpoint
+        adoption re-bases late writes as new small writes) before the change that committed
+        the previous batch is reported; that change still goes to the previous, older batch.
+        """
+        for batch in seg.batches:
+            if batch.open and batch.opened_seq + 1 == change.seq:
+                batch.contribution = change.contribution
+                batch.paths = change.paths
+                self._batch_commits.add(change.contribution)
+                return
+
+    def is_batch_commit(self, contribution: str) -> bool:
+        """True when ``contribution`` is a local commit of a group-commit batch."""
+        return contribution in self._batch_commits
+
+    def open_batch(self, peer: str) -> PendingBatch | None:
+        """The batch ``peer``'s live incarnation has open (the newest not yet committed)."""
+        seg = self._current.get(peer)
+        if seg is None or not seg.batches or not seg.batches[-1].open:
+            return None
+        return seg.batches[-1]
 
     def detach(self, peer: str, mem: Memory) -> None:
         """The incarnation ends (crash): keep what it held for the causal-order check."""
@@ -124,9 +189,15 @@ class Recorder:
             return
         seg.history = mem.history()
         seg.final_base = mem.compacted_upto
+        for batch in seg.batches:
+            if batch.open:
+                batch.lost = True  # the crash took the writes no cycle had committed
         if seg.unsubscribe is not None:
             seg.unsubscribe()
             seg.unsubscribe = None
+        if seg.unsubscribe_pending is not None:
+            seg.unsubscribe_pending()
+            seg.unsubscribe_pending = None
 
     def local_changes(self, peer: str) -> list[Change]:
         """Local commits of ``peer`` across its incarnations, in commit order."""

@@ -56,6 +56,15 @@ class SimOptions:
     over a lossy network; partitions, clogs and crashes stop. The default liveness budget
     (1000 ticks, 10 s simulated) leaves room for the replica's capped retransmit backoff and
     a few lost resends: the slowest of 300 default seeds converged in 164 ticks.
+
+    ``group_commit`` builds every replica with ``Memory(group_commit=True)`` (docs/fields.md):
+    small autocommitted field writes wait in a batch until a cycle commits them, and a crash
+    loses the batch (those writes were never committed; the checkers credit a write only
+    once a cycle commits it). ``flush_probability`` is the chance that a live peer runs its
+    sync round (its flush, the cycle that commits the batch) in a safety-phase tick of
+    ``interleaved`` mode; below 1, batches span ticks and meet crashes, checkpoints and
+    remote writes. The liveness phase and ``epochs`` mode flush every tick (in epochs mode
+    every burst then commits at the same tick under every policy, which G4 needs).
     """
 
     seed: int
@@ -78,6 +87,8 @@ class SimOptions:
     epochs: int = 3
     burst_ops: int = 12
     tick_ms: int = 10
+    group_commit: bool = False
+    flush_probability: float = 1.0
 
     def __post_init__(self) -> None:
         check_int(self.seed, "seed", 0, (1 << 63) - 1)
@@ -94,7 +105,7 @@ class SimOptions:
         check_choice(self.routing, "routing", ROUTINGS)
         check_int(self.gossip_fanout, "gossip_fanout", 1, MAX_PEERS)
         check_int(self.batch_size, "batch_size", 1, 65_536)
-        for name in ("partitions", "crashes", "rollbacks"):
+        for name in ("partitions", "crashes", "rollbacks", "group_commit"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be a bool")
         if (
@@ -115,6 +126,8 @@ class SimOptions:
         check_int(self.epochs, "epochs", 1, 10_000)
         check_int(self.burst_ops, "burst_ops", 0, 100_000)
         check_int(self.tick_ms, "tick_ms", 1, 60_000)
+        if check_probability(self.flush_probability, "flush_probability") < 0.05:
+            raise ConfigError("flush_probability must be at least 0.05, or peers barely sync")
 
     # ---- drawing from the seed ------------------------------------------------------------
     @classmethod
@@ -145,9 +158,21 @@ class SimOptions:
             # Drawn last, so the options drawn before it are what they always were.
             "region_rate": rng.choice((0.0, 0.1, 0.3)),
         }
+        # Group commit on a quarter of the seeds; the draws below are made for every seed
+        # (the stream stays the same) but only change the options when it is on: the seeds
+        # without it run exactly as before it existed.
+        group_commit = rng.random() < 0.25
+        flush = rng.choice((1.0, 0.5, 0.25))
+        group_write_rate = rng.choice((0.6, 1.0, 1.0, 2.0))
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        if overrides.get("group_commit") is not None:
+            group_commit = overrides["group_commit"]
+        if group_commit is True:
+            # batches of several writes between two flushes, and flushes that skip ticks
+            drawn.update(group_commit=True, flush_probability=flush,
+                         write_rate=group_write_rate)
         drawn.update({k: v for k, v in overrides.items() if v is not None})
         drawn.pop("seed", None)
         return cls(seed=seed, **drawn)

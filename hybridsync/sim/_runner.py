@@ -12,6 +12,7 @@ The fault plan is drawn from its own stream (``f"{seed}-faults"``), independent 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ from hybridsync.sim._options import SimOptions
 from hybridsync.sim._simulation import MemoryFactory, SimStats, Simulation, TickSample
 from hybridsync.sim._workload import Workload
 
-__all__ = ["POLICIES", "Fault", "RunResult", "check_policies", "plan_faults", "run"]
+__all__ = ["FAULT_PHASES", "POLICIES", "Fault", "RunResult", "check_policies", "plan_faults", "run"]
 
 # (routing, batch_size) pairs compared by G4.
 POLICIES: tuple[tuple[str, int], ...] = (
@@ -48,6 +49,10 @@ class Fault:
     action: str  # split | isolate | one_way | clog | crash | restart | heal
     peers: tuple[str, ...] = ()
     duration: int = 0
+    # when in its tick: "start" (before the tick's writes), "writes" (after them: the peer's
+    # pending group-commit writes die with it) or "delivery" (after the tick's frames were
+    # delivered, before its sync round: what receiving committed or re-based, unflushed)
+    phase: str = "start"
 
 
 @dataclass(slots=True)
@@ -73,27 +78,40 @@ class RunResult:
     details: list[str] = field(default_factory=list)  # one entry per failed write (G2)
     region_ops: int = 0
     samples: list[TickSample] = field(default_factory=list)  # with run(sample=True)
+    # group commit: writes credited when a cycle committed their batch, batches that carried
+    # workload writes, writes a crash took while pending (never committed: no G2 violation)
+    batched_writes: int = 0
+    batches: int = 0
+    lost_writes: int = 0
 
     def summary(self) -> str:
         s = self.stats
         traffic = (f"{s.messages} messages, {s.bytes} bytes, {s.dropped_loss} lost, "
                    f"{s.duplicated} duplicated, {s.crashes} crashes" if s else "no stats")
         verdict = "ok" if self.ok else "VIOLATION"
+        group = (f" (group commit: {self.batched_writes} in {self.batches} batches, "
+                 f"{self.lost_writes} lost pending in crashes)"
+                 if self.options.group_commit else "")
         return (f"{verdict}: {self.ticks} ticks (liveness {self.liveness_ticks}), "
-                f"{self.ops} ops, {self.writes} writes ({self.rolled_back} rolled back), "
+                f"{self.ops} ops, {self.writes} writes{group} ({self.rolled_back} rolled back), "
                 f"{self.region_ops} text/buffer edits, "
                 f"{self.conflicts} conflicts ({self.explained_by_conflict} writes explained by "
                 f"one), {self.applied_checked} applications checked, {traffic}; "
                 f"{self.elapsed_s:.2f} s")
 
 
+FAULT_PHASES = ("start", "writes", "delivery")
+
+
 def plan_faults(
     seed: int, peers: Sequence[str], ticks: int, *, partitions: bool, crashes: bool,
-    salt: str = "",
+    salt: str = "", crash_phases: bool = False,
 ) -> list[Fault]:
     """The fault schedule of one safety phase, drawn from ``f"{seed}-faults{salt}"``.
 
-    Crashed peers are restarted later in the phase or at the heal.
+    Crashed peers are restarted later in the phase or at the heal. ``crash_phases`` (group
+    commit) also draws when in its tick each crash strikes (``Fault.phase``), from its own
+    stream ``f"{seed}-crash-phases{salt}"``, so the schedule itself does not change.
     """
     rng = random.Random(f"{seed}-faults{salt}")
     plan: list[Fault] = []
@@ -139,6 +157,10 @@ def plan_faults(
         if at < ticks:
             plan.append(Fault(at, "restart", (p,)))
     plan.sort(key=lambda f: f.tick)
+    if crash_phases:
+        phase_rng = random.Random(f"{seed}-crash-phases{salt}")
+        plan = [dataclasses.replace(f, phase=phase_rng.choice(FAULT_PHASES))
+                if f.action == "crash" else f for f in plan]
     return plan
 
 
@@ -162,6 +184,14 @@ def _apply_fault(sim: Simulation, f: Fault) -> None:
         sim.heal()
 
 
+def _faults_now(sim: Simulation, faults: Sequence[Fault]) -> Callable[[], None]:
+    def apply() -> None:
+        for f in faults:
+            _apply_fault(sim, f)
+
+    return apply
+
+
 def _memory_of(sim: Simulation) -> Callable[[str], Memory | None]:
     def get(peer: str) -> Memory | None:
         return sim.memory(peer) if sim.is_up(peer) else None
@@ -181,8 +211,10 @@ def run(
     time_limit_s: float | None = None,
     faults: Sequence[Fault] | None = None,
 ) -> RunResult:
-    """Run one seed and check G1–G3; a violation raises :class:`GuaranteeViolation` (or is
-    returned in the result with ``raise_on_violation=False``). ``routing``/``batch_size``
+    """Run one seed and check G1–G3 (with ``options.group_commit``, a write counts as
+    committed once a cycle committed its batch); a violation raises
+    :class:`GuaranteeViolation` (or is returned in the result with
+    ``raise_on_violation=False``). ``routing``/``batch_size``
     override the options (used by the G4 comparison); ``faults`` replaces the fault plan
     drawn from the seed (interleaved mode)."""
     if routing is not None or batch_size is not None:
@@ -193,7 +225,8 @@ def run(
     deadline = None if time_limit_s is None else started + time_limit_s
     sim = Simulation.from_options(options, memory_factory=memory_factory, sample=sample)
     workload = Workload(options.seed, write_rate=options.write_rate,
-                        rollbacks=options.rollbacks, region_rate=options.region_rate)
+                        rollbacks=options.rollbacks, region_rate=options.region_rate,
+                        group_commit=options.group_commit)
     result = RunResult(options, True, None, replay, 0, [], 0, 0, 0, 0, 0, 0, [], None, 0.0)
     try:
         if options.mode == "interleaved":
@@ -223,6 +256,10 @@ def run(
         if not result.ok and not result.details:
             result.details = [result.violation or "unknown failure"]
         result.ticks = sim.tick_count
+        workload.settle()
+        result.batched_writes = workload.batched_writes
+        result.batches = workload.batches
+        result.lost_writes = workload.lost_writes
         result.ops = len(workload.ops)
         result.writes = len(workload.writes)
         result.rolled_back = workload.rolled_back
@@ -245,23 +282,33 @@ def _interleaved(
 ) -> None:
     if faults is None:
         faults = plan_faults(options.seed, sim.peers, options.ticks,
-                             partitions=options.partitions, crashes=options.crashes)
+                             partitions=options.partitions, crashes=options.crashes,
+                             crash_phases=options.group_commit)
     result.faults = list(faults)
     pending = sorted(faults, key=lambda f: f.tick)
     memory_of = _memory_of(sim)
     local = _local_changes(sim)
     # Safety phase: faults and writes.
     for t in range(options.ticks):
+        due: list[Fault] = []
         while pending and pending[0].tick <= t:
-            _apply_fault(sim, pending.pop(0))
-        workload.step(sim.peers, memory_of, local, sim.tick_count)
-        sim.tick()
+            due.append(pending.pop(0))
+        for f in due:
+            if f.phase == "start":
+                _apply_fault(sim, f)
+        workload.step(sim.peers, memory_of, local, sim.tick_count, recorder=sim.recorder)
+        for f in due:
+            if f.phase == "writes":
+                _apply_fault(sim, f)
+        later = [f for f in due if f.phase == "delivery"]
+        sim.tick(after_delivery=_faults_now(sim, later) if later else None)
         if on_tick is not None:
             on_tick(sim)
         _check_deadline(deadline, sim.replay_command)
-    # Liveness phase: heal everything, demand convergence.
+    # Liveness phase: heal everything, flush every tick, demand convergence.
     sim.heal()
     sim.restart_all()
+    sim.flush_probability = 1.0
     result.liveness_ticks.append(sim.run_until_converged(options.liveness_ticks, on_tick=on_tick))
 
 
@@ -271,11 +318,15 @@ def _epochs(
 ) -> None:
     memory_of = _memory_of(sim)
     local = _local_changes(sim)
+    # Every peer flushes every tick: each burst's batches then commit at the first tick (or
+    # are lost to a crash before it) under every policy, so the history stays one (G4).
+    sim.flush_probability = 1.0
     epoch_ticks = options.ticks + options.liveness_ticks + 1
     for e in range(options.epochs):
         base = e * epoch_ticks
         # Every write of the burst sees the converged state of the previous epoch.
-        workload.step(sim.peers, memory_of, local, sim.tick_count, count=options.burst_ops)
+        workload.step(sim.peers, memory_of, local, sim.tick_count, count=options.burst_ops,
+                      recorder=sim.recorder)
         faults = plan_faults(options.seed, sim.peers, options.ticks,
                              partitions=options.partitions, crashes=options.crashes,
                              salt=f"-epoch{e}")
@@ -310,6 +361,15 @@ def _check_all(sim: Simulation, workload: Workload, result: RunResult, replay: s
     assert sim.recorder is not None
     result.applied_checked = check_causal_order(sim.recorder, memories, replay=replay)
     check_convergence(memories, replay=replay, conflicts=True)
+    # Group commit: credit the writes of every batch a cycle committed. Every live peer has
+    # flushed (converged() demands no pending write), so a batch still open was closed
+    # without a contribution: its writes vanished.
+    waiting = workload.settle()
+    if waiting:
+        raise GuaranteeViolation(
+            f"G2 no silent loss: {waiting} write(s) joined a group-commit batch that was "
+            "closed without a contribution (nothing is pending, no crash took it)",
+            replay=replay)
     result.explained_by_conflict = check_writes(ref, workload.writes, workload.ops, replay=replay)
     result.conflicts = len(ref.conflicts())
 

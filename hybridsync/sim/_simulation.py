@@ -52,7 +52,10 @@ class MemoryFactory(Protocol):
         incarnation: int,
         batch_size: int,
         retransmit_rounds: int,
-    ) -> Memory: ...
+    ) -> Memory:
+        """(With ``Simulation(group_commit=True)`` it is also called with
+        ``group_commit=True``, so a factory for such runs takes ``**kwargs`` or that name.)"""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,11 @@ class Simulation:
     ``star`` (the first peer is the hub; leaves only talk to it), ``gossip`` (each peer syncs
     to ``gossip_fanout`` random peers per tick). Peers do not know the partitions: frames sent
     across one are dropped, as on a real network.
+
+    ``group_commit`` builds the replicas with ``Memory(group_commit=True)``; a sync round
+    (``sync_to``) is then also the flush that commits a peer's pending writes.
+    ``flush_probability`` is the chance that a live peer runs its sync round in a tick (drawn
+    per peer and tick from the seed's ``-flush`` stream); it can be changed between ticks.
     """
 
     def __init__(
@@ -143,6 +151,8 @@ class Simulation:
         record: bool = True,
         sample: bool = False,
         replay: str | None = None,
+        group_commit: bool = False,
+        flush_probability: float = 1.0,
     ) -> None:
         if isinstance(peers, bool) or not isinstance(peers, int | list | tuple):
             raise ConfigError(f"peers must be a count or a list of names, got {peers!r}")
@@ -162,12 +172,18 @@ class Simulation:
         self.tick_ms = check_int(tick_ms, "tick_ms", 1, 60_000)
         self.batch_size = check_int(batch_size, "batch_size", 1, 65_536)
         self.retransmit_rounds = check_int(retransmit_rounds, "retransmit_rounds", 1, 1 << 20)
+        if not isinstance(group_commit, bool):
+            raise ConfigError(f"group_commit must be a bool, got {group_commit!r}")
+        self.group_commit = group_commit
+        self._flush_rng = random.Random(f"{seed}-flush")
+        self.flush_probability = flush_probability
         self.space = space
         self._factory: MemoryFactory = memory_factory or Memory
         self.replay_command = replay or (
             f"python -m hybridsync.sim --seed {seed} --peers {len(names)} "
             f"--loss {loss_p} --duplicate {dup_p} --{'' if reorder else 'no-'}reorder "
             f"--routing {routing} --batch-size {batch_size}"
+            + (f" --group-commit --flush-probability {flush_probability}" if group_commit else "")
         )
         self.network = Network(
             random.Random(f"{seed}-net"),
@@ -198,7 +214,8 @@ class Simulation:
             reorder=options.reorder, max_delay_ticks=options.max_delay_ticks,
             tick_ms=options.tick_ms, routing=options.routing,
             gossip_fanout=options.gossip_fanout, batch_size=options.batch_size,
-            replay=options.replay_command(), **kwargs,
+            replay=options.replay_command(), group_commit=options.group_commit,
+            flush_probability=options.flush_probability, **kwargs,
         )
 
     @classmethod
@@ -224,6 +241,18 @@ class Simulation:
     @property
     def peers(self) -> tuple[str, ...]:
         return self._names
+
+    @property
+    def flush_probability(self) -> float:
+        """The chance that a live peer runs its sync round (its flush) in a tick."""
+        return self._flush_p
+
+    @flush_probability.setter
+    def flush_probability(self, value: float) -> None:
+        p = check_probability(value, "flush_probability")
+        if p < 0.05:
+            raise ConfigError("flush_probability must be at least 0.05, or peers barely sync")
+        self._flush_p = p
 
     def memory(self, peer: str) -> Memory:
         """The live replica of ``peer`` (a new object after each restart)."""
@@ -256,11 +285,15 @@ class Simulation:
     def _start(self, peer: str) -> None:
         store = self._stores[peer]
         replayed = list(store.contributions())
+        extra: dict[str, Any] = {"group_commit": True} if self.group_commit else {}
         mem = self._factory(
             self.space, peer, store=store, clock=self._clock,
             incarnation=self._new_incarnation(peer), batch_size=self.batch_size,
-            retransmit_rounds=self.retransmit_rounds,
+            retransmit_rounds=self.retransmit_rounds, **extra,
         )
+        if mem.group_commit != self.group_commit:
+            raise ConfigError(f"the memory factory built {peer} with group_commit="
+                              f"{mem.group_commit}, the simulation wants {self.group_commit}")
         self._memories[peer] = mem
         self._up[peer] = True
         if self.recorder is not None:
@@ -280,8 +313,8 @@ class Simulation:
 
     # ---- faults --------------------------------------------------------------------------
     def crash(self, peer: str) -> None:
-        """Kill ``peer``: it keeps only what it committed to its store; frames in flight to it
-        are lost."""
+        """Kill ``peer``: it keeps only what it committed to its store (with group commit,
+        writes still pending are lost); frames in flight to it are lost."""
         self._check_peer(peer)
         if not self._up[peer]:
             raise SimulationError(f"{peer} is already crashed")
@@ -371,8 +404,10 @@ class Simulation:
         k = min(self.gossip_fanout, len(others))
         return self._route_rng.sample(others, k)
 
-    def tick(self) -> None:
-        """One tick: deliver what is due, then one sync round of every live peer."""
+    def tick(self, *, after_delivery: Callable[[], object] | None = None) -> None:
+        """One tick: deliver what is due, then one sync round of every live peer (each with
+        ``flush_probability``). ``after_delivery`` runs between the two (a fault that strikes
+        mid-tick, e.g. a crash before the peer flushed what it received)."""
         self._tick += 1
         now = self._tick
         for d in self.network.deliver(now, self._up):
@@ -382,12 +417,19 @@ class Simulation:
                 self._rejected += 1
                 self.violations.append(
                     f"tick {now}: {d.dst} rejected an honest frame from {d.src}: {exc}")
+        if after_delivery is not None:
+            after_delivery()
+        flush_p = self._flush_p
         for peer in self._names:
             # Targets are drawn for every peer, up or not, so the draws do not depend on crashes.
             targets = self._targets(peer)
+            if flush_p < 1.0 and self._flush_rng.random() >= flush_p:
+                continue  # no flush this tick (drawn for every peer, up or not)
             if not self._up[peer]:
                 continue
             mem = self._memories[peer]
+            if not targets and self.group_commit:
+                mem.commit()  # a lone peer's flush still commits its batch (as hs.Peer's does)
             for dst in targets:
                 for frame in mem.sync_to(dst):
                     self.network.send(now, peer, dst, frame)
@@ -435,10 +477,13 @@ class Simulation:
         )
 
     def converged(self) -> bool:
-        """Every peer is up and all replicas are byte-identical (heads, fields JSON, regions)."""
+        """Every peer is up, no write waits for a cycle (group commit) and all replicas are
+        byte-identical (heads, fields JSON, regions)."""
         if not all(self._up.values()):
             return False
         mems = [self._memories[n] for n in self._names]
+        if any(m.pending_writes for m in mems):
+            return False
         heads = mems[0].heads
         if any(m.heads != heads for m in mems[1:]):
             return False
@@ -454,7 +499,8 @@ class Simulation:
             m = self._memories[n]
             st = m.stats()
             parts.append(f"{n}: {st.log_length} contributions, {st.heads} heads, "
-                         f"{st.pending} parked")
+                         f"{st.pending} parked"
+                         + (f", {m.pending_writes} writes pending" if m.pending_writes else ""))
         return "; ".join(parts)
 
     # ---- measuring -----------------------------------------------------------------------

@@ -8,20 +8,38 @@ through its private generator.
 
 Operations: top-level sets of every value type (scalars, nested dicts, lists, big ints, bytes,
 unicode), deletes, nested writes into maps (``mem.fields["k"]["n"] = v``), list appends, and
-multi-write transactions, some of which raise and roll back. Keys are skewed (a few hot keys),
+multi-write transactions, some of which raise and roll back; with group commit also bursts of
+small sets on one peer. Keys are skewed (a few hot keys),
 so concurrent writes to one key are common.
+
+Crediting: a write is recorded (:class:`WriteRecord`, checked by G2) with the contribution
+that committed it. Without group commit that is the contribution its operation created. With
+group commit (``Memory(group_commit=True)``) a small set outside a transaction joins the
+replica's pending batch instead; it is credited only when a cycle commits that batch (the
+:class:`~hybridsync.sim.PendingBatch` the recorder matched to its commit), and never if a crash
+ends the incarnation first: those writes were never committed, so losing them is no G2
+violation. :meth:`Workload.settle` turns committed batches into records.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hybridsync.errors import GuaranteeViolation, SimulationError
 from hybridsync.fields import FieldList, FieldMap
 from hybridsync.replica import Memory
-from hybridsync.sim._checkers import ROLLBACK_MARK, OpRecord, Path, WriteRecord
+from hybridsync.sim._checkers import (
+    ROLLBACK_MARK,
+    OpRecord,
+    Path,
+    PendingBatch,
+    Recorder,
+    WriteRecord,
+)
 
 __all__ = ["BUFFER", "HOT_KEYS", "LIST_KEYS", "TEXTS", "Workload"]
 
@@ -45,6 +63,9 @@ _OPS = (
     ("rollback", 6),
     ("update", 4),
 )
+# With group commit, also bursts of small sets on one peer (what an agent writing many small
+# fields between two flushes does): they fill one pending batch.
+_GROUP_OPS = (*_OPS, ("burst", 16))
 
 
 class _Abort(Exception):
@@ -84,24 +105,49 @@ def _prefix(p: Path, q: Path) -> bool:
     return p[:n] == q[:n]
 
 
+@dataclass(slots=True)
+class _Batched:
+    """The workload's writes that joined one pending batch (group commit), in write order.
+
+    A batch holds only small sets; a later set in the same batch hides earlier related ones
+    (they are never committed on their own), as in one transaction."""
+
+    batch: PendingBatch
+    ops: list[int] = field(default_factory=list)
+    writes: list[tuple[int, str, Path, Any]] = field(default_factory=list)
+
+    def add(self, op: int, writes: list[tuple[str, Path, Any]]) -> None:
+        self.ops.append(op)
+        for action, path, value in writes:
+            self.writes = [w for w in self.writes if not _prefix(w[2], path)]
+            self.writes.append((op, action, path, value))
+
+
 class Workload:
     """Random operations on the replicas of a simulation, with a record of each write."""
 
     def __init__(
         self, seed: int, *, write_rate: float = 0.3, rollbacks: bool = True,
-        region_rate: float = 0.0,
+        region_rate: float = 0.0, group_commit: bool = False,
     ) -> None:
         self._rng = random.Random(f"{seed}-workload")
         self._region_rng = random.Random(f"{seed}-regions")
         self.write_rate = float(write_rate)
         self.region_rate = float(region_rate)
         self.rollbacks = rollbacks
+        self._op_table = _GROUP_OPS if group_commit else _OPS
         self.region_ops = 0
         self.ops: list[OpRecord] = []
         self.writes: list[WriteRecord] = []
         self.skipped = 0
         self.rolled_back = 0
         self._uid = 0
+        # group commit: writes waiting in a batch, and what became of settled ones
+        self._batched: dict[int, _Batched] = {}  # id(batch) -> its writes
+        self.batched_writes = 0  # credited when a cycle committed their batch
+        self.lost_writes = 0  # in a batch a crash took before any cycle committed it
+        self.lost: list[WriteRecord] = []  # those writes (``contribution`` is "")
+        self.batches = 0  # committed batches that carried workload writes
 
     # ---- the stream ----------------------------------------------------------------------
     def ops_this_tick(self) -> int:
@@ -122,10 +168,15 @@ class Workload:
         local_changes: Callable[[str], list[Any]],
         tick: int,
         count: int | None = None,
+        *,
+        recorder: Recorder | None = None,
     ) -> int:
         """Run this tick's operations (``count`` overrides the drawn number). Returns how many
-        committed."""
+        committed or joined a pending batch. ``recorder`` tells which local contributions
+        committed a group-commit batch and which batch is open (needed with group commit)."""
         n = self.ops_this_tick() if count is None else count
+        if self._batched:
+            self._check_open_batches(memory_of)
         self._region_step(peers, memory_of, count)
         done = 0
         for _ in range(n):
@@ -135,7 +186,7 @@ class Workload:
             if mem is None:
                 self.skipped += 1
                 continue
-            if self._run_op(op_rng, peer, mem, local_changes, tick):
+            if self._run_op(op_rng, peer, mem, local_changes, tick, recorder):
                 done += 1
         return done
 
@@ -146,8 +197,10 @@ class Workload:
         mem: Memory,
         local_changes: Callable[[str], list[Any]],
         tick: int,
+        recorder: Recorder | None = None,
     ) -> bool:
-        kind = rng.choices([k for k, _ in _OPS], weights=[w for _, w in _OPS])[0]
+        table = self._op_table
+        kind = rng.choices([k for k, _ in table], weights=[w for _, w in table])[0]
         if kind == "rollback" and not self.rollbacks:
             kind = "transaction"  # same draws, so the rest of the stream is unchanged
         txn = _Txn()
@@ -165,16 +218,97 @@ class Workload:
                 self.rolled_back += 1
         elif kind == "update":
             self._update(rng, mem, txn)
+        elif kind == "burst":
+            for _ in range(rng.randint(2, 10)):
+                self._small_set(rng, mem, txn)
         else:
             self._write(rng, mem, txn, kind=kind)
         new = local_changes(peer)[before:]
-        cid = new[0].contribution if new else None
         index = len(self.ops)
+        if mem.group_commit:
+            if recorder is None:
+                raise SimulationError("a group-commit workload needs the recorder")
+            # The batch commits this operation triggered (a transaction's start, a write that
+            # is not a small set) are not its own contribution: the recorder credits them.
+            own = [ch for ch in new if not recorder.is_batch_commit(ch.contribution)]
+            if len(own) > 1:
+                raise SimulationError(f"op {index} on {peer} made {len(own)} contributions")
+            batch = recorder.open_batch(peer)
+            if not own and not rolled_back and kind not in ("transaction", "rollback") and (
+                batch is not None and mem.pending_writes > 0
+            ):
+                # A small set joined the pending batch: credited when a cycle commits it.
+                self.ops.append(OpRecord(index, tick, peer, kind, None, tuple(txn.touched)))
+                self._batched.setdefault(id(batch), _Batched(batch)).add(index, txn.writes)
+                return True
+            if not own and txn.writes and not rolled_back:
+                raise SimulationError(
+                    f"op {index} ({kind}) on {peer} made neither a contribution nor a "
+                    f"pending write ({mem.pending_writes} pending)")
+            new = own
+        cid = new[0].contribution if new else None
         self.ops.append(OpRecord(index, tick, peer, kind, cid, tuple(txn.touched), rolled_back))
         if cid is not None and not rolled_back:
             for action, path, value in txn.writes:
                 self.writes.append(WriteRecord(index, peer, action, path, value, cid))
         return cid is not None
+
+    # ---- group commit --------------------------------------------------------------------
+    def _check_open_batches(self, memory_of: Callable[[str], Memory | None]) -> None:
+        """Between two ticks every public call has returned and reported what it committed:
+        a batch of ours still open on a live incarnation with nothing pending was closed
+        without a contribution, and its writes vanished (G2)."""
+        for entry in self._batched.values():
+            batch = entry.batch
+            if not batch.open:
+                continue
+            mem = memory_of(batch.peer)
+            if mem is not None and mem.incarnation == batch.incarnation and (
+                not mem.pending_writes
+            ):
+                ops = sorted({op for op, *_ in entry.writes})
+                raise GuaranteeViolation(
+                    f"G2 no silent loss: {len(entry.writes)} write(s) of op(s) {ops} joined a "
+                    f"group-commit batch on {batch.peer} that was closed without a "
+                    "contribution (nothing is pending, no crash took it)")
+
+    def settle(self) -> int:
+        """Credit the writes of every batch a cycle has committed since the last call (and
+        count those a crash lost); returns how many writes still wait in an open batch.
+
+        A credited write's path must be among the paths its contribution changed: a check
+        that the recorder matched the batch to the right contribution."""
+        waiting = 0
+        settled = False
+        for key, entry in list(self._batched.items()):
+            batch = entry.batch
+            if batch.lost:
+                self.lost_writes += len(entry.writes)
+                self.lost.extend(WriteRecord(op, batch.peer, action, path, value, "")
+                                 for op, action, path, value in entry.writes)
+                del self._batched[key]
+                continue
+            cid = batch.contribution
+            if cid is None:
+                waiting += len(entry.writes)
+                continue
+            del self._batched[key]
+            self.batches += 1
+            for i in entry.ops:
+                self.ops[i] = dataclasses.replace(self.ops[i], contribution=cid)
+            for op, action, path, value in entry.writes:
+                where = "/".join(path)
+                if where not in batch.paths:
+                    raise SimulationError(
+                        f"group-commit crediting: op {op} set {where!r} in the batch "
+                        f"{batch.peer} opened at seq {batch.opened_seq}, but {cid[:12]} "
+                        f"changed only {list(batch.paths)}")
+                self.writes.append(WriteRecord(op, batch.peer, action, path, value, cid))
+                self.batched_writes += 1
+                settled = True
+        if settled:
+            self.writes.sort(key=lambda w: w.op)  # stable: a transaction's writes keep order
+        return waiting
 
     # ---- texts and buffers (their own stream; checked for convergence, G1) ---------------
     def _region_step(
@@ -261,6 +395,26 @@ class Workload:
             value = self._value(rng, marked, depth=0)
             existed = key in fields
             fields[key] = value
+            txn.add("set", (key,), value, existed=existed)
+
+    def _small_set(self, rng: random.Random, mem: Memory, txn: _Txn) -> None:
+        """One autocommitted set of a small value (group commit batches it), at a hot key or
+        inside the map there."""
+        key = rng.choices(HOT_KEYS, weights=_KEY_WEIGHTS)[0]
+        current = mem.fields.get(key)
+        roll = rng.random()
+        value: Any = (rng.randint(-1000, 1000) if roll < 0.25
+                      else rng.choice((True, False, None, 0.5, -2.25)) if roll < 0.4
+                      else rng.randbytes(rng.randint(0, 16)) if roll < 0.5
+                      else self._tag(False))
+        if isinstance(current, FieldMap) and rng.random() < 0.5:
+            sub = rng.choice(NESTED_KEYS)
+            existed = sub in current
+            current[sub] = value
+            txn.add("set", (key, sub), value, existed=existed)
+        else:
+            existed = key in mem.fields
+            mem.fields[key] = value
             txn.add("set", (key,), value, existed=existed)
 
     def _update(self, rng: random.Random, mem: Memory, txn: _Txn) -> None:
