@@ -325,8 +325,12 @@ class _BufferState:
             self._dirty[:] = False
         elif touched.size:
             _put(self._working_bytes(), layout, touched, _gather(self.fold.data, layout, touched))
-            self._hash_valid[touched] = False  # rehashed when next looked at
             self._dirty[touched] = False  # equal to the fold now
+            if self._views is None:
+                self._hash_valid[touched] = False  # rehashed if ever looked at
+            else:  # this replica scans: rehash now, while the blocks are in cache
+                self._hash[touched] = _hashes(self.fold.data.data, layout.block_bytes, touched)
+                self._hash_valid[touched] = True
 
     def revert(self) -> None:
         """Drop uncommitted writes: changed blocks return to the folded value."""
