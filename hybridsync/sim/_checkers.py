@@ -102,6 +102,7 @@ class PendingBatch:
     contribution: str | None = None
     paths: tuple[str, ...] = ()
     lost: bool = False
+    rebase: bool = False  # opened inside receive(): writes the replica re-based itself
 
     @property
     def open(self) -> bool:
@@ -134,6 +135,9 @@ class Recorder:
         self._current: dict[str, _Segment] = {}
         self._local: dict[str, list[Change]] = {}
         self._batch_commits: set[str] = set()
+        self._receiving: set[str] = set()
+        # contributions the replica made on its own: re-based writes (checkpoint adoption)
+        self._rebased: dict[str, tuple[str, tuple[str, ...]]] = {}  # id -> (peer, paths)
 
     def attach(self, peer: str, mem: Memory, replayed: Iterable[Contribution]) -> None:
         """Start recording a fresh incarnation; ``replayed`` is its store, in store order."""
@@ -144,12 +148,15 @@ class Recorder:
             seg.applied.append((change.contribution, change.local))
             if change.local:
                 local.append(change)
-                if seg.batches:
-                    self._credit(seg, change)
+                batch = self._credit(seg, change) if seg.batches else None
+                if (batch.rebase if batch is not None else peer in self._receiving):
+                    # receive() writes only to re-base late contributions of ours
+                    self._rebased[change.contribution] = (peer, change.paths)
 
         def on_pending() -> None:
-            seg.batches.append(
-                PendingBatch(peer, mem.incarnation, mem.version_vector.get(peer, 0)))
+            seg.batches.append(PendingBatch(peer, mem.incarnation,
+                                            mem.version_vector.get(peer, 0),
+                                            rebase=peer in self._receiving))
 
         seg.unsubscribe = mem.observe(on_change)
         if mem.group_commit:
@@ -157,7 +164,7 @@ class Recorder:
         self._segments.append(seg)
         self._current[peer] = seg
 
-    def _credit(self, seg: _Segment, change: Change) -> None:
+    def _credit(self, seg: _Segment, change: Change) -> PendingBatch | None:
         """A local contribution commits the oldest open batch opened just before its number.
 
         Observers run after the public call that committed, so a batch may open (a checkpoint
@@ -169,7 +176,27 @@ class Recorder:
                 batch.contribution = change.contribution
                 batch.paths = change.paths
                 self._batch_commits.add(change.contribution)
-                return
+                return batch
+        return None
+
+    def receiving(self, peer: str, on: bool) -> None:
+        """The simulator feeds ``peer`` a frame (``on``) or is done with it: local changes
+        and batches made meanwhile are the replica's own re-based writes."""
+        if on:
+            self._receiving.add(peer)
+        else:
+            self._receiving.discard(peer)
+
+    def rebased(self) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """``contribution -> (peer, changed paths)`` of the local contributions a replica
+        made on its own inside ``receive()``: adopting a checkpoint that its late
+        contributions sort inside, it writes their effects again (docs/gc.md)."""
+        return dict(self._rebased)
+
+    def lost_rebased(self) -> list[PendingBatch]:
+        """Re-based writes (of contributions that had been committed) still pending when
+        their incarnation crashed."""
+        return [b for seg in self._segments for b in seg.batches if b.rebase and b.lost]
 
     def is_batch_commit(self, contribution: str) -> bool:
         """True when ``contribution`` is a local commit of a group-commit batch."""

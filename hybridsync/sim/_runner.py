@@ -22,6 +22,7 @@ from typing import Any
 from hybridsync.errors import GuaranteeViolation, HybridSyncError
 from hybridsync.replica import Memory
 from hybridsync.sim._checkers import (
+    OpRecord,
     RunFingerprint,
     check_causal_order,
     check_convergence,
@@ -370,7 +371,19 @@ def _check_all(sim: Simulation, workload: Workload, result: RunResult, replay: s
             f"G2 no silent loss: {waiting} write(s) joined a group-commit batch that was "
             "closed without a contribution (nothing is pending, no crash took it)",
             replay=replay)
-    result.explained_by_conflict = check_writes(ref, workload.writes, workload.ops, replay=replay)
+    # A replica that adopts a checkpoint writes the effects of its late contributions again
+    # (re-base): those writes are later writes like any other (the late originals are gone).
+    rebased = [OpRecord(len(workload.ops) + i, -1, peer, "rebase", cid,
+                        tuple(("set", tuple(p.split("/"))) for p in paths))
+               for i, (cid, (peer, paths)) in enumerate(sorted(sim.recorder.rebased().items()))]
+    lost = sim.recorder.lost_rebased()
+    if lost:
+        raise GuaranteeViolation(
+            f"G2 no silent loss: {lost[0].peer} crashed while the writes it re-based after "
+            f"adopting a checkpoint (writes of contributions it had committed) were still "
+            f"pending ({len(lost)} batch(es))", replay=replay)
+    result.explained_by_conflict = check_writes(ref, workload.writes,
+                                                [*workload.ops, *rebased], replay=replay)
     result.conflicts = len(ref.conflicts())
 
 

@@ -410,13 +410,19 @@ class Simulation:
         mid-tick, e.g. a crash before the peer flushed what it received)."""
         self._tick += 1
         now = self._tick
+        recorder = self.recorder
         for d in self.network.deliver(now, self._up):
+            if recorder is not None:
+                recorder.receiving(d.dst, True)
             try:
                 self._memories[d.dst].receive(d.src, d.frame)
             except ProtocolError as exc:
                 self._rejected += 1
                 self.violations.append(
                     f"tick {now}: {d.dst} rejected an honest frame from {d.src}: {exc}")
+            finally:
+                if recorder is not None:
+                    recorder.receiving(d.dst, False)
         if after_delivery is not None:
             after_delivery()
         flush_p = self._flush_p

@@ -151,14 +151,29 @@ def test_a_batch_opened_before_the_last_commit_was_reported_goes_to_the_right_on
     frames = a.sync_to("d")
     d.fields["joiner"] = "pending when the checkpoint came"
     d.fields["k0"] = "d's"
+    rec.receiving("d", True)  # what the simulator says around receive()
     for frame in frames:
         d.receive("a", frame)
+    rec.receiving("d", False)
     first, second = rec.segments[0].batches
     assert first.opened_seq == second.opened_seq == 0
     assert first.contribution is not None and second.open  # re-based: pending again
     assert first.contribution not in {c.hex_id for c in d.history()}  # late: dropped
+    assert second.rebase and not first.rebase
     d.commit()
     assert second.contribution == _own(d)[0].hex_id and d.fields["joiner"].startswith("pend")
+    assert set(rec.rebased()) == {second.contribution}  # the replica's own later writes
+
+
+def test_rebased_writes_are_later_writes() -> None:
+    """GC soak seed 710238: p3 adopts a checkpoint its batch sorts inside and writes k0 again
+    (re-base); the re-based write overwrote p0's k0 after it, which is no silent loss."""
+    holder: dict[str, Simulation] = {}
+    result = run(_gc_options(710238), memory_factory=_gc_factory,
+                 on_tick=lambda sim: holder.setdefault("sim", sim))
+    recorder = holder["sim"].recorder
+    assert result.ok and recorder is not None
+    assert any(peer == "p3" and "k0" in paths for peer, paths in recorder.rebased().values())
 
 
 def test_a_crash_takes_the_batch_and_only_the_batch() -> None:
