@@ -32,11 +32,18 @@ Phases, each on a fresh pair of processes:
 2. **latency:** ``--samples`` writes, one every ``--interval-ms``; for each, the time from the
    write (writer's clock reading just before it) to the reader's observer seeing it.
    Median and p99 over the samples of all ``--repeat`` runs (each on a fresh pair, systems
-   interleaved).
+   interleaved). With ``--paired`` the systems' pairs run at the same time instead, their
+   writes phase-interleaved (system k writes ``k × interval / n`` after the first), so a
+   busy spell of a shared machine hits all of them alike.
 3. **partition:** both sides write during a ``--partition-s`` cut (a namespace partition
    with nftables when root, else ``tests/integration/_proxy.py`` on loopback), the cut heals,
    and the time from the heal until both sides hold each other's last write is measured;
    then both replicas must be equal.
+
+``--checkout NAME=PATH`` adds a system NAME: ``--checkout-system`` (default
+``hybridsync-group``) run from another checkout of hybridsync (its child processes start in
+PATH and import that tree), for an A/B of two trees in one run, e.g. ``--writes 0
+--partition-s 0 --paired --system hybridsync-group --checkout before=/tmp/old``.
 
 Goal (issue 4): hybridsync ≥ 2× pycrdt-websocket's writes/s, at equal or lower latency.
 """
@@ -307,11 +314,22 @@ async def _cmd_burst(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _cmd_latency(node: _Node, cmd: dict[str, Any]) -> dict[str, Any]:
+    """``m`` writes ``interval_ms`` apart; with ``start_ns``, write i at ``start_ns + i ×
+    interval`` on the system-wide clock (so pairs started together stay out of each other's
+    way: ``--paired``)."""
     sent = []
     interval = cmd["interval_ms"] / 1000
+    start_ns = cmd.get("start_ns")
     for i in range(cmd["m"]):
+        if start_ns is not None:
+            delay = (start_ns + round(i * interval * 1e9) - _now()) / 1e9
+            if delay > 0:
+                await asyncio.sleep(delay)
         sent.append(_now())
         node.write(f"lat{i:06d}", i)
+        if start_ns is None:
+            await asyncio.sleep(interval)
+    if start_ns is not None:
         await asyncio.sleep(interval)
     return {"sent": sent}
 
@@ -458,10 +476,10 @@ def _child_main(args: argparse.Namespace) -> int:
 class _Child:
     """A child process spoken to with JSON lines."""
 
-    def __init__(self, argv: list[str], name: str) -> None:
+    def __init__(self, argv: list[str], name: str, cwd: Path | None = None) -> None:
         self.name = name
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     cwd=ROOT, start_new_session=True)
+                                     cwd=cwd or ROOT, start_new_session=True)
         self.ready = self._read(TIMEOUT_S)
         if "error" in self.ready:
             raise RuntimeError(f"{name}: {self.ready['error']}")
@@ -518,6 +536,18 @@ def _argv(role: str, name: str, *, host: str = "127.0.0.1", port: int = 0,
 # Child flags of each hybridsync configuration; ``--gc off`` adds ``--no-gc`` to both.
 _HS_FLAGS = {"hybridsync": (), "hybridsync-group": ("--group-commit",)}
 _GC_OFF = False
+# ``--checkout NAME=PATH``: an extra system NAME, one of HS_SYSTEMS run from another checkout
+# (its children start in PATH, so they import that tree's hybridsync): name -> (system, root)
+_CHECKOUTS: dict[str, tuple[str, Path]] = {}
+
+
+def _resolve(system: str) -> tuple[str, Path]:
+    """(the configuration, the tree its children run from) of a system or checkout."""
+    return _CHECKOUTS.get(system, (system, ROOT))
+
+
+def is_hybridsync(system: str) -> bool:
+    return _resolve(system)[0] in HS_SYSTEMS
 
 
 @dataclass
@@ -538,15 +568,16 @@ def _start_pair(system: str, *, wrap: Wrap | None = None, reader_host: str = "12
     """Reader first (it listens), then the writer dialling it; both synced on a hello."""
     w = wrap or (lambda _i, argv: argv)
     d = dial or (lambda url: url)
-    role_r, role_w = (("hybridsync", "hybridsync") if system in HS_SYSTEMS
+    config, root = _resolve(system)
+    role_r, role_w = (("hybridsync", "hybridsync") if config in HS_SYSTEMS
                       else ("ws-server", "ws-client"))
-    flags = (*_HS_FLAGS[system], *(("--no-gc",) if _GC_OFF else ())) if (
-        system in HS_SYSTEMS) else ()
+    flags = (*_HS_FLAGS[config], *(("--no-gc",) if _GC_OFF else ())) if (
+        config in HS_SYSTEMS) else ()
     reader = _Child(w(1, _argv(role_r, "reader", host=reader_host, flags=flags)),
-                    f"{system} reader")
+                    f"{system} reader", root)
     try:
         writer = _Child(w(0, _argv(role_w, "writer", connect=d(reader.ready["url"]),
-                                   flags=flags)), f"{system} writer")
+                                   flags=flags)), f"{system} writer", root)
     except BaseException:
         reader.close()
         raise
@@ -626,19 +657,50 @@ def latency(system: str, samples: int, interval_ms: float, *, result: Result) ->
     pair = _start_pair(system)
     try:
         sent = pair.writer.ask("latency", m=samples, interval_ms=interval_ms)["sent"]
-        tag = secrets.token_hex(4)
-        pair.writer.ask("write", key="__end__", value=tag)
-        pair.reader.ask("wait", key="__end__", value=tag, within_s=TIMEOUT_S)
-        seen = pair.reader.ask("seen")["seen"]
-        lat = [(seen[f"lat{i:06d}"] - t) / 1e6 for i, t in enumerate(sent)
-               if f"lat{i:06d}" in seen]
-        result.latencies_ms.extend(lat)  # pooled over the repeats
-        result.samples += len(lat)
-        result.latency_lost += samples - len(lat)
-        result.latency_median_ms = _percentile(result.latencies_ms, 0.5)
-        result.latency_p99_ms = _percentile(result.latencies_ms, 0.99)
+        _collect_latency(pair, sent, samples, result)
     finally:
         pair.close()
+
+
+def latency_paired(systems: Sequence[str], samples: int, interval_ms: float, *,
+                   results: dict[str, Result]) -> None:
+    """Every system's pair at once, phase-interleaved: system k writes at ``start + i ×
+    interval + k × interval / len(systems)``, so a busy spell of the machine hits them alike
+    and a write never overlaps another system's (only what runs between writes — GC
+    compactions, heartbeats — can land on another system's sample)."""
+    pairs: list[tuple[str, _Pair]] = []
+    try:
+        for system in systems:
+            pairs.append((system, _start_pair(system)))
+        time.sleep(0.5)  # everyone settled
+        start = time.monotonic_ns() + 300_000_000
+        step = round(interval_ms * 1e6 / len(pairs))
+        for k, (_, pair) in enumerate(pairs):
+            pair.writer.send("latency", m=samples, interval_ms=interval_ms,
+                             start_ns=start + k * step)
+        timeout = TIMEOUT_S + samples * interval_ms / 1000
+        sent = [pair.writer._read(timeout) for _, pair in pairs]
+        for (system, pair), reply in zip(pairs, sent, strict=True):
+            if "error" in reply:
+                raise RuntimeError(f"{system} writer latency: {reply['error']}")
+            _collect_latency(pair, reply["sent"], samples, results[system])
+    finally:
+        for _, pair in pairs:
+            pair.close()
+
+
+def _collect_latency(pair: _Pair, sent: list[int], samples: int, result: Result) -> None:
+    tag = secrets.token_hex(4)
+    pair.writer.ask("write", key="__end__", value=tag)
+    pair.reader.ask("wait", key="__end__", value=tag, within_s=TIMEOUT_S)
+    seen = pair.reader.ask("seen")["seen"]
+    lat = [(seen[f"lat{i:06d}"] - t) / 1e6 for i, t in enumerate(sent)
+           if f"lat{i:06d}" in seen]
+    result.latencies_ms.extend(lat)  # pooled over the repeats
+    result.samples += len(lat)
+    result.latency_lost += samples - len(lat)
+    result.latency_median_ms = _percentile(result.latencies_ms, 0.5)
+    result.latency_p99_ms = _percentile(result.latencies_ms, 0.99)
 
 
 def partition(system: str, seconds: float, *, result: Result) -> None:
@@ -709,14 +771,20 @@ def available() -> dict[str, str | None]:
 
 
 def run(*, writes: int, samples: int, interval_ms: float, partition_s: float,
-        systems: Sequence[str] = SYSTEMS, repeat: int = 1,
+        systems: Sequence[str] = SYSTEMS, repeat: int = 1, paired: bool = False,
         progress: Callable[[str], None] = lambda _m: None) -> list[Result]:
     by_system = {system: Result(system) for system in systems}
-    for i in range(repeat):  # systems interleaved, so a busy spell hits them alike
-        for system in systems:
+    for i in range(repeat if writes > 0 else 0):  # systems interleaved, so a busy spell
+        for system in systems:                    # hits them alike
             progress(f"{system}: throughput ({writes:,} writes, run {i + 1}/{repeat})")
             throughput(system, writes, result=by_system[system])
-    for i in range(repeat):
+    for i in range(repeat if samples > 0 else 0):
+        if paired:  # all at once; the phase order rotates from run to run
+            order = [*systems[i % len(systems):], *systems[:i % len(systems)]]
+            progress(f"{', '.join(order)}: latency at once ({samples} samples each, "
+                     f"run {i + 1}/{repeat})")
+            latency_paired(order, samples, interval_ms, results=by_system)
+            continue
         for system in systems:
             progress(f"{system}: latency ({samples} samples, run {i + 1}/{repeat})")
             latency(system, samples, interval_ms, result=by_system[system])
@@ -743,7 +811,8 @@ def report(results: Sequence[Result]) -> str:
                   if len(r.runs) > 1 else "")
         rows.append([
             _label(r.system), f"{r.writes_per_s:,.0f}{spread}", ratio,
-            f"{r.cpu_us_per_write:.0f}", f"{r.drain_ms:.1f}", "yes" if r.equal else "NO",
+            f"{r.cpu_us_per_write:.0f}", f"{r.drain_ms:.1f}",
+            ("yes" if r.equal else "NO") if r.runs else "–",
             f"{r.latency_median_ms:.2f}", f"{r.latency_p99_ms:.2f}", f"{r.latency_lost}",
             f"{r.partition_s:g} ({r.partition_mode})" if r.partition_s else "–", conv,
             ("yes" if r.partition_equal else "NO") if r.partition_s else "–",
@@ -756,7 +825,7 @@ def report(results: Sequence[Result]) -> str:
 
 
 def _label(system: str) -> str:
-    if system in HS_SYSTEMS and _GC_OFF:
+    if is_hybridsync(system) and _GC_OFF:
         return f"{system} (GC off)"
     return system
 
@@ -794,6 +863,14 @@ def main(argv: list[str] | None = None) -> int:
                              f"{DEFAULT_REPEAT}; 1 with --quick)")
     parser.add_argument("--gc", choices=["on", "off"], default="on",
                         help="hybridsync's garbage collection (default on, as in Memory)")
+    parser.add_argument("--paired", action="store_true",
+                        help="latency: run every system's pair at once, writes phase-"
+                             "interleaved (a paired comparison on a busy machine)")
+    parser.add_argument("--checkout", action="append", default=[], metavar="NAME=PATH",
+                        help="also run --checkout-system from the checkout at PATH, as "
+                             "system NAME (an A/B of two trees in one run)")
+    parser.add_argument("--checkout-system", choices=list(HS_SYSTEMS),
+                        default="hybridsync-group")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the goal is missed")
     parser.add_argument("--quiet", action="store_true")
@@ -816,17 +893,27 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(f"  … {msg}", file=sys.stderr, flush=True)
 
-    writes = args.writes or (QUICK_WRITES if args.quick else DEFAULT_WRITES)
-    samples = args.samples or (QUICK_SAMPLES if args.quick else DEFAULT_SAMPLES)
+    writes = (args.writes if args.writes is not None
+              else QUICK_WRITES if args.quick else DEFAULT_WRITES)
+    samples = (args.samples if args.samples is not None
+               else QUICK_SAMPLES if args.quick else DEFAULT_SAMPLES)
     partition_s = (args.partition_s if args.partition_s is not None
                    else QUICK_PARTITION_S if args.quick else DEFAULT_PARTITION_S)
     avail = available()
     systems = [s for s in (args.system or SYSTEMS) if avail[s] is None]
+    for spec in args.checkout:
+        name, sep, path = spec.partition("=")
+        root = Path(path).resolve()
+        if not sep or not name or name in avail or not (root / "hybridsync").is_dir():
+            parser.error(f"--checkout wants NAME=PATH of a hybridsync checkout, got {spec!r}")
+        _CHECKOUTS[name] = (args.checkout_system, root)
+        systems.insert(0, name)
     m = machine(("hybridsync", "pycrdt", "pycrdt-websocket", "websockets", "cryptography"))
     load_before = os.getloadavg()[0]
     repeat = args.repeat or (1 if args.quick else DEFAULT_REPEAT)
     results = run(writes=writes, samples=samples, interval_ms=args.interval_ms,
-                  partition_s=partition_s, systems=systems, repeat=repeat, progress=progress)
+                  partition_s=partition_s, systems=systems, repeat=repeat,
+                  paired=args.paired, progress=progress)
     print(f"Network benchmark: {writes:,} writes (throughput, median of {repeat}), {samples} "
           f"writes every {args.interval_ms:g} ms (latency), {partition_s:g} s partition; "
           f"hybridsync GC {args.gc}; {time.strftime('%Y-%m-%d')}")
@@ -836,6 +923,10 @@ def main(argv: list[str] | None = None) -> int:
     for s, why in avail.items():
         if why is not None:
             print(f"  {s} skipped: {why}")
+    for name, (config, root) in _CHECKOUTS.items():
+        print(f"  {name}: {config} from the checkout at {root}")
+    if args.paired:
+        print("  latency: all pairs at once, writes phase-interleaved (--paired)")
     print()
     print(report(results))
     for r in results:
@@ -843,7 +934,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{r.system}: {note}")
     goal = check_goal(results)
     for r in results:
-        if r.system in HS_SYSTEMS:
+        if is_hybridsync(r.system):
             g = check_goal(results, r.system)
             if g is not None:
                 missed = [k for k, ok in g.items() if not ok]
@@ -854,7 +945,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as f:
             json.dump({"machine": asdict(m), "date": time.strftime("%Y-%m-%d"),
                        "results": [asdict(r) for r in results]}, f, indent=2)
-    failed = any(not r.equal or (r.partition_s and not r.partition_equal) for r in results)
+    failed = any((r.runs and not r.equal) or (r.partition_s and not r.partition_equal)
+                 for r in results)
     missed_goal = goal is not None and not all(goal.values())
     return 1 if failed or (args.strict and missed_goal) else 0
 

@@ -344,7 +344,6 @@ class Peer:
         self._ticker: asyncio.Task[None] | None = None
         self._pending_handshakes = 0
         self._flush_scheduled = False
-        self._committing = False  # inside _commit_pending: its change needs no new flush
         self._flush_timer: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")  # loop time of the last flush a change asked for
         self._unpending: Callable[[], None] | None = None
@@ -594,8 +593,10 @@ class Peer:
 
     # ---- sync driving --------------------------------------------------------------------
     def _on_change(self, _change: object) -> None:
-        if not self._committing:  # (our own commit's change: the flush running sends it)
-            self._schedule_flush()
+        # (also for our own group commit's change: the flush running sends it, and the one
+        # this schedules a window later finds nothing to send — measured, dropping it made
+        # the latency tail worse on a shared VM, docs/benchmarks.md)
+        self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         """Flush on the next loop iteration, or, if the last flush ran less than
@@ -629,19 +630,15 @@ class Peer:
 
     def _commit_pending(self) -> None:
         # group commit: the pending writes become one contribution now, whether or not a
-        # session is ready to take it (durable with SQLite once this returns); always
-        # followed by a flush of every session, which sends it
+        # session is ready to take it (durable with SQLite once this returns)
         if not self.mem.pending_writes or self._stopping:
             return
-        self._committing = True
         try:
             self.mem.commit()
         except TransactionError:
             pass  # the application is inside a transaction: it commits them
         except HybridSyncError:
             log.exception("%s: commit failed", self.mem.peer)
-        finally:
-            self._committing = False
 
     def _flush_all(self) -> None:
         self._commit_pending()
