@@ -947,7 +947,7 @@ class Peer:
                 elif s.outbox:
                     if self._pump(s):
                         return  # the goodbye is out
-                elif s.want_flush:
+                elif s.want_flush and s.state == "open":
                     self._flush(s)
                 else:
                     s.wake.clear()
