@@ -642,14 +642,20 @@ class Memory:
     def collect(self, *, min_entries: int = 1) -> int:
         """Fold the stable prefix of the log into the checkpoint now (it also runs by itself
         after ``receive`` once ``gc_min_entries`` contributions are stable). Returns how many
-        contributions were compacted."""
+        contributions were compacted. Observers hear of a pending batch it commits
+        (``group_commit``) before it returns."""
         if self._fields.in_transaction:
             raise TransactionError("collect() inside a transaction")
+        n = self._collect(max(1, min_entries))
+        self._dispatch()
+        return n
+
+    def _collect(self, min_entries: int) -> int:
         frontier = self._frontier()
         if frontier is None:
             return 0
         n = self._log.stable_prefix(frontier)
-        if n < max(1, min_entries):
+        if n < min_entries:
             return 0
         # group commit: the compaction rebuilds the fields document; pending writes commit
         # first (after the stable prefix: nobody has acknowledged them yet)
@@ -659,7 +665,7 @@ class Memory:
 
     def _maybe_collect(self) -> None:
         if self._gc_min is not None and len(self._log) >= self._gc_min:
-            self.collect(min_entries=self._gc_min)
+            self._collect(max(1, self._gc_min))
 
     def _compact(self, n: int, *, fields: bool = False) -> None:
         dropped = self._log.ordered()[:n]

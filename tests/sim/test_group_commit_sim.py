@@ -551,10 +551,6 @@ def test_a_late_joiner_that_holds_the_checkpoint_still_converges() -> None:
     assert p0.heads == p1.heads == p2.heads
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "collect() commits the pending batch (group commit) but never dispatches: observers "
-    "hear of that contribution only at the next public call; a crash before it leaves an "
-    "applied contribution no observer was told of"))
 def test_collect_notifies_observers_of_the_batch_it_commits(
     make_memory: Callable[..., hs.Memory],
 ) -> None:
