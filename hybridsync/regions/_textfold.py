@@ -1,7 +1,9 @@
-"""The fold of a text region: fuzzy patches applied in the log's total order ``(lamport, id)``.
+"""The fold of a text region: patches applied in the log's total order ``(lamport, id)``.
 
-Contributions usually arrive in that order and apply incrementally; a late concurrent one
-that sorts earlier rewinds the fold to the newest checkpoint before it and replays.
+Each patch goes through ``_textdiff.apply_patch`` (anchored: a hunk applies only onto its own
+old text, else it is reported as ``hunk-failed``). Contributions usually arrive in that order
+and apply incrementally; a late concurrent one that sorts earlier rewinds the fold to the
+newest checkpoint before it and replays.
 
 The value is a :class:`Rope`: an edit shares every chunk it does not touch, so applying a
 patch costs what it changes and a checkpoint costs the chunks changed since the previous one.
