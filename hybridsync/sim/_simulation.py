@@ -506,6 +506,7 @@ class Simulation:
             st = m.stats()
             parts.append(f"{n}: {st.log_length} contributions, {st.heads} heads, "
                          f"{st.pending} parked"
+                         + (f", {st.late} refused as late" if st.late else "")
                          + (f", {m.pending_writes} writes pending" if m.pending_writes else ""))
         return "; ".join(parts)
 

@@ -270,7 +270,8 @@ class Workload:
                 raise GuaranteeViolation(
                     f"G2 no silent loss: {len(entry.writes)} write(s) of op(s) {ops} joined a "
                     f"group-commit batch on {batch.peer} that was closed without a "
-                    "contribution (nothing is pending, no crash took it)")
+                    "contribution observers were told of (nothing is pending, no crash took "
+                    "it)")
 
     def settle(self) -> int:
         """Credit the writes of every batch a cycle has committed since the last call (and
