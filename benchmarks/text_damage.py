@@ -1,16 +1,17 @@
 """How often are concurrent edits of one text damaged, and what does reducing it cost?
 
-Two (or three) replicas hold the same text, each replaces a span concurrently, then they
-sync. The fold applies the patches in the deterministic order, each made against the common
-text, so the second one is *fuzzy*-applied onto a text the first already changed: exactly
-what ``TextFold`` does with concurrent contributions (``--check-memory`` replays a sample
-through real ``Memory`` replicas and demands the same bytes and conflicts).
+Two (or three) replicas hold the same text, each replaces a span concurrently (``--mix``:
+or inserts, or deletes), then they sync. The fold applies the patches in the deterministic
+order, each made against the common text, so the second one lands on a text the first
+already changed: exactly what ``TextFold`` does with concurrent contributions
+(``--check-memory`` replays a sample through real ``Memory`` replicas and demands the same
+bytes and conflicts).
 
 Every trial is classified:
 
-* ``clean``: the result is what both edits intend (for disjoint spans, the base with both
-  replacements; for overlapping spans, each inserted text present exactly once) and no
-  conflict is reported;
+* ``clean``: the result is what the edits intend (for disjoint spans, the base with every
+  edit; for overlapping spans or two at one place, each inserted text present exactly once)
+  and no conflict is reported;
 * ``reported``: a hunk failed and became a ``Conflict(kind="hunk-failed")`` (nothing silent:
   the edit is in the conflict report);
 * ``silent``: no conflict, but the result is not what the edits intend: an inserted text

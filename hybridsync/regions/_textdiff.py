@@ -496,13 +496,20 @@ def _get_uint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _elided(h: Hunk, min_bytes: int) -> Hunk:
-    """``h`` with its old middle elided when it is literal and at least ``min_bytes`` long."""
+def _for_wire(h: Hunk, min_bytes: int) -> Hunk:
+    """``h`` as it goes on the wire: its old middle elided when it is literal and has at
+    least ``min_bytes`` UTF-8 bytes; :class:`ConfigError` when no decoder could give it back
+    (an op other than −1/0/1, an insert given as a length, a digest without an elided op or
+    an elided op without a digest, a digest of the wrong size, a bad position)."""
     sh = _shape(h)
-    if h.digest is not None or sh is None or not sh.literal:
+    elided = any(isinstance(t, int) for _, t in h.diffs)
+    if sh is None or elided != (h.digest is not None) or not 0 <= h.start2 < _MAX_INT:
+        raise ConfigError("not an encodable hunk (ops -1/0/1, inserts as text, a digest "
+                          "exactly when the old middle is elided, 0 <= start < 2^40)")
+    if elided or not sh.literal:
         return h
     old = "".join(t for _, t in sh.literal)
-    if len(old) != sh.old_len or len(old.encode("utf-8", "surrogatepass")) < min_bytes:
+    if (len(old) if old.isascii() else len(old.encode("utf-8", "surrogatepass"))) < min_bytes:
         return h
     middle: list[Diff] = [(op, t if op == _INSERT else len(t)) for op, t in sh.middle
                           if isinstance(t, str)]
@@ -518,17 +525,11 @@ def encode_patch(hunks: Sequence[Hunk], *, elide_min_bytes: int = ELIDE_MIN_BYTE
     the elided kinds 3 equal and 4 delete (``length`` in code points), then the 8-byte
     digest when any op is elided. uints are LEB128. A literal hunk's old middle is elided
     once it has ``elide_min_bytes`` UTF-8 bytes; :class:`ConfigError` for a hunk no decoder
-    could give back (an insert given as a length, a digest that does not match its ops).
+    could give back (see :func:`_for_wire`).
     """
     out = bytearray([PATCH_FORMAT])
     for h in hunks:
-        h = _elided(h, elide_min_bytes)
-        elided = any(isinstance(t, int) for _, t in h.diffs)
-        if elided != (h.digest is not None) or _shape(h) is None:
-            raise ConfigError("not an encodable hunk (ops -1/0/1, inserts as text, a digest "
-                              "exactly when the old middle is elided)")
-        if not 0 <= h.start2 < _MAX_INT:
-            raise ConfigError("hunk position out of range")
+        h = _for_wire(h, elide_min_bytes)
         _put_uint(out, h.start2)
         _put_uint(out, len(h.diffs))
         for op, t in h.diffs:
