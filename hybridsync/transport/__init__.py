@@ -1,5 +1,5 @@
 """Transports: move records between peers. The seam is :class:`RecordStream`; TCP is the one
-implementation today (length-prefixed records over asyncio streams)."""
+implementation today (length-prefixed records, parsed by an asyncio ``Protocol``)."""
 
 from hybridsync.transport._base import RecordStream, format_url, parse_url
 from hybridsync.transport._tcp import TcpListener, TcpStream, open_tcp, serve_tcp
