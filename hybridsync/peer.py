@@ -251,14 +251,16 @@ class Peer:
     retransmissions). Flushes are coalesced: at most one per ``coalesce_s`` (default 1 ms),
     the first after a quiet spell at once, so a burst of writes shares contributions (group
     commit), frames, AEAD records and acknowledgements; a frame the replica produced is
-    never held back (the writer sends everything queued before it yields). Each session
+    never held back (the flush seals and writes its records in the same step, in one socket
+    write). Received records are handled in the loop step that read them. Each session
     sends a PING when it has been quiet for ``heartbeat_s`` and is closed when nothing
     arrived for ``dead_after_s``. Static and discovered addresses
     are redialed with exponential backoff from ``reconnect_min_s`` to ``reconnect_max_s``
     with jitter in [50 %, 100 %]. Backpressure: the replica is asked for frames for a
-    session only when that session's queue is empty, and a write waits for the socket to
-    drain (at most ``write_timeout_s``), so a slow reader holds at most one ``sync_to``
-    batch plus the transport's buffer.
+    session only when that session's queue is empty and its socket buffer below its limit;
+    what does not fit waits in the queue while the session's writer drains the socket (at
+    most ``write_timeout_s``, then the session is closed), so a slow reader holds at most
+    one ``sync_to`` batch plus the transport's buffer.
     """
 
     def __init__(
