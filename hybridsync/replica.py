@@ -1378,9 +1378,12 @@ class Memory:
             for d in parked:
                 self._log.park(d)
             self._drain_ready()
-            self._maybe_collect()
         finally:
             self._dispatch()
+        # observers hear of what arrived before a compaction runs: it is not on the
+        # latency of the write that triggered it (a batch it commits is dispatched after)
+        self._maybe_collect()
+        self._dispatch()
 
     def _stage(
         self, drafts: tuple[Draft, ...]
