@@ -277,7 +277,7 @@ class Memory:
         # the fields document as of the compacted prefix
         self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
         # what compactions of the fields checkpoint dropped (deleted map entries): every
-        # update applied here is rewritten against it, every local one exported
+        # update applied here that names a dropped range is rewritten against it
         self._dropped = DroppedRanges()
         self._fields_compacted_bytes = 0
         # Anchors of deleted keys go once every member writes at a later cut (docs/gc.md,

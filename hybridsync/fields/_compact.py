@@ -196,7 +196,8 @@ class DroppedRanges:
         remembers stays bounded by the live keys, not by the churn):
 
         * the latest anchor of every deleted key (an uncompacted writer names it as origin,
-          and :func:`export_update` makes our own sets of the key name it);
+          and :func:`export_update` makes sets sent to Yjs clients name it), unless its tail
+          is in ``forget``;
         * every range holding one of ``needed`` (what retained contributions name);
         * every range of ``recent`` (the latest cut's, kept whole to be safe).
 

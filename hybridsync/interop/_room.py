@@ -46,7 +46,7 @@ from hybridsync.errors import (
     YjsMessageError,
     YjsUpdateError,
 )
-from hybridsync.fields._compact import export_update
+from hybridsync.fields._compact import export_needed, export_update
 from hybridsync.fields._yupdate import decode_update
 from hybridsync.interop._apply import is_noop_update
 from hybridsync.interop._yproto import (
@@ -354,7 +354,7 @@ class YjsRoom:
     def _export(self, update: bytes) -> bytes:
         """``update`` of the (maybe compacted) document as an uncompacted replica takes it."""
         dropped = self.mem._dropped  # the replica's compaction state (docs/gc.md)
-        return export_update(update, dropped) if dropped else update
+        return export_update(update, dropped) if export_needed(update, dropped) else update
 
     def _apply(self, c: _Conn, update: bytes, *, full: bool) -> None:
         if self.readonly:

@@ -1,7 +1,8 @@
 """What the folds share: the order key, the causal predicate, and the issues they report.
 
 A region's value is a deterministic function of the contributions that touched it: texts in
-``_textfold.py`` (fuzzy patches applied in the log's total order, with checkpoints and rewind),
+``_textfold.py`` (anchored patches applied in the log's total order, with checkpoints and
+rewind),
 buffers in ``_bufferfold.py`` (last writer wins per block in the same order).
 """
 
