@@ -296,6 +296,7 @@ class Memory:
         self._gone_meta: dict[bytes, tuple[tuple[int, bytes], str]] = {}
         self._compacted = 0
         self._late = 0
+        self._auto_collect = True
         self._replay_store()
 
     # ---- restart -------------------------------------------------------------------------
@@ -641,7 +642,8 @@ class Memory:
     # ---- garbage collection --------------------------------------------------------------
     def collect(self, *, min_entries: int = 1) -> int:
         """Fold the stable prefix of the log into the checkpoint now (it also runs by itself
-        after ``receive`` once ``gc_min_entries`` contributions are stable). Returns how many
+        after ``receive`` once ``gc_min_entries`` contributions are stable, unless
+        :attr:`auto_collect` is off). Returns how many
         contributions were compacted. Observers hear of a pending batch it commits
         (``group_commit``) before it returns."""
         if self._fields.in_transaction:
@@ -663,8 +665,33 @@ class Memory:
         self._compact(n)
         return n
 
+    @property
+    def auto_collect(self) -> bool:
+        """Whether ``receive`` compacts by itself once ``gc_min_entries`` contributions are
+        stable (the default). A driver with idle time of its own (``hs.Peer``) turns it off and
+        calls :meth:`collect` when :attr:`collect_due` says so, so a compaction never delays
+        the frame that made it due."""
+        return self._auto_collect
+
+    @auto_collect.setter
+    def auto_collect(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"auto_collect must be a bool, got {value!r}")
+        self._auto_collect = value
+
+    @property
+    def collect_due(self) -> bool:
+        """True when at least ``gc_min_entries`` contributions at the head of the order are
+        stable: :meth:`collect` would compact them. Cheap while the log is shorter than that
+        (a length check); otherwise it computes the stable frontier. Always False with
+        ``gc_min_entries=None``."""
+        if self._gc_min is None or len(self._log) < self._gc_min:
+            return False
+        frontier = self._frontier()
+        return frontier is not None and self._log.stable_prefix(frontier) >= self._gc_min
+
     def _maybe_collect(self) -> None:
-        if self._gc_min is not None and len(self._log) >= self._gc_min:
+        if self._auto_collect and self._gc_min is not None and len(self._log) >= self._gc_min:
             self._collect(max(1, self._gc_min))
 
     def _compact(self, n: int, *, fields: bool = False) -> None:
@@ -1188,12 +1215,20 @@ class Memory:
             link = self._links[name] = _Link()
         return link
 
-    def sync_to(self, peer: str) -> list[bytes]:
+    def sync_to(self, peer: str, *, reliable: bool = False) -> list[bytes]:
         """Frames to send to ``peer`` now: what it lacks, and our version vector when it
         needs it (acknowledgement). May be empty. Lost frames are resent after
-        ``retransmit_rounds`` calls without an acknowledgement."""
+        ``retransmit_rounds`` calls without an acknowledgement.
+
+        ``reliable=True`` says the caller's transport delivers every frame it is handed, in
+        order, or ends the session (a TCP session): the call does not count towards
+        retransmission, so a peer that is slow to acknowledge is not sent everything again.
+        When a new session to ``peer`` opens, call :meth:`resend` (frames in flight on the old
+        one may be lost)."""
         if self._fields.in_transaction:
             raise TransactionError("sync_to() inside a transaction")
+        if not isinstance(reliable, bool):
+            raise ConfigError(f"reliable must be a bool, got {reliable!r}")
         link = self._links.get(peer) or self._link(peer)
         if self._has_local_edits():
             self._cycle()
@@ -1216,7 +1251,9 @@ class Memory:
                         known[a] = n
                     if sent.get(a, 0) < known[a]:
                         sent[a] = known[a]
-        if any(s > known.get(a, 0) for a, s in sent.items()):
+        if reliable:
+            link.stall = 0
+        elif any(s > known.get(a, 0) for a, s in sent.items()):
             link.stall += 1
             if link.stall >= (link.rto or self._retransmit_rounds):
                 # Nothing acknowledged for a while: assume the frames were lost, resend, and
@@ -1268,6 +1305,19 @@ class Memory:
         self._frames_sent += len(frames)
         self._bytes_sent += sum(len(f) for f in frames)
         return frames
+
+    def resend(self, peer: str) -> None:
+        """Assume that everything sent to ``peer`` and not acknowledged was lost: the next
+        :meth:`sync_to` sends it again, with our version vector. A driver calls this when a
+        new session to ``peer`` opens. Nothing happens for a peer never synced with."""
+        name = _check_name(peer, "peer")
+        link = self._links.get(name)
+        if link is None:
+            return
+        link.sent = dict(link.known)
+        link.stall = 0
+        link.rto = 0
+        link.need_state = True
 
     def _encode(self, vv: list[tuple[str, int]] | None, batch: list[Contribution],
                 to: str = "") -> bytes:

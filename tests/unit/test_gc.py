@@ -298,3 +298,74 @@ def test_checkpoint_v3_round_trips_the_anchor_generations(tmp_path: Path) -> Non
     assert again._fields_cut == cut and again._gens == gens and again._stable2 == stable2
     assert again._declare  # it says its cut again on its next contribution
     assert again.state_digest() == b.state_digest()
+
+
+# ---- compaction off the receive path, and retransmission over a reliable transport ------
+def _one_writer(gc_min: int) -> tuple[hs.Memory, hs.Memory]:
+    a = hs.Memory("s", "a", clock=lambda: 0, incarnation=1, gc_min_entries=gc_min)
+    b = hs.Memory("s", "b", clock=lambda: 0, incarnation=2, gc_min_entries=gc_min)
+    return a, b
+
+
+def test_without_auto_collect_receive_never_compacts_and_collect_due_says_when_to() -> None:
+    a, b = _one_writer(8)
+    b.auto_collect = False
+    assert not b.collect_due  # an empty log: the length check alone answers
+    for i in range(20):
+        a.fields[f"k{i}"] = i
+        sync_pair(a, b)
+    assert b.stats().compacted == 0 and b.stats().log_length == 20
+    assert b.collect_due
+    before = dict(b.fields)
+    assert b.collect() == 20
+    assert not b.collect_due and b.stats().compacted == 20 and dict(b.fields) == before
+    b.auto_collect = True  # back on: the next receive that makes it due compacts
+    for i in range(8):
+        a.fields[f"j{i}"] = i
+        sync_pair(a, b)
+    assert b.stats().compacted > 20
+
+
+def test_collect_due_is_false_while_the_head_is_not_stable_or_gc_is_off() -> None:
+    a, b = _one_writer(4)
+    c = hs.Memory("s", "c", clock=lambda: 0, incarnation=3, gc_min_entries=4)
+    b.auto_collect = False
+    c.fields["hello"] = 0
+    sync_all([a, b, c])  # c is a member b knows, and it will not acknowledge what follows
+    for i in range(10):
+        a.fields[f"k{i}"] = i
+        sync_pair(a, b)
+    # eleven held, only c#1 (acknowledged by all) stable: fewer than gc_min_entries
+    assert len(b.history()) == 11 and not b.collect_due and b.collect() == 1
+    off = hs.Memory("s", "x", gc_min_entries=None)
+    assert not off.collect_due
+    with pytest.raises(hs.ConfigError):
+        b.auto_collect = 1  # type: ignore[assignment]
+
+
+def test_a_reliable_sync_never_resends_and_resend_sends_the_unacknowledged_again() -> None:
+    def stalled(reliable: bool) -> list[list[bytes]]:
+        a, b = _one_writer(1 << 20)
+        sync_pair(a, b)
+        a.fields["k"] = 1
+        first = a.sync_to("b", reliable=reliable)  # lost: b never hears of it
+        assert first
+        return [a.sync_to("b", reliable=reliable) for _ in range(40)]
+
+    assert any(stalled(reliable=False)), "an unreliable link retransmits after a stall"
+    assert not any(stalled(reliable=True)), "a reliable one never does"
+
+    a, b = _one_writer(1 << 20)
+    sync_pair(a, b)
+    a.fields["k"] = 1
+    lost = a.sync_to("b", reliable=True)
+    assert lost and not a.sync_to("b", reliable=True)
+    a.resend("b")  # a new session: what the old one carried may be gone
+    again = a.sync_to("b", reliable=True)
+    assert again
+    for frame in again:
+        b.receive("a", frame)
+    assert b.fields["k"] == 1
+    a.resend("never-seen")  # no link: nothing to do
+    with pytest.raises(hs.ConfigError):
+        a.sync_to("b", reliable="yes")  # type: ignore[arg-type]
