@@ -506,11 +506,21 @@ class Memory:
         return self._log.version_vector()
 
     def conflicts(self) -> list[Conflict]:
-        """Recorded conflicts, oldest first (by the later contribution's place in the order).
+        """Recorded conflicts, oldest first (by the later contribution's place in the order):
+        the newest ``max_conflicts`` of them.
 
-        Conflicts that name contributions folded into the checkpoint are kept in an archive
-        (the newest ``max_conflicts`` of them)."""
-        return [c for _, c in self._conflict_entries()]
+        The cap applies to the whole list, not only to the archive of conflicts that name
+        contributions folded into the checkpoint: replicas that hold the same history report
+        the same list whether or not, and when, they compacted."""
+        entries = self._conflict_entries()
+        if len(entries) > self._max_conflicts:
+            entries = entries[len(entries) - self._max_conflicts:]
+        return [c for _, c in entries]
+
+    @property
+    def max_conflicts(self) -> int:
+        """How many conflicts :meth:`conflicts` reports at most (the newest)."""
+        return self._max_conflicts
 
     def _meta_of(self, cid: bytes) -> tuple[tuple[int, bytes], str]:
         c = self._log.get(cid)

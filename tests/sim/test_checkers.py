@@ -200,6 +200,49 @@ def test_hiding_the_conflict_makes_the_loss_silent() -> None:
         check_writes(sim.memory("p0"), writes, ops)
 
 
+def _two_rounds_of_conflicts(
+    max_conflicts: int, cls: type[hs.Memory] = hs.Memory,
+) -> tuple[Simulation, list[WriteRecord], list[OpRecord]]:
+    """p0 and p1 write ``k1`` concurrently, converge, then ``k2``: two conflicts, k1's the
+    older. With ``max_conflicts=1`` only k2's is reported."""
+    def factory(space: str, peer: str, **kw: Any) -> hs.Memory:
+        return cls(space, peer, max_conflicts=max_conflicts, **kw)
+
+    sim = Simulation(2, 3, memory_factory=factory)
+    assert sim.recorder is not None
+    writes, ops = [], []
+    for key in ("k1", "k2"):
+        sim.partition([["p0"], ["p1"]])
+        for peer in ("p0", "p1"):
+            sim.memory(peer).fields[key] = f"from {peer}"
+            cid = sim.recorder.local_changes(peer)[-1].contribution
+            writes.append(WriteRecord(len(writes), peer, "set", (key,), f"from {peer}", cid))
+            ops.append(OpRecord(len(ops), 0, peer, "set", cid, (("set", (key,)),)))
+        sim.heal()
+        sim.run_until_converged(100)
+    return sim, writes, ops
+
+
+class ForgetfulCap(hs.Memory):
+    """Reports only the newest conflict while claiming room for ten."""
+
+    def conflicts(self) -> list[hs.Conflict]:
+        return super().conflicts()[-1:]
+
+    @property
+    def max_conflicts(self) -> int:
+        return 10
+
+
+def test_a_conflict_older_than_the_cap_explains_its_loss_only_when_the_list_is_full() -> None:
+    sim, writes, ops = _two_rounds_of_conflicts(1)
+    assert [c.location for c in sim.memory("p0").conflicts()] == ["k2"]
+    assert check_writes(sim.memory("p0"), writes, ops) == 2
+    sim, writes, ops = _two_rounds_of_conflicts(10, ForgetfulCap)
+    with pytest.raises(GuaranteeViolation, match=r"'k1'.*lost silently"):
+        check_writes(sim.memory("p0"), writes, ops)
+
+
 def test_a_write_missing_from_history_is_caught() -> None:
     sim, writes, ops = _concurrent_writes(hs.Memory)
     ghost = dataclasses.replace(writes[0], contribution="00" * 32)

@@ -57,7 +57,6 @@ OPEN_CORE_BUGS = {
     "joiner dot reuse": r"already held with a different id|claims that \S+ exists, which this "
                         r"replica never made|id prefix .* does not match",
     "late joiner never re-based": r"G1 liveness: replicas did not converge.* refused as late",
-    "conflict cap": r"conflicts\(\) differ on replicas holding the same history",
 }
 
 
@@ -487,11 +486,6 @@ def _soak(options: list[SimOptions], **kw: Any) -> None:
 # ---- open core bugs the sweeps found (strict xfail: a fix turns them red) ------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "conflict cap: conflicts() caps only the archive (conflicts naming compacted "
-    "contributions) at max_conflicts; a replica that compacted reports the newest "
-    "max_conflicts, one that did not reports them all (group-commit seeds 26, 36, 187, 226 "
-    "with write_rate 4.0: 10,000+ conflicts)"))
 def test_converged_replicas_report_the_same_conflicts_above_the_cap() -> None:
     clock = ManualClock(1_700_000_000_000)
     a = hs.Memory("s", "a", clock=clock, incarnation=1, max_conflicts=2, gc_min_entries=None)
