@@ -37,11 +37,33 @@ def compute_id(
     note: str,
     payload: bytes,
 ) -> bytes:
-    """The content address of a contribution (blake2b-256 over its canonical encoding)."""
-    body = _packb(
-        [_HASH_VERSION, space, author, seq, list(parents), lamport, hlc, kind, note, payload]
-    )
-    return hashlib.blake2b(body, digest_size=ID_BYTES).digest()
+    """The content address of a contribution (blake2b-256 over its canonical encoding).
+
+    The encoding is the msgpack array ``[version, space, author, seq, parents, lamport, hlc,
+    kind, note, payload]``; the payload, its last element, is fed to the hash as it is rather
+    than packed into a buffer with the rest: a multi-megabyte payload is neither copied nor
+    left behind in the packer's reusable buffer (which keeps the size it grew to).
+    """
+    head = _packb([_HASH_VERSION, space, author, seq, list(parents), lamport, hlc, kind, note])
+    h = hashlib.blake2b(_ARRAY10, digest_size=ID_BYTES)
+    h.update(memoryview(head)[1:])  # the 9 elements without their array header
+    h.update(_bin_header(len(payload)))
+    h.update(payload)
+    return h.digest()
+
+
+_ARRAY10 = b"\x9a"  # msgpack fixarray header, 10 elements
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's bin 8/16/32 header for ``n`` bytes (what ``use_bin_type=True`` writes)."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 1 << 16:
+        return b"\xc5" + n.to_bytes(2, "big")
+    if n < 1 << 32:
+        return b"\xc6" + n.to_bytes(4, "big")
+    raise ValueError("a contribution payload must be smaller than 4 GiB")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from diff_match_patch import diff_match_patch
 from hybridsync.errors import ConfigError, PayloadError
 from hybridsync.regions._rope import Rope
 
-__all__ = ["DIGEST_BYTES", "PATCH_FORMAT", "PATCH_MARGIN", "Hunk", "apply_patch",
+__all__ = ["DIGEST_BYTES", "PATCH_FORMAT", "PATCH_MARGIN", "Hunk", "Patch", "apply_patch",
            "decode_patch", "encode_patch", "make_patch", "trim"]
 
 # Cost bounds (products of the two middle lengths the O(N·D) bisection may explore).
@@ -106,6 +106,18 @@ class Hunk:
             else:
                 out.append(s if op == _EQUAL else ("+" if op == _INSERT else "-") + f"[{s}]")
         return "".join(out)
+
+
+class Patch(list[Hunk]):
+    """Hunks decoded from the wire, with the very ``bytes`` object they were decoded from
+    (``data``): a fold keeps that instead of the hunks (``_textfold``), so a patch is held
+    once, in its compact encoded form, and decoded again only for a replay."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, hunks: list[Hunk], data: bytes) -> None:
+        super().__init__(hunks)
+        self.data = data
 
 
 def digest_of(text: str) -> bytes:
@@ -555,14 +567,17 @@ def unpack_list(data: bytes, what: str) -> list[Any]:
     return raw
 
 
-def decode_patch(data: bytes) -> list[Hunk]:
+def decode_patch(data: bytes) -> Patch:
     """Inverse of :func:`encode_patch` (format 2; format 1, a msgpack array of hunks
     ``[start1, start2, length1, length2, [[op, text], ...]]``, is still read);
-    :class:`PayloadError` on anything malformed."""
+    :class:`PayloadError` on anything malformed. The result keeps ``data`` itself (the same
+    object when it is a ``bytes``) as :attr:`Patch.data`."""
+    if type(data) is not bytes:
+        data = bytes(data)
     if data[:1] == bytes([PATCH_FORMAT]):
-        return _decode_v2(data)
+        return Patch(_decode_v2(data), data)
     if data[:1] and (0x90 <= data[0] <= 0x9F or data[0] in (0xDC, 0xDD)):
-        return _decode_v1(data)
+        return Patch(_decode_v1(data), data)
     raise PayloadError("not a text patch (unknown format)")
 
 

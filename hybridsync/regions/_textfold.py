@@ -7,6 +7,11 @@ newest checkpoint before it and replays.
 
 The value is a :class:`Rope`: an edit shares every chunk it does not touch, so applying a
 patch costs what it changes and a checkpoint costs the chunks changed since the previous one.
+An entry keeps a patch decoded from the wire as the encoded ``bytes`` it came in
+(:class:`~hybridsync.regions._textdiff.Patch` ``.data``, the very object the contribution's
+part holds), not as hunks: a few hundred bytes an edit instead of the hunk objects, and the
+first contribution's whole-text insert is not kept beside the rope as a decoded ``str``. A
+replay or a compaction decodes it again (a pure function of the bytes: the same hunks).
 
 A deletion is an entry too. An edit whose author had not seen the deletion (concurrent with
 it) cannot resurrect the region: it is dropped and reported; an edit made after seeing the
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 
 from hybridsync.regions._folds import FoldIssue, HappenedBefore, OrderKey
 from hybridsync.regions._rope import Rope
-from hybridsync.regions._textdiff import Hunk, apply_patch
+from hybridsync.regions._textdiff import Hunk, Patch, apply_patch, decode_patch
 
 __all__ = ["CHECKPOINT_EVERY", "MAX_CHECKPOINTS", "TextFold"]
 
@@ -33,8 +38,19 @@ _EMPTY = Rope([])
 class _Entry:
     key: OrderKey
     cid: bytes
-    hunks: list[Hunk] | None  # None: a deletion
+    # the patch as add() took it: its encoding (bytes) or hunks; None: a deletion
+    hunks: bytes | list[Hunk] | None
     issues: list[FoldIssue] = field(default_factory=list)
+
+    def decoded(self) -> list[Hunk]:
+        h = self.hunks
+        assert h is not None
+        return decode_patch(h) if isinstance(h, bytes) else h
+
+
+def _kept(hunks: bytes | list[Hunk] | None) -> bytes | list[Hunk] | None:
+    """What an entry keeps of a patch: the bytes a decoded one came from, else as given."""
+    return hunks.data if isinstance(hunks, Patch) else hunks
 
 
 class TextFold:
@@ -75,17 +91,19 @@ class TextFold:
     def exists(self) -> bool:
         return (bool(self._entries) or self._has_base) and not self.deleted
 
-    def add(self, key: OrderKey, cid: bytes, hunks: list[Hunk] | None) -> None:
-        """Fold in one contribution's patch (``None`` for a deletion)."""
+    def add(self, key: OrderKey, cid: bytes, hunks: bytes | list[Hunk] | None) -> None:
+        """Fold in one contribution's patch: hunks, or their encoding (``encode_patch``);
+        ``None`` for a deletion. A :class:`Patch` is kept as the bytes it was decoded from."""
         i = bisect.bisect_left(self._keys, key)
         if i < len(self._keys) and self._keys[i] == key:
             return  # already folded
-        entry = _Entry(key, cid, hunks)
+        entry = _Entry(key, cid, _kept(hunks))
         self._entries.insert(i, entry)
         self._keys.insert(i, key)
         if i == len(self._entries) - 1:
             before = self.rope
-            self._step(entry, i)
+            # the hunks in hand (not decoded again) for the step that appends
+            self._step(entry, i, hunks if isinstance(hunks, list) else None)
             self.last_append = (before, entry)
             self._maybe_checkpoint()
             return
@@ -115,7 +133,7 @@ class TextFold:
         older = self._checkpoints[1:half]
         self._checkpoints = [self._checkpoints[0], *older[1::2], *self._checkpoints[half:]]
 
-    def _step(self, e: _Entry, index: int) -> None:
+    def _step(self, e: _Entry, index: int, hunks: list[Hunk] | None = None) -> None:
         e.issues = []
         if e.hunks is None:
             # Edits that sort before this deletion but were made without seeing it are
@@ -142,7 +160,7 @@ class TextFold:
                 ))
                 return
             self.deleted, self._deleted_by = False, None
-        self.rope, failed = apply_patch(self.rope, e.hunks)
+        self.rope, failed = apply_patch(self.rope, e.decoded() if hunks is None else hunks)
         for h in failed:
             e.issues.append(FoldIssue("hunk-failed", e.cid, e.key, h.text))
 
