@@ -57,7 +57,7 @@ async def _agent(args: argparse.Namespace) -> int:
     from hybridsync.peer import Peer
 
     secret = Path(args.secret_file).read_bytes().strip()
-    mem = hs.Memory(SPACE, args.name, path=args.path)
+    mem = hs.Memory(SPACE, args.name, path=args.path, members=AGENTS)
     kv_name = f"kv/{args.name}"
     loop = asyncio.get_running_loop()
     out_lock = asyncio.Lock()

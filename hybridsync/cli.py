@@ -173,6 +173,9 @@ def _add_peer(sub: Any) -> None:
                    help="where to accept sessions (default 127.0.0.1:0, a free port)")
     p.add_argument("--peer", action="append", default=[], dest="peers", metavar="URL",
                    help="a peer to keep a session with, tcp://host:port (repeatable)")
+    p.add_argument("--member", action="append", default=[], dest="members", metavar="NAME",
+                   help="a peer name of the space known in advance (repeatable): no "
+                   "compaction leaves it behind before it is heard of (docs/gc.md)")
     p.add_argument("--mdns", action="store_true",
                    help="announce and find peers by mDNS (on the --interface addresses)")
     p.add_argument("--interface", action="append", dest="interfaces", metavar="IP",
@@ -245,7 +248,8 @@ def _peer(args: argparse.Namespace) -> int:
     for url in args.peers:
         parse_url(url)  # every usage error before the store is opened (or created)
     name = args.name or _default_name(args.path)
-    mem = Memory(args.space, name, path=args.path)  # StoreError: another space, damaged
+    # StoreError: another space, damaged; ConfigError: a bad --member
+    mem = Memory(args.space, name, path=args.path, members=args.members)
     try:
         return asyncio.run(_run_peer(mem, host=host, port=port, secret=secret,
                                      peers=args.peers, mdns=args.mdns, interfaces=interfaces,

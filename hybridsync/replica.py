@@ -12,7 +12,7 @@ import bisect
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,6 +210,7 @@ class Memory:
         commit_interval_ms: int | None = 1_000,
         gc_min_entries: int | None = 256,
         retire_after_ms: int | None = None,
+        members: Iterable[str] = (),
         max_conflicts: int = 10_000,
         group_commit: bool = False,
     ) -> None:
@@ -230,6 +231,13 @@ class Memory:
         if retire_after_ms is not None:
             _check_int(retire_after_ms, "retire_after_ms", 1, 1 << 50)
         self._max_pending = _check_int(max_pending, "max_pending", 1, 1 << 30)
+        if isinstance(members, str | bytes):
+            raise ConfigError("members must be an iterable of peer names, not one string")
+        try:
+            declared = [_check_name(m, "a member") for m in members]
+        except TypeError:
+            raise ConfigError(f"members must be an iterable of peer names, got {members!r}") \
+                from None
         if not isinstance(group_commit, bool):
             raise ConfigError(f"group_commit must be a bool, got {group_commit!r}")
         self.group_commit = group_commit
@@ -274,6 +282,11 @@ class Memory:
         self._bytes_sent = self._bytes_received = 0
         # garbage collection (``docs/gc.md``)
         self._stability = Stability(self.peer, retire_after_ms)
+        # members declared up front count before they are heard of: no compaction leaves
+        # them behind (docs/gc.md, "Declared members")
+        now = int(clock())
+        for m in declared:
+            self._stability.notice(m, now)
         # the fields document as of the compacted prefix
         self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
         # what compactions of the fields checkpoint dropped (deleted map entries): every

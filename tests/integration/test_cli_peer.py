@@ -267,6 +267,7 @@ def test_port_in_use_is_exit_1(tmp_path: Path) -> None:
         (["--mdns", "--interface", "0.0.0.0"], "host address"),
         (["--mdns", "--interface", "all"], "IPv4"),
         (["--status-interval", "-1"], "--status-interval"),
+        (["--member", ""], "a member must be a non-empty str"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, extra: list[str], message: str) -> None:

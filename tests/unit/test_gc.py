@@ -10,7 +10,7 @@ import pytest
 import hybridsync as hs
 from hybridsync.errors import PayloadError
 from hybridsync.store import MemoryStore
-from hybridsync.testing import sync_all, sync_pair
+from hybridsync.testing import ManualClock, sync_all, sync_pair
 from hybridsync.wire import encode_checkpoint_frame
 
 
@@ -369,3 +369,45 @@ def test_a_reliable_sync_never_resends_and_resend_sends_the_unacknowledged_again
     a.resend("never-seen")  # no link: nothing to do
     with pytest.raises(hs.ConfigError):
         a.sync_to("b", reliable="yes")  # type: ignore[arg-type]
+
+
+# ---- declared members ---------------------------------------------------------------------
+def test_a_declared_member_that_wrote_alone_is_never_late() -> None:
+    """The late-joiner shape (tests/sim/test_group_commit_sim.py, _joiner_setup) with the
+    members declared: p0 does not compact past p2's unsent writes, so nothing is late and no
+    one re-bases."""
+    clock = ManualClock(1_700_000_000_000)
+    names = ("p0", "p1", "p2")
+    p0, p1, p2 = (hs.Memory("s", p, clock=clock, incarnation=i + 1, gc_min_entries=None,
+                            members=names) for i, p in enumerate(names))
+    for i in range(3):
+        p0.fields[f"a{i}"] = i
+        p1.fields[f"b{i}"] = i
+        sync_pair(p0, p1)
+    p2.fields["c"] = "written alone"
+    assert p0.collect() == 0, "p2 is a member that has acknowledged nothing yet"
+    sync_pair(p2, p1)
+    sync_all([p0, p1, p2])
+    sync_all([p0, p1, p2])
+    assert p0.heads == p1.heads == p2.heads
+    assert p0.fields["c"] == "written alone" and p0.stats().late == 0
+    assert p0.collect() > 0 and p0.state_digest() == p1.state_digest() == p2.state_digest()
+
+
+def test_a_declared_member_never_heard_of_blocks_gc_until_it_is_retired() -> None:
+    clock = ManualClock(1_700_000_000_000)
+    a, b = (hs.Memory("s", p, clock=clock, incarnation=i + 1, gc_min_entries=None,
+                      members=("a", "b", "ghost"), retire_after_ms=10_000)
+            for i, p in enumerate("ab"))
+    for i in range(4):
+        a.fields[f"k{i}"] = i
+        sync_pair(a, b)
+    assert a.collect() == 0 and a.stats().retired == ()
+    clock.advance(10_001)
+    assert a.collect() == 4 and "ghost" in a.stats().retired
+
+
+@pytest.mark.parametrize("bad", ["p1", b"p1", [1], ["ok", ""], 5, ["x" * 300]])
+def test_members_must_be_peer_names(bad: object) -> None:
+    with pytest.raises(hs.ConfigError):
+        hs.Memory("s", "a", members=bad)  # type: ignore[arg-type]
