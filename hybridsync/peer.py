@@ -71,6 +71,9 @@ _HELLO_MAX_BYTES = 2048
 _INSTANCE_BYTES = 8
 _MAX_NAME_BYTES = 256
 _RECORD_WIRE_BYTES = 4 + RECORD_OVERHEAD_BYTES  # length prefix, type byte, tag
+# Frames received while the application holds a transaction open wait in a per-session
+# backlog; more than this many (or more than ``max_deferred_bytes``) close the session.
+_MAX_DEFERRED_FRAMES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,8 @@ class _Session:
     __slots__ = (
         "closed",
         "conn_key",
+        "deferred",
+        "deferred_bytes",
         "frames_in",
         "frames_out",
         "initiator",
@@ -157,6 +162,10 @@ class _Session:
         self.frames_in = self.frames_out = self.records_in = self.records_out = 0
         self.writer: asyncio.Task[None] | None = None
         self.want_flush = False  # a flush found the queue or socket busy: flush once drained
+        # SYNC frames that arrived while the application was inside a transaction, in order:
+        # fed to the replica once it has ended, before any later frame of this session
+        self.deferred: deque[bytes] = deque()
+        self.deferred_bytes = 0
 
     def enqueue(self, kind: RecordType, body: bytes) -> None:
         self.outbox.append((kind, body))
@@ -261,6 +270,21 @@ class Peer:
     what does not fit waits in the queue while the session's writer drains the socket (at
     most ``write_timeout_s``, then the session is closed), so a slow reader holds at most
     one ``sync_to`` batch plus the transport's buffer.
+
+    Sessions are reliable (TCP delivers in order or ends the session): frames are asked for
+    with ``sync_to(peer, reliable=True)``, so a slow reader is never sent everything again,
+    and ``mem.resend(peer)`` runs whenever a session to ``peer`` opens (what was in flight on
+    an earlier one may be lost). A frame that arrives while the application holds a
+    transaction open waits in its session's backlog, in order (later frames of that session
+    queue behind it), and is fed to the replica once the transaction has ended (at the next
+    flush or tick); more than ``max_deferred_bytes`` (or 4,096 frames) waiting closes the
+    session, and the reconnection resends them.
+
+    Garbage collection runs in idle time: while it runs, the peer turns the replica's
+    ``auto_collect`` off (restored by :meth:`stop`), so ``receive`` never compacts, and calls
+    ``mem.collect()`` when ``mem.collect_due`` says so after ``collect_idle_s`` without a
+    flush or a received record. Under load that never pauses, a due compaction waits at most
+    ``collect_max_delay_s`` (checked by the tick). ``stats()`` counts the compactions.
     """
 
     def __init__(
@@ -287,6 +311,9 @@ class Peer:
         discovered_attempts: int,
         rng: random.Random | None,
         coalesce_s: float = 0.001,
+        collect_idle_s: float = 0.002,
+        collect_max_delay_s: float = 1.0,
+        max_deferred_bytes: int = MAX_FRAME_BYTES + RECORD_OVERHEAD_BYTES,
     ) -> None:
         if not isinstance(mem, Memory):
             raise ConfigError(f"Peer needs a hybridsync.Memory, got {type(mem).__name__}")
@@ -335,6 +362,9 @@ class Peer:
             raise ConfigError(f"coalesce_s must be a number of seconds in [0, 1], got "
                               f"{coalesce_s!r}")
         self._coalesce_s = float(coalesce_s)
+        self._collect_idle_s = _positive(collect_idle_s, "collect_idle_s")
+        self._collect_max_delay_s = _positive(collect_max_delay_s, "collect_max_delay_s")
+        self._max_deferred_bytes = _count(max_deferred_bytes, "max_deferred_bytes", 1, 1 << 40)
         self._rng = rng if rng is not None else random.Random(os.urandom(16))
         self._instance = os.urandom(_INSTANCE_BYTES)
         self._loop = asyncio.get_running_loop()
@@ -348,6 +378,10 @@ class Peer:
         self._flush_scheduled = False
         self._flush_timer: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")  # loop time of the last flush a change asked for
+        self._last_activity = float("-inf")  # of the last flush or received record
+        self._collect_timer: asyncio.TimerHandle | None = None  # idle compaction check
+        self._last_collect_check = 0.0  # loop time (set at start)
+        self._auto_collect_before: bool | None = None  # mem.auto_collect before start
         self._unpending: Callable[[], None] | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -360,7 +394,8 @@ class Peer:
                 "accepted", "dialed", "dial_failures", "sessions_opened", "sessions_closed",
                 "handshake_failures", "handshake_timeouts", "rejected_busy", "duplicates",
                 "protocol_errors", "frames_rejected", "heartbeat_timeouts", "write_timeouts",
-                "goodbyes",
+                "goodbyes", "frames_deferred", "deferred_overflows", "compactions",
+                "compactions_forced", "compacted_entries",
             ),
             0,
         )
@@ -391,6 +426,9 @@ class Peer:
         discovered_attempts: int = 5,
         rng: random.Random | None = None,
         coalesce_s: float = 0.001,
+        collect_idle_s: float = 0.002,
+        collect_max_delay_s: float = 1.0,
+        max_deferred_bytes: int = MAX_FRAME_BYTES + RECORD_OVERHEAD_BYTES,
         websocket: tuple[str, int] | None = None,
         websocket_token: str | None = None,
         websocket_readonly: bool = False,
@@ -407,6 +445,12 @@ class Peer:
         frames run at most once per this interval (0: after every change, on the next loop
         iteration); the first after a quiet spell runs at once.
 
+        ``collect_idle_s`` (default 2 ms): a due garbage collection runs after this long
+        without a flush or a received record; ``collect_max_delay_s`` (default 1 s): under
+        load that never pauses, it runs after at most this long anyway. ``max_deferred_bytes``
+        (default one maximal record): the frames a session may hold back while the
+        application is inside a transaction; beyond it the session is closed (and redialed).
+
         ``websocket=(host, port)`` also serves the fields document to stock Yjs clients
         (y-protocols over WebSocket, room ``/<space>``, see ``websocket_url`` and
         ``docs/interop.md``): when ``websocket_token`` is set, clients must send it as the URL
@@ -421,7 +465,8 @@ class Peer:
             write_timeout_s=write_timeout_s, stop_timeout_s=stop_timeout_s,
             max_pending_handshakes=max_pending_handshakes, max_sessions=max_sessions,
             max_record_bytes=max_record_bytes, discovered_attempts=discovered_attempts, rng=rng,
-            coalesce_s=coalesce_s,
+            coalesce_s=coalesce_s, collect_idle_s=collect_idle_s,
+            collect_max_delay_s=collect_max_delay_s, max_deferred_bytes=max_deferred_bytes,
         )
         self._listener = await serve_tcp(self._host, self._port_wanted, self._on_accept)
         if websocket is not None:
@@ -438,6 +483,10 @@ class Peer:
                 raise
         self._unobserve = mem.observe(self._on_change, paths=False)
         self._unpending = mem.on_pending(self._schedule_flush)
+        # compactions run in our idle time, not inside receive (restored by stop)
+        self._auto_collect_before = mem.auto_collect
+        mem.auto_collect = False
+        self._last_collect_check = self._loop.time()
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"hybridsync-tick-{mem.peer}")
         for url in self._static:
             self._add_target(url, static=True)
@@ -474,6 +523,9 @@ class Peer:
             if self._flush_timer is not None:
                 self._flush_timer.cancel()
                 self._flush_timer = None
+            if self._collect_timer is not None:
+                self._collect_timer.cancel()
+                self._collect_timer = None
             if self._discovery is not None:
                 try:
                     await self._discovery.stop()
@@ -495,7 +547,7 @@ class Peer:
             for s in list(self._sessions.values()):
                 if s.state == "open":
                     with contextlib.suppress(TransactionError):
-                        for frame in self.mem.sync_to(s.name):
+                        for frame in self.mem.sync_to(s.name, reliable=True):
                             s.enqueue(RecordType.SYNC, frame)
                     s.state = "closing"
                     s.enqueue(RecordType.BYE, b"stop")
@@ -513,6 +565,9 @@ class Peer:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 self._tasks.difference_update(tasks)
         finally:
+            if self._auto_collect_before is not None:
+                self.mem.auto_collect = self._auto_collect_before
+                self._auto_collect_before = None
             self._stopped.set()
         log.info("%s stopped", self.mem.peer)
 
@@ -629,6 +684,7 @@ class Peer:
         self._flush_scheduled = False
         if not self._stopping:
             self._flush_all()
+            self._note_activity(self._last_flush)
 
     def _commit_pending(self) -> None:
         # group commit: the pending writes become one contribution now, whether or not a
@@ -643,9 +699,36 @@ class Peer:
             log.exception("%s: commit failed", self.mem.peer)
 
     def _flush_all(self) -> None:
+        for s in list(self._sessions.values()):
+            if s.deferred:
+                self._feed_deferred(s)
         self._commit_pending()
         for s in list(self._sessions.values()):
             self._flush(s)
+
+    def _feed_deferred(self, s: _Session) -> None:
+        """Feed the frames ``s`` held back during a transaction to the replica, in order,
+        until the first that still meets one (it stays at the head)."""
+        deferred = s.deferred
+        received = False
+        while deferred and s.state == "open":
+            frame = deferred[0]
+            try:
+                self.mem.receive(s.name, frame)
+            except TransactionError:
+                break
+            except HybridSyncError as exc:
+                self._counters["frames_rejected"] += 1
+                self._counters["protocol_errors"] += 1
+                log.warning("%s: session with %s (%s) rejected input, closing: frame rejected "
+                            "by the replica: %s", self.mem.peer, s.name, s.stream.remote, exc)
+                self._close(s, f"frame rejected by the replica: {exc}", graceful=False)
+                return
+            deferred.popleft()
+            s.deferred_bytes -= len(frame)
+            received = True
+        if received:
+            self._schedule_flush()  # acknowledge them
 
     def _flush(self, s: _Session) -> None:
         """Ask the replica for this session's frames and write them now, only when its queue
@@ -659,7 +742,7 @@ class Peer:
             return
         s.want_flush = False
         try:
-            frames = self.mem.sync_to(s.name)
+            frames = self.mem.sync_to(s.name, reliable=True)
         except TransactionError:
             return  # the application is inside a transaction: the next tick retries
         except HybridSyncError:
@@ -723,11 +806,51 @@ class Peer:
                 elif not s.outbox and now - s.last_sent >= self._heartbeat_s:
                     s.enqueue(RecordType.PING, b"")
             self._flush_all()
+            if now - self._last_collect_check >= self._collect_max_delay_s:
+                self._collect_if_due(forced=True)  # busy all along: do not wait for a pause
             if (
                 self._discovery is not None and now < self._requery_until
                 and now - self._last_requery >= max(2.0, 2 * self._heartbeat_s)
             ):
                 self._requery()
+
+    # ---- garbage collection in idle time ------------------------------------------------
+    def _note_activity(self, now: float) -> None:
+        """A flush ran or a record arrived at ``now``: a compaction waits for the next quiet
+        spell of ``collect_idle_s`` (one timer per spell, pushed back when it fires early)."""
+        self._last_activity = now
+        if self._collect_timer is None and not self._stopping:
+            self._collect_timer = self._loop.call_at(now + self._collect_idle_s,
+                                                     self._on_collect_timer)
+
+    def _on_collect_timer(self) -> None:
+        self._collect_timer = None
+        if self._stopping:
+            return
+        quiet_at = self._last_activity + self._collect_idle_s
+        if quiet_at > self._loop.time():
+            self._collect_timer = self._loop.call_at(quiet_at, self._on_collect_timer)
+        elif not self._flush_scheduled:
+            self._collect_if_due(forced=False)
+
+    def _collect_if_due(self, *, forced: bool) -> None:
+        """``mem.collect()`` when ``mem.collect_due``; counted in :meth:`stats`."""
+        try:
+            if not self.mem.collect_due:
+                self._last_collect_check = self._loop.time()
+                return
+            n = self.mem.collect()
+        except TransactionError:
+            return  # the application is inside a transaction: after it, or at a later tick
+        except HybridSyncError:
+            log.exception("%s: garbage collection failed", self.mem.peer)
+            n = 0
+        self._last_collect_check = self._loop.time()
+        if n:
+            self._counters["compactions"] += 1
+            self._counters["compacted_entries"] += n
+            if forced:
+                self._counters["compactions_forced"] += 1
 
     def _requery(self) -> None:
         if self._discovery is None or self._stopping:
@@ -890,6 +1013,8 @@ class Peer:
                      sealer=sealer, opener=opener, now=now)
         s.records_in = 1  # the HELLO
         s.records_out = 1
+        # frames sent on an earlier session and not acknowledged may be lost with it
+        self.mem.resend(name)
         self._sessions[name] = s
         s.writer = self._spawn(self._write_loop(s), f"writer-{name}")
         self._counters["sessions_opened"] += 1
@@ -919,23 +1044,50 @@ class Peer:
     def _on_record(self, s: _Session, record: bytes) -> None:
         """One record of ``s``: open it and act on it. Raises to end the session."""
         kind, body = s.opener.open(record)
-        s.last_seen = self._loop.time()
+        s.last_seen = now = self._loop.time()
         s.records_in += 1
         if kind is RecordType.SYNC:
             s.frames_in += 1
-            try:
-                self.mem.receive(s.name, body)
-            except TransactionError:
-                return  # applied later: the sender retransmits what we do not ack
-            except HybridSyncError as exc:
-                self._counters["frames_rejected"] += 1
-                raise ProtocolError(f"frame rejected by the replica: {exc}") from None
-            self._schedule_flush()
+            self._note_activity(now)
+            if s.deferred:  # earlier frames wait for a transaction: they go first
+                self._feed_deferred(s)
+                if s.state != "open":
+                    return
+            if not s.deferred:
+                try:
+                    self.mem.receive(s.name, body)
+                except TransactionError:
+                    pass  # the application is inside a transaction: held back below
+                except HybridSyncError as exc:
+                    self._counters["frames_rejected"] += 1
+                    raise ProtocolError(f"frame rejected by the replica: {exc}") from None
+                else:
+                    self._schedule_flush()
+                    return
+            self._defer(s, body)
         elif kind is RecordType.BYE:
             self._counters["goodbyes"] += 1
             raise _Goodbye(f"goodbye from {s.name}: {body[:200].decode(errors='replace')}")
         elif kind is RecordType.HELLO:
             raise FrameError("a second HELLO")
+
+    def _defer(self, s: _Session, body: bytes) -> None:
+        """Hold a frame back until the application's transaction has ended (the session is
+        reliable: nobody sends it again). Over the bound, close the session instead: the
+        reconnection resends everything not acknowledged."""
+        if (
+            len(s.deferred) >= _MAX_DEFERRED_FRAMES
+            or s.deferred_bytes + len(body) > self._max_deferred_bytes
+        ):
+            self._counters["deferred_overflows"] += 1
+            log.warning("%s: %d frames of %s held back during a transaction; closing the "
+                        "session (it resends them)", self.mem.peer, len(s.deferred) + 1, s.name)
+            self._close(s, "too many frames held back during a transaction", graceful=False)
+            return
+        s.deferred.append(bytes(body))
+        s.deferred_bytes += len(body)
+        self._counters["frames_deferred"] += 1
+        self._schedule_flush()  # retried at the flush (and at every tick)
 
     async def _write_loop(self, s: _Session) -> None:
         """Sends what :meth:`_flush` could not write at once: the queue's rest once the
@@ -968,6 +1120,8 @@ class Peer:
             return
         if self._sessions.get(s.name) is s:
             del self._sessions[s.name]
+        s.deferred.clear()  # never acknowledged: the next session resends them
+        s.deferred_bytes = 0
         if bye and s.writer is not None and not s.writer.done():
             s.state = "closing"
             s.outbox.clear()

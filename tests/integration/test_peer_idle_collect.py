@@ -1,0 +1,291 @@
+"""``hs.Peer`` runs garbage collection in its idle time, and holds back (never drops) the
+frames that arrive while the application is inside a transaction.
+
+- While a peer runs, ``receive`` never compacts (``mem.auto_collect`` is off, restored by
+  ``stop``); the peer compacts after a quiet spell, and under load that never pauses after
+  at most ``collect_max_delay_s`` (the tick): every compaction of the replica is one the
+  peer counted.
+- Sessions are reliable (``sync_to(reliable=True)``): a frame that meets an open transaction
+  waits in its session's backlog, in order, and lands once the transaction has ended; a
+  backlog over its bound closes the session and the reconnection resends what it held.
+
+Loopback only; every wait is bounded (``wait_until``) and no assertion is about timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from _aio import run, wait_until
+
+import hybridsync as hs
+
+SECRET = b"idle collect test group secret"
+SPACE = "space-peer-idle-collect"
+FAST: dict[str, Any] = {
+    "heartbeat_s": 0.3,
+    "sync_interval_s": 0.05,
+    "reconnect_min_s": 0.05,
+    "reconnect_max_s": 0.5,
+    "handshake_timeout_s": 3.0,
+}
+
+
+async def start(mem: hs.Memory, **options: Any) -> hs.Peer:
+    return await hs.Peer.start(mem, secret=SECRET, **{**FAST, **options})
+
+
+def converged(*mems: hs.Memory) -> bool:
+    first = mems[0]
+    return all(
+        m.state_digest() == first.state_digest() and m.heads == first.heads for m in mems[1:]
+    )
+
+
+# ---- garbage collection in idle time -------------------------------------------------------
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_peer_turns_auto_collect_off_while_running_and_restores_it(before: bool) -> None:
+    async def main() -> None:
+        mem = hs.Memory(SPACE, "a")
+        mem.auto_collect = before
+        peer = await start(mem)
+        try:
+            assert mem.auto_collect is False
+        finally:
+            await peer.stop()
+        assert mem.auto_collect is before
+        await peer.stop()  # idempotent: still restored, not flipped again
+        assert mem.auto_collect is before
+        mem.close()
+
+    run(main())
+
+
+def test_idle_peers_compact_and_only_the_peer_compacts() -> None:
+    async def main() -> None:
+        a = hs.Memory(SPACE, "a", gc_min_entries=8)
+        b = hs.Memory(SPACE, "b", gc_min_entries=8)
+        pa = await start(a)
+        pb = await start(b, peers=[pa.url])
+        try:
+            for i in range(60):
+                (a if i % 2 else b).fields[f"k{i:03d}"] = i
+                await asyncio.sleep(0.002)
+            await wait_until(lambda: converged(a, b) and len(a.fields.to_dict()) == 60,
+                             "both replicas hold the 60 writes")
+            await wait_until(
+                lambda: pa.stats()["compactions"] >= 1 and pb.stats()["compactions"] >= 1,
+                "a compaction on each side",
+            )
+            await wait_until(lambda: not a.collect_due and not b.collect_due,
+                             "nothing left due once both are quiet")
+            for mem, peer in ((a, pa), (b, pb)):
+                st = peer.stats()
+                # receive() never compacted: every compacted contribution is the peer's
+                assert mem.stats().compacted == st["compacted_entries"] >= 8
+                assert mem.stats().log_length < 60
+            assert converged(a, b)
+            assert {k: a.fields[k] for k in a.fields.to_dict()} == {
+                f"k{i:03d}": i for i in range(60)
+            }
+        finally:
+            await pb.stop()
+            await pa.stop()
+        a.close()
+        b.close()
+
+    run(main())
+
+
+def test_receive_does_not_compact_while_the_peer_waits_for_a_quiet_spell() -> None:
+    async def main() -> None:
+        a = hs.Memory(SPACE, "a", gc_min_entries=4)
+        b = hs.Memory(SPACE, "b", gc_min_entries=4)
+        slow = {"collect_idle_s": 600.0, "collect_max_delay_s": 600.0}
+        pa = await start(a, **slow)
+        pb = await start(b, peers=[pa.url], **slow)
+        try:
+            for i in range(20):
+                (a if i % 2 else b).fields[f"k{i:03d}"] = i
+                await asyncio.sleep(0.002)
+            await wait_until(lambda: converged(a, b) and a.collect_due and b.collect_due,
+                             "a compaction due on both sides")
+            # due, frames keep arriving (acks, heartbeats), and still nothing compacted
+            await asyncio.sleep(0.3)
+            assert a.stats().compacted == 0 and b.stats().compacted == 0
+            assert pa.stats()["compactions"] == pb.stats()["compactions"] == 0
+        finally:
+            await pb.stop()
+            await pa.stop()
+        # auto_collect is back on: the next receive compacts by itself
+        assert a.auto_collect and b.auto_collect
+        a.collect()
+        assert a.stats().compacted > 0
+        a.close()
+        b.close()
+
+    run(main())
+
+
+def test_a_peer_that_is_never_idle_still_compacts() -> None:
+    """The quiet spell never comes (``collect_idle_s`` far longer than the test), the writes
+    never pause: the tick compacts anyway, and the log stays short of what was written."""
+
+    async def main() -> None:
+        a = hs.Memory(SPACE, "a", gc_min_entries=8)
+        b = hs.Memory(SPACE, "b", gc_min_entries=8)
+        busy = {"collect_idle_s": 600.0, "collect_max_delay_s": 0.1}
+        pa = await start(a, **busy)
+        pb = await start(b, peers=[pa.url], **busy)
+        try:
+            await pb.connect(pa.url)
+            written = 0
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60.0
+            while written < 4000 and loop.time() < deadline:
+                a.fields[f"k{written % 50:02d}"] = written
+                written += 1
+                await asyncio.sleep(0.001)
+                if pa.stats()["compactions"] >= 2 and pb.stats()["compactions"] >= 2:
+                    break
+            sa, sb = pa.stats(), pb.stats()
+            assert sa["compactions"] >= 2 and sb["compactions"] >= 2, (written, sa, sb)
+            # all of them by the tick (no quiet spell of 600 s happened)
+            assert sa["compactions_forced"] == sa["compactions"]
+            assert sb["compactions_forced"] == sb["compactions"]
+            assert a.stats().log_length < written
+            await wait_until(lambda: converged(a, b), "convergence after the writes")
+            assert b.fields[f"k{(written - 1) % 50:02d}"] == written - 1
+        finally:
+            await pb.stop()
+            await pa.stop()
+        a.close()
+        b.close()
+
+    run(main())
+
+
+# ---- frames that arrive during a transaction -----------------------------------------------
+
+
+def test_frames_arriving_during_a_transaction_land_after_it() -> None:
+    async def main() -> None:
+        a, b = hs.Memory(SPACE, "a"), hs.Memory(SPACE, "b")
+        pa = await start(a)
+        pb = await start(b, peers=[pa.url])
+        try:
+            await pb.connect(pa.url)
+            with b.transaction():
+                b.fields["inside"] = "b's transaction"
+                for i in range(10):
+                    a.fields[f"a{i}"] = i
+                    await asyncio.sleep(0.01)
+                await wait_until(lambda: pb.stats()["frames_deferred"] >= 3,
+                                 "frames held back during the transaction")
+                # not applied inside the transaction
+                assert "a0" not in b.fields.to_dict()
+            await wait_until(lambda: converged(a, b) and "inside" in a.fields.to_dict(),
+                             "convergence after the transaction")
+            assert {f"a{i}" for i in range(10)} <= set(b.fields.to_dict())
+            assert a.fields["inside"] == "b's transaction"
+            # nothing was recovered by a reconnection: the backlog delivered them
+            for st in (pa.stats(), pb.stats()):
+                assert st["sessions_opened"] == 1 and st["sessions_closed"] == 0, st
+                assert st["deferred_overflows"] == 0 and st["frames_rejected"] == 0
+        finally:
+            await pb.stop()
+            await pa.stop()
+        a.close()
+        b.close()
+
+    run(main())
+
+
+def test_a_frame_arriving_after_the_transaction_waits_behind_the_held_back_ones() -> None:
+    """Frames held back keep their order with what comes after the transaction ended: a
+    later overwrite of the same key wins on the receiver, as it did on the sender."""
+
+    async def main() -> None:
+        a, b = hs.Memory(SPACE, "a"), hs.Memory(SPACE, "b")
+        # no tick in the test's time: the held-back frames land when the next frame comes
+        quiet = {"sync_interval_s": 30.0, "heartbeat_s": 20.0}
+        pa = await start(a, **quiet)
+        pb = await start(b, peers=[pa.url], **quiet)
+        seen: list[str] = []
+        b.observe(lambda _c: seen.append(str(b.fields.to_dict().get("key"))), paths=False)
+        try:
+            await pb.connect(pa.url)
+            with b.transaction():
+                for i in range(5):
+                    a.fields["key"] = f"v{i}"
+                    await asyncio.sleep(0.01)
+                await wait_until(lambda: pb.stats()["frames_deferred"] >= 2, "held back")
+            a.fields["key"] = "last"
+            await wait_until(lambda: b.fields.to_dict().get("key") == "last", "the last write")
+            await wait_until(lambda: converged(a, b), "convergence")
+            assert pb.stats()["sessions_closed"] == 0
+            # b saw the values in the order a wrote them, ending with the last
+            order = ["v0", "v1", "v2", "v3", "v4", "last"]
+            assert seen and seen[-1] == "last"
+            assert [order.index(v) for v in seen] == sorted(order.index(v) for v in seen)
+        finally:
+            await pb.stop()
+            await pa.stop()
+        a.close()
+        b.close()
+
+    run(main())
+
+
+def test_a_backlog_over_its_bound_closes_the_session_and_nothing_is_lost() -> None:
+    async def main() -> None:
+        a, b = hs.Memory(SPACE, "a"), hs.Memory(SPACE, "b")
+        pa = await start(a)
+        pb = await start(b, peers=[pa.url], max_deferred_bytes=3000)
+        try:
+            await pb.connect(pa.url)
+            with b.transaction():
+                b.fields["inside"] = 1
+                for i in range(40):
+                    a.fields[f"big{i:02d}"] = "x" * 1000
+                    await asyncio.sleep(0.01)
+                    if pb.stats()["deferred_overflows"]:
+                        break
+                await wait_until(lambda: pb.stats()["deferred_overflows"] >= 1,
+                                 "the backlog over its bound")
+                assert pb.stats()["sessions_closed"] >= 1
+                assert not any(k.startswith("big") for k in b.fields.to_dict())
+            # the session is redialed and a resends everything b never acknowledged
+            await wait_until(lambda: converged(a, b) and "inside" in a.fields.to_dict(),
+                             "convergence after the reconnection")
+            assert {k for k in b.fields.to_dict() if k.startswith("big")} == {
+                k for k in a.fields.to_dict() if k.startswith("big")
+            }
+            assert pb.stats()["sessions_opened"] >= 2
+            assert pb.stats()["frames_rejected"] == 0 and pa.stats()["protocol_errors"] == 0
+        finally:
+            await pb.stop()
+            await pa.stop()
+        a.close()
+        b.close()
+
+    run(main())
+
+
+def test_max_deferred_bytes_is_validated() -> None:
+    async def main() -> None:
+        mem = hs.Memory(SPACE, "a")
+        for bad in (0, -1, 1.5, True, "1"):
+            with pytest.raises(hs.ConfigError):
+                await start(mem, max_deferred_bytes=bad)
+        for option in ("collect_idle_s", "collect_max_delay_s"):
+            with pytest.raises(hs.ConfigError):
+                await start(mem, **{option: 0})
+        assert mem.auto_collect is True  # a refused start leaves it alone
+        mem.close()
+
+    run(main())
