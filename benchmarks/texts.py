@@ -31,6 +31,7 @@ Run from the repository root::
     python -m benchmarks.texts --size 1000000 --cycles 2000 --system hybridsync
     python -m benchmarks.texts --profile --size 10000000 --cycles 200   # cProfile, hybridsync
     python -m benchmarks.texts --breakdown --size 1000000 --cycles 1000  # wire bytes, by part
+    python -m benchmarks.texts --memory --size 1000000 --cycles 1000     # hybridsync's memory
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ __all__ = [
     "check_goals",
     "main",
     "make_workload",
+    "memory_breakdown",
     "report",
     "run",
     "run_system",
@@ -454,6 +456,9 @@ def run_system(system: str, workload: Workload) -> Result:
         times.append(clock() - t0)
         last = new
     rss1 = _settled_rss_kib()
+    # the workload's own last text (held by this loop for every system, counted in every
+    # system's growth; a system that keeps that very str pays nothing more for it)
+    workload_text_mib = sys.getsizeof(last) / 2**20
     wire = sut.wire
     equal = sut.received() == last
     state, state_bytes, note = sut.state()
@@ -479,7 +484,7 @@ def run_system(system: str, workload: Workload) -> Result:
         cycles_rss_growth_mib=(
             None if rss_setup is None or rss1 is None else (rss1 - rss_setup) / 1024),
         equal=equal,
-        extra=sut.extra(),
+        extra={**sut.extra(), "workload_text_mib": workload_text_mib},
     )
 
 
@@ -665,6 +670,74 @@ def wire_breakdown(size: int, cycles: int, *, seed: int = DEFAULT_SEED) -> dict[
     return {k: v / n for k, v in out.items()}
 
 
+def memory_breakdown(size: int, cycles: int, *, seed: int = DEFAULT_SEED, top: int = 15) -> str:
+    """Where hybridsync's memory growth goes at the end of a W1 run (both replicas, one
+    process, as in the benchmark): the allocations still alive, by source line (tracemalloc,
+    started before the replicas exist), and what each replica holds, by kind of object."""
+    import tracemalloc
+
+    wl = make_workload(size, cycles, seed=seed)
+    sut = _Hybridsync()
+    sut.prepare()
+    rss0 = _settled_rss_kib()
+    tracemalloc.start(1)
+    before = tracemalloc.take_snapshot()
+    texts = wl.texts()
+    sut.setup(next(texts))
+    last = wl.text
+    for new in texts:
+        sut.cycle(new)
+        last = new
+    rss1 = _settled_rss_kib()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    mib = 2.0**20
+    lines = [f"hybridsync, W1, {size:,} characters, {cycles:,} cycles"]
+    if rss0 is not None and rss1 is not None:
+        lines.append(f"RSS growth {(rss1 - rss0) / 1024:.1f} MiB (tracemalloc's own "
+                     f"bookkeeping included)")
+    lines.append(f"the workload's last text (held by the benchmark): "
+                 f"{sys.getsizeof(last) / mib:.2f} MiB")
+    lines.append(f"allocations alive at the end that were not there before setup, top {top}:")
+    skip = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    diff = after.filter_traces(skip).compare_to(before.filter_traces(skip), "lineno")
+    for stat in diff[:top]:
+        frame = stat.traceback[0]
+        where = os.path.relpath(frame.filename) if frame.filename.startswith(os.getcwd()) \
+            else frame.filename.rsplit("site-packages/", 1)[-1]
+        lines.append(f"  {stat.size_diff / mib:8.2f} MiB {stat.count_diff:7d} blocks  "
+                     f"{where}:{frame.lineno}")
+    for name, mem, store in (("writer", sut.a, None), ("receiver", sut.b, sut.store)):
+        st = mem._regions.texts["s"]
+        fold = st.fold
+        chunks = fold.rope._chunks
+        seen = {id(c) for c in chunks}
+        rope = sum(map(sys.getsizeof, chunks)) + 8 * len(chunks)
+        kept = 0
+        for _, r, _, _ in fold._checkpoints:
+            for c in r._chunks:
+                if id(c) not in seen:
+                    seen.add(id(c))
+                    kept += sys.getsizeof(c)
+        wide = sum(1 for c in chunks if not c.isascii() and max(c) > "\xff")
+        entries = sum(sys.getsizeof(e.hunks) for e in fold._entries if e.hunks is not None)
+        log = mem._log
+        payloads = sum(len(c.payload) for c in log.ordered())
+        meta = store._meta if store is not None else getattr(mem._store, "_meta", {})
+        held = sum(map(len, meta.values()))
+        backlog = list(getattr(mem._conflict_index, "_backlog", ()))
+        backlog_mib = sum(len(c.payload) + 300 for c in backlog) / mib
+        lines.append(
+            f"{name}: rope {rope / mib:.2f} MiB ({len(chunks)} chunks, {wide} of them 2-4 B "
+            f"a character), checkpoints' own chunks {kept / mib:.2f} MiB "
+            f"({len(fold._checkpoints)} checkpoints), {len(fold._entries)} fold entries "
+            f"{entries / mib:.3f} MiB, {len(log)} contributions' payloads "
+            f"{payloads / mib:.3f} MiB, store checkpoint {held / mib:.2f} MiB, "
+            f"contributions waiting in the fields conflict index: {len(backlog)} "
+            f"(~{backlog_mib:.2f} MiB), value is the str handed over: {st._working is last}")
+    return "\n".join(lines)
+
+
 def profile(size: int, cycles: int, seed: int, top: int = 30) -> str:
     wl = make_workload(size, cycles, seed=seed)
     prof = cProfile.Profile()
@@ -688,6 +761,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile of hybridsync instead")
     parser.add_argument("--breakdown", action="store_true",
                         help="where hybridsync's wire bytes go, per cycle, instead")
+    parser.add_argument("--memory", action="store_true",
+                        help="where hybridsync's memory growth goes (tracemalloc), instead")
     parser.add_argument("--child", choices=list(SYSTEMS), help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
@@ -702,6 +777,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile:
         print(profile(*sizes[0], args.seed))
+        return 0
+    if args.memory:
+        size, cycles = sizes[0]
+        print(memory_breakdown(size, cycles, seed=args.seed))
         return 0
     if args.breakdown:
         size, cycles = sizes[0]

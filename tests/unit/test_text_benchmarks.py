@@ -79,6 +79,21 @@ def test_a_system_runs_in_its_own_subprocess(w1: ModuleType) -> None:
     assert r.equal and r.cycles == 10 and r.rss_growth_mib is not None
 
 
+def test_memory_breakdown_names_where_the_memory_goes(w1: ModuleType) -> None:
+    out = w1.memory_breakdown(3_000, 20, top=5)
+    assert out.startswith("hybridsync, W1, 3,000 characters, 20 cycles")
+    assert "allocations alive at the end" in out and out.count(" blocks  ") <= 5
+    writer, receiver = out.splitlines()[-2:]
+    assert writer.startswith("writer: rope") and receiver.startswith("receiver: rope")
+    assert writer.endswith("value is the str handed over: True")
+    assert "store checkpoint" in receiver and "fold entries" in receiver
+
+
+def test_results_say_how_big_the_workloads_own_text_is(w1: ModuleType) -> None:
+    (r,) = w1.run(((3_000, 5),), systems=["dmp"], isolate=False)
+    assert 3_000 / 2**20 < r.extra["workload_text_mib"] < 4 * 3_100 / 2**20
+
+
 def test_unknown_system_is_rejected(w1: ModuleType) -> None:
     with pytest.raises(ValueError, match="unknown system"):
         w1.run_system("automerge", w1.make_workload(1_000, 1))
