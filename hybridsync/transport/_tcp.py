@@ -1,9 +1,15 @@
 """asyncio TCP: each record is a 4-byte big-endian length followed by that many bytes.
 
 :class:`TcpStream` is the connection's asyncio ``Protocol`` itself: bytes are parsed into
-records in ``data_received``, so a session that ``deliver``\\ s is handed each record in the
+records as they are read, so a session that ``deliver``\\ s is handed each record in the
 same event-loop step that read it (no ``StreamReader``, no task wake-up per record), and
 ``write`` puts every record of one flush into one ``transport.write``.
+
+It is a ``BufferedProtocol``: the socket is read into a buffer the stream keeps
+(``recv_into``). A plain ``Protocol`` is handed ``sock.recv(256 KiB)``, whose 256 KiB
+allocation (an ``mmap``/``munmap`` pair in glibc, above its mmap threshold) cost about 26 us
+per read on the benchmark machine (docs/benchmarks.md) -- more than opening a record -- on
+the path of every frame.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ LENGTH_BYTES = 4
 WRITE_BUFFER_BYTES = 256 * 1024
 # recv() (pull) stops reading from the socket while this much is buffered and not taken.
 READ_BUFFER_BYTES = 128 * 1024
+# One socket read takes at most this much (into the stream's own buffer, made at the first
+# read; asyncio's own reads are 256 KiB into a fresh allocation each time).
+READ_CHUNK_BYTES = 64 * 1024
 _LENGTH = struct.Struct(">I")
 
 
-class TcpStream(asyncio.Protocol):
+class TcpStream(asyncio.BufferedProtocol):
     """A :class:`~hybridsync.transport.RecordStream` over an asyncio TCP connection (made by
     :func:`open_tcp`, :func:`serve_tcp` or :meth:`TcpStream.wrap`)."""
 
@@ -47,6 +56,7 @@ class TcpStream(asyncio.Protocol):
         "_on_record",
         "_read_buffer_bytes",
         "_read_paused",
+        "_read_view",
         "_remote",
         "_stopped",
         "_transport",
@@ -67,6 +77,7 @@ class TcpStream(asyncio.Protocol):
         self._bytes_in = 0
         self._bytes_out = 0
         self._buf = bytearray()  # bytes received and not yet taken as records
+        self._read_view: memoryview | None = None  # what the socket is read into
         self._read_paused = False
         self._waiter: asyncio.Future[None] | None = None  # recv() waiting for bytes
         self._eof = False  # no more bytes will come
@@ -102,7 +113,21 @@ class TcpStream(asyncio.Protocol):
             on_made, self._on_made = self._on_made, None
             on_made(self)
 
+    def get_buffer(self, sizehint: int) -> memoryview:
+        view = self._read_view
+        if view is None:
+            view = self._read_view = memoryview(bytearray(READ_CHUNK_BYTES))
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        view = self._read_view
+        assert view is not None
+        self._bytes_in += nbytes
+        self._feed(bytes(view[:nbytes]))  # copied out: the next read reuses the buffer
+
     def data_received(self, data: bytes) -> None:
+        """Bytes read elsewhere, as if read from the socket (asyncio itself calls
+        :meth:`get_buffer` and :meth:`buffer_updated`)."""
         self._bytes_in += len(data)
         self._feed(data)
 

@@ -321,3 +321,78 @@ def test_write_room_and_drain_follow_the_transport_and_fail_once_closed() -> Non
             await stream.drain()
 
     run(main)
+
+
+def read_into(stream: TcpStream, data: bytes) -> None:
+    """What asyncio does for a ``BufferedProtocol``: fill ``get_buffer()``, then say how much
+    (in as many reads as ``data`` needs)."""
+    while data:
+        buf = stream.get_buffer(-1)
+        n = min(len(buf), len(data))
+        buf[:n] = data[:n]
+        data = data[n:]
+        stream.buffer_updated(n)
+
+
+def test_buffered_reads_reuse_one_buffer_and_records_come_out_whole() -> None:
+    async def main() -> None:
+        big = bytes(random.Random(7).randbytes(150_000))  # spans several reads of the buffer
+        records = [b"head", big, b"", b"tail" * 10]
+        wire = framed(*records)
+        stream, _ = connected()
+        sink = Sink()
+        stream.deliver(sink.on_record, sink.on_end, 1 << 20)
+        first = stream.get_buffer(-1)
+        for a, b in itertools.pairwise([0, 3, 5, 70_000, 150_011, len(wire)]):
+            read_into(stream, wire[a:b])
+            assert stream.get_buffer(-1) is first  # one buffer for every read
+        assert sink.records == records and not sink.ends
+        assert stream.bytes_in == len(wire)
+        # a record is a copy: later reads into the buffer do not change what was delivered
+        read_into(stream, framed(b"\xff" * 64))
+        assert sink.records[0] == b"head" and sink.records[-1] == b"\xff" * 64
+
+    run(main)
+
+
+def test_buffered_reads_before_deliver_serve_recv() -> None:
+    async def main() -> None:
+        stream, _ = connected()
+        read_into(stream, framed(b"handshake") + framed(b"next")[:5])
+        assert await stream.recv(100) == b"handshake"
+        read_into(stream, framed(b"next")[5:])
+        assert await stream.recv(100) == b"next"
+
+    run(main)
+
+
+def test_a_real_socket_is_read_through_the_stream_buffer() -> None:
+    async def main() -> None:
+        from hybridsync.transport import open_tcp, serve_tcp
+
+        accepted: asyncio.Future[TcpStream] = asyncio.get_running_loop().create_future()
+        listener = await serve_tcp("127.0.0.1", 0, accepted.set_result)
+        client = await open_tcp("127.0.0.1", listener.port, timeout_s=5)
+        server = await accepted
+        records = [bytes([i % 251]) * (i * 997 % 70_000) for i in range(40)]
+        got: list[bytes] = []
+        done = asyncio.get_running_loop().create_future()
+
+        def on_record(r: bytes) -> None:
+            got.append(r)
+            if len(got) == len(records) and not done.done():
+                done.set_result(None)
+
+        server.deliver(on_record, lambda _e: None, 1 << 20)
+        client.write(records)
+        await client.drain()
+        await asyncio.wait_for(done, 5)
+        assert got == records
+        assert server.get_buffer(-1) is server.get_buffer(-1)
+        client.close()
+        await listener.close()
+        await client.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run(main)
