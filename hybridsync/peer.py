@@ -376,6 +376,8 @@ class Peer:
         self._ticker: asyncio.Task[None] | None = None
         self._pending_handshakes = 0
         self._flush_scheduled = False
+        self._in_flush = False  # _run_flush is running (a change it makes flushes after it)
+        self._flush_again = False
         self._flush_timer: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")  # loop time of the last flush a change asked for
         self._last_activity = float("-inf")  # of the last flush or received record
@@ -652,8 +654,12 @@ class Peer:
     def _on_change(self, _change: object) -> None:
         # (also for our own group commit's change: the flush running sends it, and the one
         # this schedules a window later finds nothing to send — measured, dropping it made
-        # the latency tail worse on a shared VM, docs/benchmarks.md)
-        self._schedule_flush()
+        # the latency tail worse on a shared VM, docs/benchmarks.md; it is scheduled once
+        # the running flush has written its records, not before)
+        if self._in_flush:
+            self._flush_again = True
+        else:
+            self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         """Flush on the next loop iteration, or, if the last flush ran less than
@@ -682,9 +688,17 @@ class Peer:
         switch (a session whose queue or socket buffer is busy is flushed by its writer task
         once it drained)."""
         self._flush_scheduled = False
-        if not self._stopping:
+        if self._stopping:
+            return
+        self._in_flush = True
+        try:
             self._flush_all()
-            self._note_activity(self._last_flush)
+        finally:
+            self._in_flush = False
+        if self._flush_again:
+            self._flush_again = False
+            self._schedule_flush()
+        self._note_activity(self._last_flush)
 
     def _commit_pending(self) -> None:
         # group commit: the pending writes become one contribution now, whether or not a
@@ -751,9 +765,15 @@ class Peer:
         if not frames:
             return
         sync = RecordType.SYNC
-        s.outbox.extend((sync, frame) for frame in frames)
         try:
-            self._pump(s)
+            if len(frames) == 1:  # the usual case: sealed and written, no queue
+                s.stream.write((s.sealer.seal(sync, frames[0]),))
+                s.frames_out += 1
+                s.records_out += 1
+                s.last_sent = self._loop.time()
+            else:
+                s.outbox.extend((sync, frame) for frame in frames)
+                self._pump(s)
         except HybridSyncError as exc:  # TransportError (closed under us), counter exhausted
             log.info("%s: writing to %s failed: %r", self.mem.peer, s.name, exc)
             self._close(s, repr(exc), graceful=False)
