@@ -1064,32 +1064,41 @@ class Peer:
     def _on_record(self, s: _Session, record: bytes) -> None:
         """One record of ``s``: open it and act on it. Raises to end the session."""
         kind, body = s.opener.open(record)
-        s.last_seen = now = self._loop.time()
         s.records_in += 1
         if kind is RecordType.SYNC:
             s.frames_in += 1
-            self._note_activity(now)
             if s.deferred:  # earlier frames wait for a transaction: they go first
                 self._feed_deferred(s)
                 if s.state != "open":
                     return
-            if not s.deferred:
-                try:
-                    self.mem.receive(s.name, body)
-                except TransactionError:
-                    pass  # the application is inside a transaction: held back below
-                except HybridSyncError as exc:
-                    self._counters["frames_rejected"] += 1
-                    raise ProtocolError(f"frame rejected by the replica: {exc}") from None
-                else:
-                    self._schedule_flush()
-                    return
-            self._defer(s, body)
-        elif kind is RecordType.BYE:
+            received = not s.deferred and self._receive(s, body)
+            # the replica (and the application's observers) had the frame first
+            s.last_seen = now = self._loop.time()
+            self._note_activity(now)
+            if received:
+                self._schedule_flush()  # acknowledge it
+            else:
+                self._defer(s, body)
+            return
+        s.last_seen = self._loop.time()
+        if kind is RecordType.BYE:
             self._counters["goodbyes"] += 1
             raise _Goodbye(f"goodbye from {s.name}: {body[:200].decode(errors='replace')}")
         elif kind is RecordType.HELLO:
             raise FrameError("a second HELLO")
+
+    def _receive(self, s: _Session, body: bytes) -> bool:
+        """``mem.receive`` one frame of ``s``: False when the application is inside a
+        transaction (the caller holds it back); a frame the replica rejects ends the
+        session."""
+        try:
+            self.mem.receive(s.name, body)
+        except TransactionError:
+            return False
+        except HybridSyncError as exc:
+            self._counters["frames_rejected"] += 1
+            raise ProtocolError(f"frame rejected by the replica: {exc}") from None
+        return True
 
     def _defer(self, s: _Session, body: bytes) -> None:
         """Hold a frame back until the application's transaction has ended (the session is
