@@ -669,6 +669,7 @@ class Memory:
         :attr:`auto_collect` is off). Returns how many
         contributions were compacted. Observers hear of a pending batch it commits
         (``group_commit``) before it returns."""
+        _check_int(min_entries, "min_entries", 0, 1 << 40)
         if self._fields.in_transaction:
             raise TransactionError("collect() inside a transaction")
         n = self._collect(max(1, min_entries))
@@ -1252,7 +1253,7 @@ class Memory:
             raise TransactionError("sync_to() inside a transaction")
         if not isinstance(reliable, bool):
             raise ConfigError(f"reliable must be a bool, got {reliable!r}")
-        link = self._links.get(peer) or self._link(peer)
+        link = self._links.get(_check_name(peer, "peer")) or self._link(peer)
         if self._has_local_edits():
             self._cycle()
             self._dispatch()

@@ -60,14 +60,22 @@ _xxh3 = xxhash.xxh3_64_intdigest
 
 def buffer_layout(shape: Any, dtype: Any, codec: str | None) -> Layout:
     """Validate a handle's arguments; :class:`ConfigError` on anything unsupported."""
+    dims = shape if isinstance(shape, tuple | list) else (shape,)
+    if not dims or not all(
+        isinstance(n, int | np.integer) and not isinstance(n, bool) for n in dims
+    ):
+        raise ConfigError(f"buffer shape must be an int or a tuple of ints, got {shape!r}")
+    shp = tuple(int(n) for n in dims)
     try:
-        shp = tuple(int(n) for n in (shape if isinstance(shape, tuple | list) else (shape,)))
         dt = np.dtype(dtype).name
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad buffer shape or dtype: {exc}") from None
+        raise ConfigError(f"bad buffer dtype: {exc}") from None
     if dt not in DTYPES or any(n < 0 for n in shp):
         raise ConfigError(f"unsupported buffer dtype {dt!r} or negative shape")
-    if int(np.prod(shp, dtype=np.int64)) * np.dtype(dt).itemsize > MAX_BUFFER_BYTES:
+    count = 1
+    for n in shp:  # Python ints: a huge dimension cannot overflow the check
+        count *= n
+    if count * np.dtype(dt).itemsize > MAX_BUFFER_BYTES:
         raise ConfigError("buffer too large")
     codec = "raw" if codec is None else codec
     if codec not in CODECS:

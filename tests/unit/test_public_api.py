@@ -147,6 +147,34 @@ def test_memory_keyword_only_options() -> None:
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
 
 
+# ---- wrong types from the API: a ConfigError, the replica unchanged -----------------------
+_WRONG = [None, 1.5, "x", b"x", [], {}, object(), True, 2**70, -1]
+_CALLS = {
+    "collect(min_entries=)": lambda m, v: m.collect(min_entries=v),
+    "sync_to(peer)": lambda m, v: m.sync_to(v),
+    "sync_to(reliable=)": lambda m, v: m.sync_to("b", reliable=v),
+    "resend(peer)": lambda m, v: m.resend(v),
+    "buffer(shape=)": lambda m, v: m.buffer("buf", shape=v, dtype="float16"),
+    "buffer(shape=(2, v))": lambda m, v: m.buffer("buf", shape=(2, v), dtype="float16"),
+    "auto_collect =": lambda m, v: setattr(m, "auto_collect", v),
+}
+
+
+@pytest.mark.parametrize("call", list(_CALLS))
+def test_wrong_types_raise_config_error_and_change_nothing(call: str) -> None:
+    m = hs.Memory("s", "a", clock=lambda: 0, incarnation=1)
+    m.fields["k"] = 1
+    before = (m.state_digest(), m.heads, m.stats())
+    for value in _WRONG:
+        if value is True and ("reliable" in call or "auto_collect" in call):
+            continue  # valid
+        if isinstance(value, str) and "peer" in call:
+            continue  # a valid peer name
+        with pytest.raises(hs.ConfigError):
+            _CALLS[call](m, value)
+    assert (m.state_digest(), m.heads, m.stats()) == before
+
+
 # ---- doctests ----------------------------------------------------------------------------
 
 DOCTESTED = [
