@@ -395,7 +395,13 @@ class BufferRegion:
         """Write ``data`` at flat element ``offset``. The next cycle looks at the blocks
         written (and no others, unless an array from :attr:`array` is alive)."""
         st = self._state
-        values = np.asarray(data, dtype=st.working.dtype).reshape(-1)
+        if not isinstance(offset, int | np.integer) or isinstance(offset, bool):
+            raise ConfigError(f"write offset must be an int, got {offset!r}")
+        try:
+            values = np.asarray(data, dtype=st.working.dtype).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"cannot write {type(data).__name__} to a {st.working.dtype} "
+                              f"buffer: {exc}") from None
         if not 0 <= offset <= st.working.size - values.size:
             raise ConfigError(f"write of {values.size} elements at {offset} is out of range")
         st.write(offset, values)

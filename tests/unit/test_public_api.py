@@ -157,6 +157,8 @@ _CALLS = {
     "buffer(shape=)": lambda m, v: m.buffer("buf", shape=v, dtype="float16"),
     "buffer(shape=(2, v))": lambda m, v: m.buffer("buf", shape=(2, v), dtype="float16"),
     "auto_collect =": lambda m, v: setattr(m, "auto_collect", v),
+    "buffer.write(offset)": lambda m, v: m.buffer("w", shape=(64,), dtype="float16").write(
+        v, [0.0, 1.0]),
 }
 
 
@@ -173,6 +175,15 @@ def test_wrong_types_raise_config_error_and_change_nothing(call: str) -> None:
         with pytest.raises(hs.ConfigError):
             _CALLS[call](m, value)
     assert (m.state_digest(), m.heads, m.stats()) == before
+
+
+@pytest.mark.parametrize("data", ["x", b"x", {"a": 1}, object(), [[1.0], [1.0, 2.0]]])
+def test_a_buffer_write_of_non_numbers_is_a_config_error(data: object) -> None:
+    m = hs.Memory("s", "a", clock=lambda: 0, incarnation=1)
+    buf = m.buffer("w", shape=(64,), dtype="float16")
+    with pytest.raises(hs.ConfigError):
+        buf.write(0, data)
+    assert not buf.read().any()
 
 
 # ---- doctests ----------------------------------------------------------------------------
