@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Sequence
 
 from hybridsync.errors import ConfigError, GuaranteeViolation
-from hybridsync.sim._options import MODES, ROUTINGS, SCALES, SimOptions
+from hybridsync.sim._options import FILL_MODES, MODES, ROUTINGS, SCALES, SimOptions
 from hybridsync.sim._runner import check_policies, run
 
 __all__ = ["build_parser", "main"]
@@ -62,6 +62,16 @@ def build_parser(prog: str = "python -m hybridsync.sim") -> argparse.ArgumentPar
                         "True)); a crash loses the batch")
     g.add_argument("--flush-probability", type=float,
                    help="chance a peer runs its sync round (its flush) in a safety-phase tick")
+    g.add_argument("--commit-interval-ms", type=int,
+                   help="poll() every replica every tick with this commit interval (0: never)")
+    g.add_argument("--fill-batches", type=int,
+                   help="group commit: bursts that fill a pending batch past its limit")
+    g.add_argument("--fill-mode", choices=FILL_MODES,
+                   help="fill a batch to its write-count limit or its byte limit")
+    g.add_argument("--max-frame-bytes", type=int,
+                   help="frame size limit of every replica's sync_to (>= 1024)")
+    g.add_argument("--large-value-rate", type=float,
+                   help="writes per tick of a value sized around --max-frame-bytes")
     return p
 
 
@@ -69,7 +79,8 @@ _OPTION_NAMES = (
     "peers", "ticks", "liveness_ticks", "loss", "duplicate", "reorder", "max_delay_ticks",
     "routing", "gossip_fanout", "batch_size", "partitions", "crashes", "write_rate",
     "rollbacks", "region_rate", "mode", "epochs", "burst_ops", "tick_ms", "group_commit",
-    "flush_probability",
+    "flush_probability", "commit_interval_ms", "fill_batches", "fill_mode", "max_frame_bytes",
+    "large_value_rate",
 )
 
 

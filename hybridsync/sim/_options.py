@@ -16,13 +16,16 @@ from typing import Any
 
 from hybridsync.errors import ConfigError
 
-__all__ = ["MODES", "ROUTINGS", "SCALES", "SimOptions", "check_probability"]
+__all__ = ["FILL_MODES", "MODES", "ROUTINGS", "SCALES", "SimOptions", "check_probability"]
 
 ROUTINGS = ("mesh", "star", "gossip")
 MODES = ("interleaved", "epochs")
 SCALES = ("small", "default", "large")
 MAX_PEERS = 64
 MAX_TICKS = 1_000_000
+FILL_MODES = ("count", "bytes")
+# Memory's own default frame limit: the simulator passes max_frame_bytes only below it
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
 
 
 def check_probability(value: object, what: str) -> float:
@@ -65,6 +68,26 @@ class SimOptions:
     ``interleaved`` mode; below 1, batches span ticks and meet crashes, checkpoints and
     remote writes. The liveness phase and ``epochs`` mode flush every tick (in epochs mode
     every burst then commits at the same tick under every policy, which G4 needs).
+
+    Coverage options (drawn from their own stream ``f"{seed}-coverage"``, so the options
+    above draw as they always did):
+
+    ``commit_interval_ms`` > 0 builds every replica with that ``commit_interval_ms`` and
+    calls ``Memory.poll()`` on every live peer in every tick, before its sync round (the
+    driver's timer); in ``interleaved`` mode the workload's text and buffer edits then wait
+    for a cycle (a poll, a sync round or a transaction) instead of committing at once.
+    0 (the default) never polls.
+
+    ``fill_batches`` (group commit only) runs that many fill bursts in the safety phase: one
+    peer writes small sets until its pending batch passes its limit (8,192 writes, or 2 MiB
+    with ``fill_mode="bytes"``) and the replica commits the full batch by itself; the
+    writes on both sides of that commit are credited to their own batches.
+
+    ``max_frame_bytes`` below Memory's default builds every replica with it (``sync_to``
+    then splits its contributions over several frames by size as well as by
+    ``batch_size``); ``large_value_rate`` is the rate of writes (per tick, their own stream)
+    of a value sized around ``max_frame_bytes`` (a half to twice it), so single
+    contributions near and above the frame limit travel too.
     """
 
     seed: int
@@ -89,6 +112,11 @@ class SimOptions:
     tick_ms: int = 10
     group_commit: bool = False
     flush_probability: float = 1.0
+    commit_interval_ms: int = 0
+    fill_batches: int = 0
+    fill_mode: str = "count"
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    large_value_rate: float = 0.0
 
     def __post_init__(self) -> None:
         check_int(self.seed, "seed", 0, (1 << 63) - 1)
@@ -128,6 +156,20 @@ class SimOptions:
         check_int(self.tick_ms, "tick_ms", 1, 60_000)
         if check_probability(self.flush_probability, "flush_probability") < 0.05:
             raise ConfigError("flush_probability must be at least 0.05, or peers barely sync")
+        check_int(self.commit_interval_ms, "commit_interval_ms", 0, 3_600_000)
+        check_int(self.fill_batches, "fill_batches", 0, 16)
+        check_choice(self.fill_mode, "fill_mode", FILL_MODES)
+        if self.fill_batches and not self.group_commit:
+            raise ConfigError("fill_batches needs group_commit: only a group-commit replica "
+                              "has a pending batch to fill")
+        check_int(self.max_frame_bytes, "max_frame_bytes", 1024, 16 << 20)
+        if (
+            isinstance(self.large_value_rate, bool)
+            or not isinstance(self.large_value_rate, int | float)
+            or not 0.0 <= self.large_value_rate <= 4.0
+        ):
+            raise ConfigError(f"large_value_rate must be a number of writes per tick in "
+                              f"[0, 4], got {self.large_value_rate!r}")
 
     # ---- drawing from the seed ------------------------------------------------------------
     @classmethod
@@ -176,9 +218,42 @@ class SimOptions:
             # batches of several writes between two flushes, and flushes that skip ticks
             drawn.update(group_commit=True, flush_probability=flush,
                          write_rate=group_write_rate)
+        drawn.update(cls._draw_coverage(seed, group_commit=group_commit is True))
         drawn.update({k: v for k, v in overrides.items() if v is not None})
         drawn.pop("seed", None)
         return cls(seed=seed, **drawn)
+
+    @staticmethod
+    def _draw_coverage(seed: int, *, group_commit: bool) -> dict[str, Any]:
+        """The coverage options, from their own stream ``f"{seed}-coverage"`` (every draw is
+        made for every seed, so the stream does not depend on what is on)."""
+        rng = random.Random(f"{seed}-coverage")
+        drawn: dict[str, Any] = {}
+        # the poll timer on 30 % of the seeds. A sync round is a cycle too (and with texts
+        # or buffers every round is one), so at most one tick (10 ms) polls every tick,
+        # before the round; longer intervals commit only across rounds a peer skips
+        # (group commit with flush_probability < 1) or a crash ends early.
+        poll = rng.random() < 0.3
+        interval = rng.choice((5, 10, 30, 100))
+        # small frames on 25 %: contributions split over frames, some alone above the limit
+        small_frames = rng.random() < 0.25
+        frame_bytes = rng.choice((1024, 1536, 4096))
+        large_rate = rng.choice((0.05, 0.1, 0.2))
+        # fill bursts on 20 % of the group-commit seeds; a count fill runs alone: two
+        # concurrent full batches make every apply compare 8,192 x 8,192 write pairs (an
+        # open core bug, tests/sim/test_sim_coverage.py), minutes per run
+        fill = rng.random() < 0.2
+        fills = rng.randint(1, 2)
+        fill_mode = rng.choice(FILL_MODES)
+        if fill_mode == "count":
+            fills = 1
+        if poll:
+            drawn["commit_interval_ms"] = interval
+        if small_frames:
+            drawn.update(max_frame_bytes=frame_bytes, large_value_rate=large_rate)
+        if fill and group_commit:
+            drawn.update(fill_batches=fills, fill_mode=fill_mode)
+        return drawn
 
     def replace(self, **changes: Any) -> SimOptions:
         return dataclasses.replace(self, **changes)

@@ -84,6 +84,12 @@ class RunResult:
     batched_writes: int = 0
     batches: int = 0
     lost_writes: int = 0
+    # coverage: fill bursts run, batches the replica committed by itself because they were
+    # full, large-value writes (the poll and frame counters are in ``stats``)
+    fills: int = 0
+    full_batches: int = 0
+    fill_credited: int = 0
+    large_writes: int = 0
 
     def summary(self) -> str:
         s = self.stats
@@ -93,9 +99,17 @@ class RunResult:
         group = (f" (group commit: {self.batched_writes} in {self.batches} batches, "
                  f"{self.lost_writes} lost pending in crashes)"
                  if self.options.group_commit else "")
+        coverage = ""
+        if s is not None and self.options.commit_interval_ms:
+            coverage += f", {s.poll_cycles} poll cycles ({s.poll_commits} committed)"
+        if self.fills:
+            coverage += f", {self.fills} fill bursts ({self.full_batches} full batches)"
+        if s is not None and self.large_writes:
+            coverage += (f", {self.large_writes} large writes ({s.split_rounds} split rounds, "
+                         f"{s.oversize_frames} frames over the limit)")
         return (f"{verdict}: {self.ticks} ticks (liveness {self.liveness_ticks}), "
                 f"{self.ops} ops, {self.writes} writes{group} ({self.rolled_back} rolled back), "
-                f"{self.region_ops} text/buffer edits, "
+                f"{self.region_ops} text/buffer edits{coverage}, "
                 f"{self.conflicts} conflicts ({self.explained_by_conflict} writes explained by "
                 f"one), {self.applied_checked} applications checked, {traffic}; "
                 f"{self.elapsed_s:.2f} s")
@@ -225,9 +239,15 @@ def run(
     started = time.perf_counter()
     deadline = None if time_limit_s is None else started + time_limit_s
     sim = Simulation.from_options(options, memory_factory=memory_factory, sample=sample)
+    interleaved = options.mode == "interleaved"
     workload = Workload(options.seed, write_rate=options.write_rate,
                         rollbacks=options.rollbacks, region_rate=options.region_rate,
-                        group_commit=options.group_commit)
+                        group_commit=options.group_commit,
+                        defer_regions=options.commit_interval_ms > 0 and interleaved,
+                        fill_batches=options.fill_batches, fill_mode=options.fill_mode,
+                        fill_steps=options.ticks if interleaved else options.epochs,
+                        large_value_rate=options.large_value_rate,
+                        large_value_bytes=options.max_frame_bytes)
     result = RunResult(options, True, None, replay, 0, [], 0, 0, 0, 0, 0, 0, [], None, 0.0)
     try:
         if options.mode == "interleaved":
@@ -261,6 +281,10 @@ def run(
         result.batched_writes = workload.batched_writes
         result.batches = workload.batches
         result.lost_writes = workload.lost_writes
+        result.fills = workload.fills
+        result.full_batches = workload.full_batches
+        result.fill_credited = workload.fill_credited
+        result.large_writes = workload.large_writes
         result.ops = len(workload.ops)
         result.writes = len(workload.writes)
         result.rolled_back = workload.rolled_back

@@ -26,6 +26,7 @@ from hybridsync.replica import Memory
 from hybridsync.sim._checkers import Recorder
 from hybridsync.sim._network import Network, NetworkCounters
 from hybridsync.sim._options import (
+    DEFAULT_MAX_FRAME_BYTES,
     ROUTINGS,
     SimOptions,
     check_choice,
@@ -90,6 +91,15 @@ class SimStats:
     restarts: int
     rejected_frames: int
     peers: dict[str, PeerStats] = field(default_factory=dict)
+    # the poll timer (``commit_interval_ms``): polls that ran a cycle, and those whose cycle
+    # made a contribution (a text/buffer edit or a group-commit batch committed by time)
+    poll_cycles: int = 0
+    poll_commits: int = 0
+    # frames: sync rounds (one ``sync_to``) that returned more than one frame, the largest
+    # frame sent, and frames above ``max_frame_bytes`` (one contribution larger than it)
+    split_rounds: int = 0
+    largest_frame: int = 0
+    oversize_frames: int = 0
 
     @property
     def metadata_bytes(self) -> dict[str, int]:
@@ -128,6 +138,12 @@ class Simulation:
     (``sync_to``) is then also the flush that commits a peer's pending writes.
     ``flush_probability`` is the chance that a live peer runs its sync round in a tick (drawn
     per peer and tick from the seed's ``-flush`` stream); it can be changed between ticks.
+
+    ``commit_interval_ms`` > 0 builds the replicas with it and calls ``Memory.poll()`` on
+    every live peer in every tick, after the deliveries and before the sync rounds (the
+    driver's timer). ``max_frame_bytes`` (when given) builds the replicas with it, so
+    ``sync_to`` splits what it sends by size too. Both are passed to the memory factory
+    only when set.
     """
 
     def __init__(
@@ -153,6 +169,8 @@ class Simulation:
         replay: str | None = None,
         group_commit: bool = False,
         flush_probability: float = 1.0,
+        commit_interval_ms: int = 0,
+        max_frame_bytes: int | None = None,
     ) -> None:
         if isinstance(peers, bool) or not isinstance(peers, int | list | tuple):
             raise ConfigError(f"peers must be a count or a list of names, got {peers!r}")
@@ -175,6 +193,13 @@ class Simulation:
         if not isinstance(group_commit, bool):
             raise ConfigError(f"group_commit must be a bool, got {group_commit!r}")
         self.group_commit = group_commit
+        self.commit_interval_ms = check_int(commit_interval_ms, "commit_interval_ms", 0,
+                                            3_600_000)
+        self.max_frame_bytes = (None if max_frame_bytes is None
+                                else check_int(max_frame_bytes, "max_frame_bytes", 1024,
+                                               16 << 20))
+        self._poll_cycles = self._poll_commits = 0
+        self._split_rounds = self._largest_frame = self._oversize_frames = 0
         self._flush_rng = random.Random(f"{seed}-flush")
         self.flush_probability = flush_probability
         self.space = space
@@ -184,6 +209,8 @@ class Simulation:
             f"--loss {loss_p} --duplicate {dup_p} --{'' if reorder else 'no-'}reorder "
             f"--routing {routing} --batch-size {batch_size}"
             + (f" --group-commit --flush-probability {flush_probability}" if group_commit else "")
+            + (f" --commit-interval-ms {commit_interval_ms}" if commit_interval_ms else "")
+            + (f" --max-frame-bytes {max_frame_bytes}" if max_frame_bytes is not None else "")
         )
         self.network = Network(
             random.Random(f"{seed}-net"),
@@ -215,7 +242,11 @@ class Simulation:
             tick_ms=options.tick_ms, routing=options.routing,
             gossip_fanout=options.gossip_fanout, batch_size=options.batch_size,
             replay=options.replay_command(), group_commit=options.group_commit,
-            flush_probability=options.flush_probability, **kwargs,
+            flush_probability=options.flush_probability,
+            commit_interval_ms=options.commit_interval_ms,
+            max_frame_bytes=(None if options.max_frame_bytes == DEFAULT_MAX_FRAME_BYTES
+                             else options.max_frame_bytes),
+            **kwargs,
         )
 
     @classmethod
@@ -286,6 +317,10 @@ class Simulation:
         store = self._stores[peer]
         replayed = list(store.contributions())
         extra: dict[str, Any] = {"group_commit": True} if self.group_commit else {}
+        if self.commit_interval_ms:
+            extra["commit_interval_ms"] = self.commit_interval_ms
+        if self.max_frame_bytes is not None:
+            extra["max_frame_bytes"] = self.max_frame_bytes
         mem = self._factory(
             self.space, peer, store=store, clock=self._clock,
             incarnation=self._new_incarnation(peer), batch_size=self.batch_size,
@@ -425,6 +460,8 @@ class Simulation:
                     recorder.receiving(d.dst, False)
         if after_delivery is not None:
             after_delivery()
+        if self.commit_interval_ms:
+            self._poll_all()
         flush_p = self._flush_p
         for peer in self._names:
             # Targets are drawn for every peer, up or not, so the draws do not depend on crashes.
@@ -437,12 +474,35 @@ class Simulation:
             if not targets and self.group_commit:
                 mem.commit()  # a lone peer's flush still commits its batch (as hs.Peer's does)
             for dst in targets:
-                for frame in mem.sync_to(dst):
+                frames = mem.sync_to(dst)
+                if len(frames) > 1:
+                    self._split_rounds += 1
+                for frame in frames:
+                    self._note_frame(len(frame))
                     self.network.send(now, peer, dst, frame)
         if self.samples is not None:
             self.samples.append(self._sample())
         if self.violations:
             raise GuaranteeViolation(self.violations[0], replay=self.replay_command)
+
+    def _poll_all(self) -> None:
+        """The driver's timer: ``poll()`` every live replica (a cycle once the interval has
+        passed on the simulated clock); counts the cycles and those that committed."""
+        for peer in self._names:
+            if not self._up[peer]:
+                continue
+            mem = self._memories[peer]
+            before = mem.version_vector.get(peer, 0)
+            if mem.poll():
+                self._poll_cycles += 1
+                if mem.version_vector.get(peer, 0) > before:
+                    self._poll_commits += 1
+
+    def _note_frame(self, size: int) -> None:
+        if size > self._largest_frame:
+            self._largest_frame = size
+        if self.max_frame_bytes is not None and size > self.max_frame_bytes:
+            self._oversize_frames += 1
 
     def run(self, ticks: int, *, on_tick: Callable[[Simulation], None] | None = None) -> None:
         """Run ``ticks`` ticks (``on_tick`` is called after each)."""
@@ -554,7 +614,9 @@ class Simulation:
             dropped_loss=c.dropped_loss, dropped_partition=c.dropped_partition,
             dropped_down=c.dropped_down, clogged=c.clogged, in_flight=self.network.in_flight,
             crashes=self._crashes, restarts=self._restarts, rejected_frames=self._rejected,
-            peers=peers,
+            peers=peers, poll_cycles=self._poll_cycles, poll_commits=self._poll_commits,
+            split_rounds=self._split_rounds, largest_frame=self._largest_frame,
+            oversize_frames=self._oversize_frames,
         )
 
     def __repr__(self) -> str:

@@ -12,6 +12,11 @@ multi-write transactions, some of which raise and roll back; with group commit a
 small sets on one peer. Keys are skewed (a few hot keys),
 so concurrent writes to one key are common.
 
+Coverage streams (each its own stream of the seed, so the operations above stay the same):
+fill bursts (``f"{seed}-fill"``: one peer writes small sets until its group-commit batch
+passes its limit and the replica commits the full batch by itself) and large values
+(``f"{seed}-large"``: single writes sized around the frame limit).
+
 Crediting: a write is recorded (:class:`WriteRecord`, checked by G2) with the contribution
 that committed it. Without group commit that is the contribution its operation created. With
 group commit (``Memory(group_commit=True)``) a small set outside a transaction joins the
@@ -31,6 +36,7 @@ from typing import Any
 
 from hybridsync.errors import GuaranteeViolation, SimulationError
 from hybridsync.fields import FieldList, FieldMap
+from hybridsync.fields._plane import _PENDING_BYTES, _PENDING_WRITES, _SMALL_BYTES
 from hybridsync.replica import Memory
 from hybridsync.sim._checkers import (
     ROLLBACK_MARK,
@@ -41,7 +47,13 @@ from hybridsync.sim._checkers import (
     WriteRecord,
 )
 
-__all__ = ["BUFFER", "HOT_KEYS", "LIST_KEYS", "TEXTS", "Workload"]
+__all__ = ["BATCH_LIMIT_BYTES", "BATCH_LIMIT_WRITES", "BUFFER", "HOT_KEYS", "LIST_KEYS",
+           "TEXTS", "Workload"]
+
+# The replica commits a pending group-commit batch by itself when the next small set would
+# take it past either limit (hybridsync/fields/_plane.py): fill bursts go past them.
+BATCH_LIMIT_WRITES = _PENDING_WRITES
+BATCH_LIMIT_BYTES = _PENDING_BYTES
 
 HOT_KEYS = ("k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7")
 _KEY_WEIGHTS = (30, 20, 12, 8, 6, 4, 3, 2)
@@ -128,10 +140,28 @@ class Workload:
 
     def __init__(
         self, seed: int, *, write_rate: float = 0.3, rollbacks: bool = True,
-        region_rate: float = 0.0, group_commit: bool = False,
+        region_rate: float = 0.0, group_commit: bool = False, defer_regions: bool = False,
+        fill_batches: int = 0, fill_mode: str = "count", fill_steps: int = 0,
+        large_value_rate: float = 0.0, large_value_bytes: int = 1024,
     ) -> None:
+        """``defer_regions`` leaves text and buffer edits to the next cycle (a poll, a sync
+        round, a transaction) instead of committing each at once. ``fill_batches`` fill
+        bursts (group commit) run at steps drawn among the first ``fill_steps`` calls of
+        :meth:`step`; ``large_value_rate`` writes per step of values of a half to twice
+        ``large_value_bytes``."""
         self._rng = random.Random(f"{seed}-workload")
         self._region_rng = random.Random(f"{seed}-regions")
+        self._fill_rng = random.Random(f"{seed}-fill")
+        self._large_rng = random.Random(f"{seed}-large")
+        self.defer_regions = defer_regions
+        if fill_batches and not group_commit:
+            raise SimulationError("fill bursts need group commit (a pending batch to fill)")
+        self.fill_mode = fill_mode
+        self._fill_at = set(self._fill_rng.sample(range(fill_steps),
+                                                  min(fill_batches, fill_steps)))
+        self._steps = 0
+        self.large_value_rate = float(large_value_rate)
+        self.large_value_bytes = large_value_bytes
         self.write_rate = float(write_rate)
         self.region_rate = float(region_rate)
         self.rollbacks = rollbacks
@@ -148,6 +178,18 @@ class Workload:
         self.lost_writes = 0  # in a batch a crash took before any cycle committed it
         self.lost: list[WriteRecord] = []  # those writes (``contribution`` is "")
         self.batches = 0  # committed batches that carried workload writes
+        # coverage: fill bursts run, batches the replica committed by itself because they
+        # were full (each seen as a write that found the batch at its limit and started a
+        # new one), and large-value writes
+        self.fills = 0
+        self.full_batches = 0
+        self.fill_credited = 0  # writes of fill bursts credited to a committed batch
+        self.large_writes = 0
+
+    @property
+    def fill_at(self) -> tuple[int, ...]:
+        """The calls of :meth:`step` (counted from 0) that run a fill burst."""
+        return tuple(sorted(self._fill_at))
 
     # ---- the stream ----------------------------------------------------------------------
     def ops_this_tick(self) -> int:
@@ -188,6 +230,49 @@ class Workload:
                 continue
             if self._run_op(op_rng, peer, mem, local_changes, tick, recorder):
                 done += 1
+        done += self._coverage_step(peers, memory_of, local_changes, tick, count, recorder)
+        self._steps += 1
+        return done
+
+    def _coverage_step(
+        self,
+        peers: tuple[str, ...],
+        memory_of: Callable[[str], Memory | None],
+        local_changes: Callable[[str], list[Any]],
+        tick: int,
+        count: int | None,
+        recorder: Recorder | None,
+    ) -> int:
+        """Large-value writes and fill bursts, each from its own stream (a fixed pattern of
+        draws per step whatever the replicas did)."""
+        done = 0
+        if self.large_value_rate > 0.0:
+            rate = self.large_value_rate
+            if count is None:
+                n = int(rate) + (1 if self._large_rng.random() < rate - int(rate) else 0)
+            else:
+                n = round(count * rate)
+            for _ in range(n):
+                rng = random.Random(self._large_rng.getrandbits(64))
+                peer = peers[rng.randrange(len(peers))]
+                mem = memory_of(peer)
+                if mem is None:
+                    self.skipped += 1
+                    continue
+                self.large_writes += 1
+                if self._run_op(rng, peer, mem, local_changes, tick, recorder, kind="large"):
+                    done += 1
+        if self._steps in self._fill_at:
+            rng = random.Random(self._fill_rng.getrandbits(64))
+            start = rng.randrange(len(peers))
+            for i in range(len(peers)):  # the first live peer from a drawn one
+                peer = peers[(start + i) % len(peers)]
+                mem = memory_of(peer)
+                if mem is not None:
+                    if recorder is None:
+                        raise SimulationError("a fill burst needs the recorder")
+                    done += self._fill(rng, peer, mem, tick, recorder)
+                    break
         return done
 
     def _run_op(
@@ -198,18 +283,22 @@ class Workload:
         local_changes: Callable[[str], list[Any]],
         tick: int,
         recorder: Recorder | None = None,
+        *,
+        kind: str | None = None,
     ) -> bool:
-        table = self._op_table
-        kind = rng.choices([k for k, _ in table], weights=[w for _, w in table])[0]
+        if kind is None:
+            table = self._op_table
+            kind = rng.choices([k for k, _ in table], weights=[w for _, w in table])[0]
         if kind == "rollback" and not self.rollbacks:
             kind = "transaction"  # same draws, so the rest of the stream is unchanged
         txn = _Txn()
         before = len(local_changes(peer))
         rolled_back = False
+        note = f"{kind} by {peer}"
         if kind in ("transaction", "rollback"):
             rolled_back = kind == "rollback"
             try:
-                with mem.transaction(note=f"{kind} by {peer}"):
+                with mem.transaction(note=note):
                     for _ in range(rng.randint(2, 4)):
                         self._write(rng, mem, txn, marked=rolled_back)
                     if rolled_back:
@@ -221,9 +310,16 @@ class Workload:
         elif kind == "burst":
             for _ in range(rng.randint(2, 10)):
                 self._small_set(rng, mem, txn)
+        elif kind == "large":
+            self._large_set(rng, mem, txn)
         else:
             self._write(rng, mem, txn, kind=kind)
         new = local_changes(peer)[before:]
+        if kind in ("transaction", "rollback"):
+            # A transaction first commits the text and buffer edits still waiting for a
+            # cycle (and a pending batch) as a contribution of their own (note ""): its own
+            # carries its note.
+            new = [ch for ch in new if ch.note == note]
         index = len(self.ops)
         if mem.group_commit:
             if recorder is None:
@@ -254,6 +350,82 @@ class Workload:
         return cid is not None
 
     # ---- group commit --------------------------------------------------------------------
+    def _fill(self, rng: random.Random, peer: str, mem: Memory, tick: int,
+              recorder: Recorder) -> int:
+        """A fill burst: small sets on ``peer`` until its pending batch passes the replica's
+        limit (``count``: 8,192 writes of small values; ``bytes``: 2 MiB of 3-4 KiB strings),
+        a few more after it. The replica commits the full batch by itself when a write finds
+        it at its limit; that write opens the next batch. The writes of each batch are one
+        operation, credited when its batch is committed. Returns the operations recorded."""
+        self.fills += 1
+        if self.fill_mode == "bytes":
+            sizes = [rng.randint(_SMALL_BYTES - 1024, _SMALL_BYTES - 64)
+                     for _ in range(BATCH_LIMIT_BYTES // (_SMALL_BYTES - 1024) + 1)]
+            sizes += [rng.randint(1, 64) for _ in range(rng.randint(1, 16))]
+        else:
+            sizes = [0] * (BATCH_LIMIT_WRITES + rng.randint(1, 64))
+        segment = _Txn()
+        batch = recorder.open_batch(peer)
+        ops = 0
+
+        def close(b: PendingBatch | None) -> None:
+            nonlocal ops, segment
+            if not segment.touched:
+                return
+            if b is None:
+                raise SimulationError(f"a fill burst on {peer} wrote outside any batch")
+            index = len(self.ops)
+            touched = tuple(dict.fromkeys(segment.touched))
+            self.ops.append(OpRecord(index, tick, peer, "fill", None, touched))
+            self._batched.setdefault(id(b), _Batched(b)).add(index, segment.writes)
+            ops += 1
+            segment = _Txn()
+
+        for size in sizes:
+            pending = mem.pending_writes
+            path, value, existed = self._fill_set(rng, mem, size)
+            now = recorder.open_batch(peer)
+            if now is not batch:
+                if pending and mem.pending_writes == 1 and batch is not None and (
+                    batch.contribution is not None
+                ):
+                    self.full_batches += 1  # the batch was full: committed by the replica
+                close(batch)  # this write opened ``now``: the writes before it are ``batch``'s
+                batch = now
+            segment.add("set", path, value, existed=existed)
+        close(batch)
+        return ops
+
+    def _fill_set(self, rng: random.Random, mem: Memory, size: int) -> tuple[Path, Any, bool]:
+        """One small set of a fill burst (a small value, or an ASCII string of ``size``):
+        its path, value and whether the path existed."""
+        key = rng.choices(HOT_KEYS, weights=_KEY_WEIGHTS)[0]
+        value: Any = rng.randint(-1000, 1000) if rng.random() < 0.5 else self._tag(False)
+        if size:
+            tag = self._tag(False)
+            value = tag + "." * max(0, size - len(tag))
+        current = mem.fields.get(key)
+        if isinstance(current, FieldMap) and rng.random() < 0.5:
+            sub = rng.choice(NESTED_KEYS)
+            existed = sub in current
+            current[sub] = value
+            return (key, sub), value, existed
+        existed = key in mem.fields
+        mem.fields[key] = value
+        return (key,), value, existed
+
+    def _large_set(self, rng: random.Random, mem: Memory, txn: _Txn) -> None:
+        """One set of an ASCII string of a half to twice the frame limit (alone in its
+        contribution when it is not small, or in a group-commit batch when it is)."""
+        key = rng.choices(HOT_KEYS, weights=_KEY_WEIGHTS)[0]
+        size = rng.randint(self.large_value_bytes // 2, 2 * self.large_value_bytes)
+        tag = self._tag(False) + ":"
+        value = tag + "".join(rng.choices("abcdefghijklmnopqrstuvwxyz0123456789",
+                                          k=max(0, size - len(tag))))
+        existed = key in mem.fields
+        mem.fields[key] = value
+        txn.add("set", (key,), value, existed=existed)
+
     def _check_open_batches(self, memory_of: Callable[[str], Memory | None]) -> None:
         """Between two ticks every public call has returned and reported what it committed:
         a batch of ours still open on a live incarnation with nothing pending was closed
@@ -306,6 +478,8 @@ class Workload:
                         f"changed only {list(batch.paths)}")
                 self.writes.append(WriteRecord(op, batch.peer, action, path, value, cid))
                 self.batched_writes += 1
+                if self.ops[op].kind == "fill":
+                    self.fill_credited += 1
                 settled = True
         if settled:
             self.writes.sort(key=lambda w: w.op)  # stable: a transaction's writes keep order
@@ -344,8 +518,10 @@ class Workload:
                 values = [rng.randint(-64, 64) / 4 for _ in range(rng.randint(1, 8))]
                 buf.write(start, values[: BUFFER_SHAPE[0] - start])
             # Commit now, not at the next sync round: when a contribution is made (and its
-            # timestamp) must not depend on the routing policy (G4).
-            mem.commit()
+            # timestamp) must not depend on the routing policy (G4). With the poll timer on
+            # (interleaved mode), the edit waits for the next cycle instead.
+            if not self.defer_regions:
+                mem.commit()
 
     # ---- single writes -------------------------------------------------------------------
     def _write(
