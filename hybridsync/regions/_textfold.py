@@ -97,13 +97,15 @@ class TextFold:
         i = bisect.bisect_left(self._keys, key)
         if i < len(self._keys) and self._keys[i] == key:
             return  # already folded
+        if isinstance(hunks, bytes):
+            hunks = decode_patch(hunks)  # PayloadError before anything changes
         entry = _Entry(key, cid, _kept(hunks))
         self._entries.insert(i, entry)
         self._keys.insert(i, key)
         if i == len(self._entries) - 1:
             before = self.rope
             # the hunks in hand (not decoded again) for the step that appends
-            self._step(entry, i, hunks if isinstance(hunks, list) else None)
+            self._step(entry, i, hunks)
             self.last_append = (before, entry)
             self._maybe_checkpoint()
             return

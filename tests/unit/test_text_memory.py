@@ -143,6 +143,9 @@ def test_fold_accepts_an_encoded_patch_and_rejects_a_malformed_one() -> None:
     assert fold.value == "héllo 🙂"
     with pytest.raises(hs.errors.PayloadError):
         fold.add((2, b"\x02" * 32), b"\x02" * 32, b"\x07garbage")
+    assert len(fold) == 1 and fold.value == "héllo 🙂"  # nothing changed
+    fold.add((2, b"\x02" * 32), b"\x02" * 32, encode_patch(make_patch("héllo 🙂", "hé 🙂!")))
+    assert fold.value == "hé 🙂!" and type(fold._entries[1].hunks) is bytes
 
 
 def test_log_and_store_share_each_contribution_and_its_payload() -> None:
