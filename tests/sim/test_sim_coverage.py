@@ -27,7 +27,7 @@ import pytest
 import hybridsync as hs
 from hybridsync.errors import ConfigError
 from hybridsync.fields import _conflicts
-from hybridsync.sim import Fault, RunResult, SimOptions, Simulation, run
+from hybridsync.sim import Fault, RunResult, SimOptions, Simulation, check_policies, run
 from hybridsync.sim.__main__ import build_parser
 from hybridsync.sim._options import DEFAULT_MAX_FRAME_BYTES
 from hybridsync.sim._workload import BATCH_LIMIT_WRITES, Workload
@@ -270,6 +270,33 @@ def test_small_frames_with_group_commit_and_a_fill() -> None:
     result = _count_frames(options)
     _expect_ok(result)
     assert result.full_batches == 1 and FrameCounter.alone_above_limit > 0
+
+
+# ---- G4: the same history under every policy -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("seed", "changes"), [
+    (0, {"commit_interval_ms": 10}),
+    (0, {"group_commit": True, "fill_batches": 2, "fill_mode": "bytes"}),
+    (1, {"max_frame_bytes": 1024, "large_value_rate": 0.3}),
+])
+def test_policy_independence_with_the_coverage_options(
+    seed: int, changes: dict[str, Any],
+) -> None:
+    """Epochs mode under mesh/star/gossip x batch 1/512: polls, full batches and frames split
+    by size change neither the state nor ``history()``."""
+    options = SimOptions.draw(seed, scale="small", mode="epochs", epochs=2, ticks=15,
+                              **changes)
+    results = check_policies(options)
+    assert all(r.ok for r in results)
+    first = results[0]
+    assert first.stats is not None
+    if options.commit_interval_ms:
+        assert first.stats.poll_cycles > 0
+    if options.fill_batches:
+        assert first.full_batches == options.fill_batches
+    if options.large_value_rate:
+        assert first.stats.oversize_frames > 0
 
 
 # ---- seed sweeps ---------------------------------------------------------------------------------
