@@ -671,8 +671,10 @@ class Peer:
             return
         self._flush_scheduled = True
         due = self._last_flush + self._coalesce_s
-        if due <= self._loop.time():
-            self._start_flush()
+        now = self._loop.time()
+        if due <= now:
+            self._last_flush = now
+            self._loop.call_soon(self._run_flush)
         else:
             self._flush_timer = self._loop.call_at(due, self._start_flush)
 
@@ -713,12 +715,13 @@ class Peer:
             log.exception("%s: commit failed", self.mem.peer)
 
     def _flush_all(self) -> None:
-        for s in list(self._sessions.values()):
+        sessions = list(self._sessions.values())
+        for s in sessions:
             if s.deferred:
                 self._feed_deferred(s)
         self._commit_pending()
-        for s in list(self._sessions.values()):
-            self._flush(s)
+        for s in sessions:
+            self._flush(s)  # (returns at once for a session closed meanwhile)
 
     def _feed_deferred(self, s: _Session) -> None:
         """Feed the frames ``s`` held back during a transaction to the replica, in order,

@@ -123,6 +123,16 @@ class TcpStream(asyncio.BufferedProtocol):
         view = self._read_view
         assert view is not None
         self._bytes_in += nbytes
+        on_record = self._on_record
+        if on_record is not None and not self._buf and nbytes >= LENGTH_BYTES:
+            size = _LENGTH.unpack_from(view)[0]
+            if size + LENGTH_BYTES == nbytes and size <= self._max_bytes:
+                # the usual read: exactly one record, handed over without parsing on
+                try:
+                    on_record(bytes(view[LENGTH_BYTES:nbytes]))
+                except Exception as exc:
+                    self._stop(exc)
+                return
         self._feed(bytes(view[:nbytes]))  # copied out: the next read reuses the buffer
 
     def data_received(self, data: bytes) -> None:

@@ -396,3 +396,27 @@ def test_a_real_socket_is_read_through_the_stream_buffer() -> None:
         await server.wait_closed()
 
     run(main)
+
+
+def test_a_read_of_exactly_one_record_is_checked_like_any_other() -> None:
+    async def main() -> None:
+        stream, transport = connected()
+        sink = Sink(fail_on=b"bad")
+        stream.deliver(sink.on_record, sink.on_end, 64)
+        read_into(stream, framed(b"solo"))  # one read, one whole record
+        read_into(stream, framed(b""))
+        assert sink.records == [b"solo", b""] and not sink.ends
+        read_into(stream, framed(b"bad"))  # the handler raises: delivery ends once
+        read_into(stream, framed(b"after"))
+        assert sink.records == [b"solo", b"", b"bad"]
+        assert len(sink.ends) == 1 and isinstance(sink.ends[0], FrameError)
+        assert transport.paused
+
+        stream2, _ = connected()
+        sink2 = Sink()
+        stream2.deliver(sink2.on_record, sink2.on_end, 64)
+        read_into(stream2, framed(b"y" * 65))  # exactly one record, over the limit
+        assert sink2.records == [] and len(sink2.ends) == 1
+        assert "exceeds the limit" in str(sink2.ends[0])
+
+    run(main)
