@@ -191,7 +191,13 @@ class _HsNode(_Node):
         return dict(self.mem.fields.to_dict())
 
     def describe(self) -> dict[str, Any]:
-        return {"sessions": len(getattr(self.peer, "sessions", ()) or ())}
+        out: dict[str, Any] = {"sessions": len(getattr(self.peer, "sessions", ()) or ())}
+        if self.peer is not None:  # compactions run by hs.Peer in its idle time (or forced)
+            stats = self.peer.stats()
+            for k in ("compactions", "compactions_forced", "compacted_entries"):
+                if k in stats:
+                    out[k] = stats[k]
+        return out
 
     async def close(self) -> None:
         if self.peer is not None:
@@ -647,6 +653,13 @@ def throughput(system: str, writes: int, *, keys: int = 1000, seed: int = 202611
         equal = bool(check["equal"]) and mine["digest"] == theirs["digest"]
         result.equal = equal and (result.equal or not result.runs)
         result.runs.append((rate, cpu, drain))
+        if "compactions" in mine:
+            result.notes.append(
+                f"throughput run {len(result.runs)} ({rate:,.0f} writes/s): compactions "
+                + ", ".join(f"{who} {d['compactions']} ({d['compactions_forced']} forced, "
+                            f"{d['compacted_entries']} entries)"
+                            for who, d in (("writer", mine), ("reader", theirs)))
+            )
         median = sorted(result.runs)[(len(result.runs) - 1) // 2]
         result.writes_per_s, result.cpu_us_per_write, result.drain_ms = median
     finally:
@@ -708,6 +721,8 @@ def partition(system: str, seconds: float, *, result: Result) -> None:
     netns = _load("_netns")
     lab: Any = None
     proxy: Any = None
+    cut: Callable[[], object]
+    heal: Callable[[], object]
     if netns.unavailable_reason() is None:
         lab = netns.NetLab(2)
         result.partition_mode = "netns"
