@@ -712,14 +712,16 @@ def memory_breakdown(size: int, cycles: int, *, seed: int = DEFAULT_SEED, top: i
         fold = st.fold
         chunks = fold.rope._chunks
         seen = {id(c) for c in chunks}
-        rope = sum(map(sys.getsizeof, chunks)) + 8 * len(chunks)
+        rope = fold.rope.stored_bytes() + 8 * len(chunks)
         kept = 0
         for _, r, _, _ in fold._checkpoints:
             for c in r._chunks:
                 if id(c) not in seen:
                     seen.add(id(c))
                     kept += sys.getsizeof(c)
-        wide = sum(1 for c in chunks if not c.isascii() and max(c) > "\xff")
+        utf8 = sum(1 for c in chunks if isinstance(c, bytes))
+        wide = sum(1 for c in chunks if isinstance(c, str) and not c.isascii()
+                   and max(c) > "\xff")
         entries = sum(sys.getsizeof(e.hunks) for e in fold._entries if e.hunks is not None)
         log = mem._log
         payloads = sum(len(c.payload) for c in log.ordered())
@@ -728,8 +730,8 @@ def memory_breakdown(size: int, cycles: int, *, seed: int = DEFAULT_SEED, top: i
         backlog = list(getattr(mem._conflict_index, "_backlog", ()))
         backlog_mib = sum(len(c.payload) + 300 for c in backlog) / mib
         lines.append(
-            f"{name}: rope {rope / mib:.2f} MiB ({len(chunks)} chunks, {wide} of them 2-4 B "
-            f"a character), checkpoints' own chunks {kept / mib:.2f} MiB "
+            f"{name}: rope {rope / mib:.2f} MiB ({len(chunks)} chunks: {utf8} kept as UTF-8, "
+            f"{wide} str of 2-4 B a character), checkpoints' own chunks {kept / mib:.2f} MiB "
             f"({len(fold._checkpoints)} checkpoints), {len(fold._entries)} fold entries "
             f"{entries / mib:.3f} MiB, {len(log)} contributions' payloads "
             f"{payloads / mib:.3f} MiB, store checkpoint {held / mib:.2f} MiB, "

@@ -9,11 +9,21 @@ common part plus a search inside one chunk.
 
 Chunk boundaries are an implementation detail: two ropes with the same characters are equal
 whatever their chunking, and nothing computed from a rope depends on where its chunks end.
+
+A *compact* rope (what a text fold starts with) keeps a chunk that CPython would store with 2
+or 4 bytes a character (one ``→`` or emoji among ASCII makes the whole ``str`` that wide) as its
+UTF-8 encoding when that is smaller, and decodes it when it is read: about half the memory for
+mostly-ASCII text with a few wide characters, for a few microseconds per chunk an edit or a
+read touches. Comparing a compact rope with a ``str`` decodes every chunk it passes, so the
+replica that hands over whole texts (``TextRegion.set``) makes its fold's rope *hot*
+(:meth:`Rope.hot`: every chunk a ``str``) and keeps it so. The representation is never visible:
+every method returns the same as for the ``str`` chunks.
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 from array import array
 from itertools import accumulate
 
@@ -26,12 +36,30 @@ _MAX_CHUNK = 2 * CHUNK_CHARS
 _MIN_CHUNK = CHUNK_CHARS // 4
 
 
+Chunk = str | bytes  # bytes: the UTF-8 of a compact rope's wide chunk
+
+
 def _split(s: str) -> list[str]:
     if len(s) <= _MAX_CHUNK:
         return [s] if s else []
     n = -(-len(s) // CHUNK_CHARS)
     size = -(-len(s) // n)
     return [s[i : i + size] for i in range(0, len(s), size)]
+
+
+def _packed(c: str) -> Chunk:
+    """A compact rope's chunk: the UTF-8 of ``c`` when that is smaller than the ``str``."""
+    if c.isascii():
+        return c
+    top = ord(max(c))
+    if top < 0x100:
+        return c
+    b = c.encode("utf-8", "surrogatepass")
+    return b if len(b) < (2 if top < 0x10000 else 4) * len(c) else c
+
+
+def _text(c: Chunk) -> str:
+    return c if type(c) is str else c.decode("utf-8", "surrogatepass")  # type: ignore[union-attr]
 
 
 def _prefix_in(chunk: str, s: str, pos: int) -> int:
@@ -61,28 +89,49 @@ def _suffix_in(chunk: str, s: str, end: int, limit: int) -> int:
 
 
 class Rope:
-    """An immutable sequence of code points stored as chunks of about ``CHUNK_CHARS``."""
+    """An immutable sequence of code points stored as chunks of about ``CHUNK_CHARS``.
 
-    __slots__ = ("_chunks", "_len", "_starts")
+    ``Rope(chunks)`` takes ``str`` chunks; ``compact=True`` stores wide ones as UTF-8."""
 
-    def __init__(self, chunks: list[str]) -> None:
-        self._chunks = chunks
+    __slots__ = ("_chunks", "_len", "_starts", "compact")
+
+    def __init__(
+        self, chunks: list[str], *, compact: bool = False,
+        _packed_chunks: tuple[list[Chunk], list[int]] | None = None,
+    ) -> None:
+        self.compact = compact
+        if _packed_chunks is not None:  # (chunks as stored, their lengths in code points)
+            stored, lengths = _packed_chunks
+        else:
+            lengths = [len(c) for c in chunks]
+            stored = [_packed(c) for c in chunks] if compact else list[Chunk](chunks)
+        self._chunks: list[Chunk] = stored
         # chunk k spans [starts[k], starts[k + 1]); an array: 8 bytes a chunk, not an int object
-        self._starts = array("q", accumulate(map(len, chunks), initial=0))
+        self._starts = array("q", accumulate(lengths, initial=0))
         self._len = self._starts[-1]
 
     @classmethod
-    def of(cls, text: str) -> Rope:
-        return cls(_split(text))
+    def of(cls, text: str, *, compact: bool = False) -> Rope:
+        return cls(_split(text), compact=compact)
+
+    def hot(self) -> Rope:
+        """This text with every chunk a ``str`` (itself when it already is): fast to compare
+        with a ``str``. Shares the ``str`` chunks."""
+        if not self.compact:  # a rope that is not compact holds str chunks only
+            return self
+        starts = self._starts
+        lengths = [starts[k + 1] - starts[k] for k in range(len(self._chunks))]
+        return Rope([], _packed_chunks=([_text(c) for c in self._chunks], lengths))
 
     def __len__(self) -> int:
         return self._len
 
     def __str__(self) -> str:
-        return "".join(self._chunks)
+        return "".join(map(_text, self._chunks))
 
     def __repr__(self) -> str:
-        return f"Rope({self._len} chars in {len(self._chunks)} chunks)"
+        return (f"Rope({self._len} chars in {len(self._chunks)} chunks"
+                f"{', compact' if self.compact else ''})")
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Rope):
@@ -97,7 +146,11 @@ class Rope:
 
     @property
     def chunks(self) -> tuple[str, ...]:
-        return tuple(self._chunks)
+        return tuple(map(_text, self._chunks))
+
+    def stored_bytes(self) -> int:
+        """Bytes the chunks take (``sys.getsizeof`` of each): what the text costs in memory."""
+        return sum(map(sys.getsizeof, self._chunks))
 
     def slice(self, start: int, end: int) -> str:
         """``str(self)[start:end]``, copying only the chunks it spans."""
@@ -109,15 +162,16 @@ class Rope:
         j = bisect.bisect_left(starts, end) - 1
         if i == j:
             base = starts[i]
-            return self._chunks[i][start - base : end - base]
-        first = self._chunks[i][start - starts[i] :]
-        last = self._chunks[j][: end - starts[j]]
-        return "".join([first, *self._chunks[i + 1 : j], last])
+            return _text(self._chunks[i])[start - base : end - base]
+        first = _text(self._chunks[i])[start - starts[i] :]
+        last = _text(self._chunks[j])[: end - starts[j]]
+        return "".join([first, *map(_text, self._chunks[i + 1 : j]), last])
 
     def common_prefix(self, s: str) -> int:
         """Length of the common prefix of this text and ``s``: compares in place."""
         pos = 0
-        for c in self._chunks:
+        for stored in self._chunks:
+            c = _text(stored)
             if s.startswith(c, pos):
                 pos += len(c)
             else:
@@ -128,9 +182,10 @@ class Rope:
         """Length (at most ``limit``) of the common suffix of this text and ``s``."""
         end = len(s)
         got = 0
-        for c in reversed(self._chunks):
+        for stored in reversed(self._chunks):
             if got >= limit:
                 return limit
+            c = _text(stored)
             if len(c) <= limit - got and s.endswith(c, 0, end):
                 got += len(c)
                 end -= len(c)
@@ -144,17 +199,20 @@ class Rope:
         if not edits:
             return self
         chunks, starts, n = self._chunks, self._starts, len(self._chunks)
+        compact = self.compact
         if not n:
-            return Rope.of("".join(t for _, _, t in edits))
+            return Rope.of("".join(t for _, _, t in edits), compact=compact)
 
         def chunk_at(pos: int) -> int:  # the chunk holding pos (the last one for pos == len)
             return min(bisect.bisect_right(starts, pos) - 1, n - 1)
 
-        out: list[str] = []
+        out: list[Chunk] = []
+        lengths: list[int] = []
         k = e = 0  # chunks[:k] are emitted; edits[:e] are applied
         while e < len(edits):
             i = chunk_at(edits[e][0])
             out.extend(chunks[k:i])
+            lengths.extend(starts[m + 1] - starts[m] for m in range(k, i))
             pieces: list[str] = []
             cur = starts[i]
             while True:  # every edit that lands in the chunks i..j, merged into one piece
@@ -171,10 +229,14 @@ class Rope:
             k = j + 1
             merged = "".join(pieces)
             if len(merged) < _MIN_CHUNK and out:  # keep chunks near the target size
-                merged = out.pop() + merged
-            out.extend(_split(merged))
+                lengths.pop()
+                merged = _text(out.pop()) + merged
+            for c in _split(merged):
+                out.append(_packed(c) if compact else c)
+                lengths.append(len(c))
         out.extend(chunks[k:])
-        return Rope(out)
+        lengths.extend(starts[m + 1] - starts[m] for m in range(k, n))
+        return Rope([], compact=compact, _packed_chunks=(out, lengths))
 
     def _between(self, start: int, end: int) -> str:
         return self.slice(start, end) if end > start else ""

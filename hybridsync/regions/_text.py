@@ -55,7 +55,10 @@ class _TextState:
 
     def set(self, text: str) -> None:
         """Hand over a whole new text: one in-place comparison with the shadow, and only the
-        part that differs is checked for lone surrogates."""
+        part that differs is checked for lone surrogates. The fold's rope is made hot first
+        (``str`` chunks: compared in place, not decoded), once."""
+        if self.shadow is self.fold.rope and self.shadow.compact:
+            self.shadow = self.fold.hot()
         p, s = trim(self.shadow, text)
         middle = text[p : len(text) - s]
         if not middle.isascii():

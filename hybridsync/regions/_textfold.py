@@ -7,6 +7,9 @@ newest checkpoint before it and replays.
 
 The value is a :class:`Rope`: an edit shares every chunk it does not touch, so applying a
 patch costs what it changes and a checkpoint costs the chunks changed since the previous one.
+It starts *compact* (wide chunks kept as UTF-8, about half the memory of a ``str`` for text
+with a few characters beyond Latin-1) and is made *hot* (:meth:`TextFold.hot`) on a replica
+that hands over whole texts.
 An entry keeps a patch decoded from the wire as the encoded ``bytes`` it came in
 (:class:`~hybridsync.regions._textdiff.Patch` ``.data``, the very object the contribution's
 part holds), not as hunks: a few hundred bytes an edit instead of the hunk objects, and the
@@ -31,7 +34,7 @@ __all__ = ["CHECKPOINT_EVERY", "MAX_CHECKPOINTS", "TextFold"]
 
 CHECKPOINT_EVERY = 16
 MAX_CHECKPOINTS = 24
-_EMPTY = Rope([])
+_EMPTY = Rope([], compact=True)
 
 
 @dataclass(slots=True)
@@ -82,7 +85,14 @@ class TextFold:
 
     @value.setter
     def value(self, text: str | Rope) -> None:
-        self.rope = text if isinstance(text, Rope) else Rope.of(text)
+        self.rope = text if isinstance(text, Rope) else Rope.of(text, compact=True)
+
+    def hot(self) -> Rope:
+        """Make the value's rope hot (every chunk a ``str``: see :meth:`Rope.hot`) and return
+        it. The replica that hands over whole texts does, before comparing them with it; a
+        rewind to an older (compact) checkpoint makes it compact again until the next time."""
+        self.rope = self.rope.hot()
+        return self.rope
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -21,7 +21,15 @@ import pytest
 import hybridsync as hs
 import hybridsync.causal._contribution as contribution_mod
 from hybridsync.causal import Contribution, compute_id
-from hybridsync.regions._textdiff import Hunk, Patch, decode_patch, encode_patch, make_patch
+from hybridsync.regions._rope import Rope
+from hybridsync.regions._textdiff import (
+    Hunk,
+    Patch,
+    apply_patch,
+    decode_patch,
+    encode_patch,
+    make_patch,
+)
 from hybridsync.regions._textfold import TextFold
 from hybridsync.store import MemoryStore
 
@@ -195,3 +203,92 @@ def test_plain_hunk_lists_are_kept_as_given() -> None:
     hunks: list[Hunk] = make_patch("", "plain")
     fold.add((1, b"\x01" * 32), b"\x01" * 32, hunks)
     assert fold._entries[0].hunks is hunks and fold.value == "plain"
+
+
+# ---- compact ropes: wide chunks kept as UTF-8, never visible --------------------------------
+ALPHABETS = ("abc def\n", "àéïõü ", "→✓“”’ ", "🙂👍🏽𝄞 ", "a")
+
+
+def _random_text(rng: random.Random, n: int) -> str:
+    """Runs from alphabets of every str kind (ASCII, Latin-1, BMP, astral)."""
+    out: list[str] = []
+    while sum(map(len, out)) < n:
+        alphabet = rng.choice(ALPHABETS)
+        out.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 3000))))
+    return "".join(out)[:n]
+
+
+def test_a_compact_rope_reads_like_its_str() -> None:
+    rng = random.Random(6)
+    for trial in range(12):
+        text = _random_text(rng, rng.choice([0, 5, 3000, 20_000]))
+        compact, hot = Rope.of(text, compact=True), Rope.of(text)
+        assert compact.compact and not hot.compact
+        for r in (compact, hot, compact.hot()):
+            assert str(r) == text and len(r) == len(text) and r == text
+            assert "".join(r.chunks) == text
+        assert compact == hot and compact.hot() == hot and not compact.hot().compact
+        for _ in range(30):
+            a, b = sorted(rng.randrange(len(text) + 1) for _ in range(2))
+            assert compact.slice(a, b) == text[a:b]
+            other = text[:a] + _random_text(rng, rng.randrange(40)) + text[b:]
+            p = compact.common_prefix(other)
+            assert p == hot.common_prefix(other)
+            assert compact.common_suffix(other, len(other) - p) == hot.common_suffix(
+                other, len(other) - p)
+        edits: list[tuple[int, int, str]] = []
+        pos = 0
+        while pos < len(text) and len(edits) < 6:
+            a = min(len(text), pos + rng.randrange(1, 5000))
+            b = min(len(text), a + rng.randrange(0, 300))
+            edits.append((a, b, _random_text(rng, rng.randrange(0, 500))))
+            pos = b + 1
+        expected = text
+        for a, b, t in reversed(edits):
+            expected = expected[:a] + t + expected[b:]
+        got = compact.replace(edits)
+        assert got.compact and str(got) == expected and got == hot.replace(edits), trial
+
+
+def test_a_compact_rope_keeps_wide_chunks_as_utf8_and_narrow_ones_as_str() -> None:
+    ascii_part, wide_part = "plain words " * 400, "naïve → café ✓ " * 400
+    rope = Rope.of(ascii_part + wide_part + "🙂" * 3000, compact=True)
+    kinds = {type(c) for c in rope._chunks}
+    assert kinds == {str, bytes}
+    for c in rope._chunks:
+        if isinstance(c, str):  # kept as str: narrow, or no smaller as UTF-8 (emoji: 4 B each)
+            assert c.isascii() or max(c) <= "\xff" or len(c.encode()) >= 4 * len(c)
+        else:  # UTF-8: smaller than its str (2 bytes a character, 4 with an emoji)
+            t = c.decode()
+            assert len(c) < (2 if max(t) <= "\uffff" else 4) * len(t)
+    assert rope.stored_bytes() < Rope.of(str(rope)).stored_bytes()
+
+
+def test_the_receivers_rope_is_compact_and_the_writers_hot() -> None:
+    a, b, _, _ = _pair()
+    text = "shared notes → ✓ " * 2000
+    a.text("s").set(text)
+    _move(a, b)
+    assert not _fold(a).rope.compact and _fold(b).rope.compact
+    assert any(isinstance(c, bytes) for c in _fold(b).rope._chunks)
+    assert b.text("s").value == text
+    # the receiver writes too: its rope turns hot, the result is the same text on both
+    b.text("s").set(b.text("s").value.replace("notes", "memos", 3))
+    assert not _fold(b).rope.compact
+    _move(b, a)
+    assert a.text("s").value == b.text("s").value
+    assert a.text("s").value.count("memos") == 3
+
+
+def test_patches_apply_the_same_on_compact_and_hot_ropes() -> None:
+    rng = random.Random(7)
+    for _ in range(10):
+        old = _random_text(rng, 6000)
+        i = rng.randrange(len(old) - 100)
+        new = old[:i] + _random_text(rng, 50) + old[i + rng.randrange(80):]
+        drifted = _random_text(rng, rng.randrange(30)) + old  # the hunk has to move
+        hunks = decode_patch(encode_patch(make_patch(old, new)))
+        for base in (old, drifted):
+            want = apply_patch(base, hunks)
+            got = apply_patch(Rope.of(base, compact=True), hunks)
+            assert (str(got[0]), got[1]) == want
