@@ -31,6 +31,7 @@ from hybridsync.sim import Fault, RunResult, SimOptions, Simulation, check_polic
 from hybridsync.sim.__main__ import build_parser
 from hybridsync.sim._options import DEFAULT_MAX_FRAME_BYTES
 from hybridsync.sim._workload import BATCH_LIMIT_WRITES, Workload
+from hybridsync.testing import sync_pair
 from hybridsync.wire import decode_frame
 
 TIME_LIMIT_S = 60.0
@@ -45,7 +46,9 @@ OPEN_CORE_BUGS = {
     "joiner dot reuse": r"already held with a different id|claims that \S+ exists, which this "
                         r"replica never made|id prefix .* does not match",
     "late joiner never re-based": r"G1 liveness: replicas did not converge.* refused as late",
-    "conflict cap": r"conflicts\(\) differ on replicas holding the same history",
+    # reproduced below (test_a_checkpoint_frame_not_adopted_reports_the_batch_it_committed)
+    "unadopted checkpoint, unreported commit": r"closed without a contribution observers were "
+                                                r"told of",
 }
 
 
@@ -216,8 +219,8 @@ class FrameCounter(hs.Memory):
     above_limit_shared: ClassVar[int] = 0  # frames of 2+ contributions over the limit
     limit: ClassVar[int] = 0
 
-    def sync_to(self, peer: str) -> list[bytes]:
-        frames = super().sync_to(peer)
+    def sync_to(self, peer: str, **kwargs: Any) -> list[bytes]:
+        frames = super().sync_to(peer, **kwargs)
         carrying = 0
         cls = FrameCounter
         for frame in frames:
@@ -408,3 +411,36 @@ def test_a_full_batch_is_compared_pair_by_pair_with_concurrent_writes(
     assert a.fields["b99"] == 99
     # linear in the writes of the two contributions, not in their product (819,200)
     assert calls[0] <= 10 * (BATCH_LIMIT_WRITES + 100), f"{calls[0]} write pairs compared"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "a checkpoint frame that is not adopted commits the pending batch unreported: receive() "
+    "commits the pending group-commit batch before adopting a checkpoint (_commit_pending), but "
+    "dispatches to observers only when it adopts; a replica that already holds what the "
+    "checkpoint folded (a stale or duplicated vv made the sender send it) returns with the "
+    "batch committed and its Change queued until the next public call that dispatches (coverage "
+    "soak seed 820030 with gc_min_entries=4: 'closed without a contribution observers were told "
+    "of')"))
+def test_a_checkpoint_frame_not_adopted_reports_the_batch_it_committed() -> None:
+    a = hs.Memory("s", "a", clock=lambda: 0, incarnation=1, gc_min_entries=2)
+    d = hs.Memory("s", "d", clock=lambda: 0, incarnation=2, gc_min_entries=2, group_commit=True)
+    a.fields["k0"] = 0
+    for frame in a.sync_to("d"):
+        d.receive("a", frame)
+    stale = d.sync_to("a")  # d's first statement of what it holds: a#1
+    for frame in stale:
+        a.receive("d", frame)
+    for i in range(1, 6):
+        a.fields[f"k{i}"] = i
+        sync_pair(a, d)
+    assert a.compacted_upto is not None
+    for frame in stale:  # delivered again, late: a now believes d lacks what it compacted
+        a.receive("d", frame)
+    heard: list[int] = []
+    d.observe(lambda change: heard.append(change.seq) if change.local else None)
+    d.fields["x"] = 1
+    frames = a.sync_to("d")
+    assert decode_frame(frames[0]).checkpoint is not None
+    d.receive("a", frames[0])  # not adopted: d holds everything it folded
+    assert d.pending_writes == 0 and d.version_vector.get("d", 0) == 1  # the batch committed
+    assert heard == [1], "observers were not told of the batch receive() committed"
