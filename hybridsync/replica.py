@@ -1372,13 +1372,13 @@ class Memory:
             decoded = decode_frame(frame)
             if decoded.checkpoint is not None:
                 self._commit_pending()  # adoption rebuilds the fields document
-                adopted = self._adopt_checkpoint(decoded.checkpoint)
+                self._adopt_checkpoint(decoded.checkpoint)
                 link = self._links.get(name) or self._link(name)
                 self._frames_received += 1
                 self._bytes_received += len(frame)
                 link.need_state = True  # tell it what we hold now
-                if adopted:
-                    self._dispatch()
+                # (adopted or not: observers hear of the pending batch committed above)
+                self._dispatch()
                 return
             mine = self._log.seq_of(self.peer)
             claims = [decoded.vv] if decoded.vv is not None else []

@@ -46,9 +46,6 @@ OPEN_CORE_BUGS = {
     "joiner dot reuse": r"already held with a different id|claims that \S+ exists, which this "
                         r"replica never made|id prefix .* does not match",
     "late joiner never re-based": r"G1 liveness: replicas did not converge.* refused as late",
-    # reproduced below (test_a_checkpoint_frame_not_adopted_reports_the_batch_it_committed)
-    "unadopted checkpoint, unreported commit": r"closed without a contribution observers were "
-                                                r"told of",
 }
 
 
@@ -413,14 +410,6 @@ def test_a_full_batch_is_compared_pair_by_pair_with_concurrent_writes(
     assert calls[0] <= 10 * (BATCH_LIMIT_WRITES + 100), f"{calls[0]} write pairs compared"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a checkpoint frame that is not adopted commits the pending batch unreported: receive() "
-    "commits the pending group-commit batch before adopting a checkpoint (_commit_pending), but "
-    "dispatches to observers only when it adopts; a replica that already holds what the "
-    "checkpoint folded (a stale or duplicated vv made the sender send it) returns with the "
-    "batch committed and its Change queued until the next public call that dispatches (coverage "
-    "soak seed 820030 with gc_min_entries=4: 'closed without a contribution observers were told "
-    "of')"))
 def test_a_checkpoint_frame_not_adopted_reports_the_batch_it_committed() -> None:
     a = hs.Memory("s", "a", clock=lambda: 0, incarnation=1, gc_min_entries=2)
     d = hs.Memory("s", "d", clock=lambda: 0, incarnation=2, gc_min_entries=2, group_commit=True)
