@@ -37,13 +37,14 @@ from hybridsync.errors import (
     PayloadError,
     TransactionError,
 )
-from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane, FieldWrite
+from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane
 from hybridsync.fields._compact import (
     DroppedRanges,
     compact_state,
     rewrite_needed,
     rewrite_update,
 )
+from hybridsync.fields._conflicts import choose_conflicts
 from hybridsync.fields._values import canonical_json_default
 from hybridsync.fields._yupdate import decode_update
 from hybridsync.regions import BufferRegion, RegionsPlane, TextRegion
@@ -1198,26 +1199,9 @@ class Memory:
         return [(p, None) for p in parts if p.plane == "fields"] + cuts + regional
 
     def _record_conflicts(self, c: Contribution, concurrent: list[Contribution]) -> None:
-        # One conflict per pair and place: the outermost location wins (replacing ``tasks``
-        # also deletes ``tasks/t1/status``; that is the same conflict, not a second one).
-        # Hits are sorted so the choice does not depend on which of the pair arrived last.
-        hits = []
-        for other, w_other, w_mine in self._conflict_index.conflicting(c, concurrent):
-            first, second = (other, c) if other.order_key < c.order_key else (c, other)
-            wf: FieldWrite = w_other if first is other else w_mine
-            ws: FieldWrite = w_mine if first is other else w_other
-            location = min(wf.path, ws.path, key=len)
-            # a replacement both deletes the old item and sets the new one: show the set
-            rank = (wf.action == "delete", ws.action == "delete")
-            hits.append((location.count("/"), location, wf.path, ws.path, rank,
-                         repr(wf.value), repr(ws.value), other.id, first, second, wf, ws))
-        hits.sort(key=lambda h: h[:8])
-        taken: dict[bytes, list[str]] = {}
-        for _, location, _, _, _, _, _, oid, first, second, wf, ws in hits:
-            places = taken.setdefault(oid, [])
-            if any(location == p or location.startswith(p + "/") for p in places):
-                continue
-            places.append(location)
+        for location, first, second, wf, ws in choose_conflicts(
+            c, self._conflict_index.conflicting(c, concurrent)
+        ):
             conflict = Conflict(
                 plane="fields",
                 location=location,

@@ -15,6 +15,7 @@ indexed only when a concurrent one arrives, so a single writer pays nothing.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from hybridsync.fields._plane import ROOT_NAME
 from hybridsync.fields._values import plain
 from hybridsync.fields._yupdate import YItem, decode_update
 
-__all__ = ["DELETED", "FieldWrite", "FieldsConflictIndex"]
+__all__ = ["DELETED", "FieldWrite", "FieldsConflictIndex", "choose_conflicts"]
 
 ItemId = tuple[int, int]
 
@@ -74,6 +75,7 @@ class FieldsConflictIndex:
         self._clocks: dict[int, list[int]] = {}  # client -> sorted clocks of indexed items
         self._writes: dict[bytes, tuple[FieldWrite, ...]] = {}
         self._backlog: list[Contribution] = []
+        self._reps: dict[bytes, tuple[FieldWrite, ...]] = {}
 
     def defer(self, c: Contribution) -> None:
         """Remember an applied contribution without decoding it yet."""
@@ -81,6 +83,7 @@ class FieldsConflictIndex:
 
     def forget(self, cid: bytes) -> None:
         self._writes.pop(cid, None)
+        self._reps.pop(cid, None)
 
     def seed(self, state: bytes, dropped: DroppedRanges | None = None) -> None:
         """Index the items of a checkpoint's fields state (no writes are attributed to it):
@@ -275,16 +278,90 @@ class FieldsConflictIndex:
         self, c: Contribution, others: list[Contribution]
     ) -> list[tuple[Contribution, FieldWrite, FieldWrite]]:
         """``(other, write of other, write of c)`` for each conflicting pair of writes."""
-        mine = self.writes_of(c)
+        mine = self._distinct(c)
         if not mine:
             return []
-        out = []
+        out: list[tuple[Contribution, FieldWrite, FieldWrite]] = []
+        index = _WriteIndex(mine)
         for o in others:
-            for wo in self.writes_of(o):
-                for wc in mine:
-                    if _related(wo, wc):
-                        out.append((o, wo, wc))
+            out.extend((o, wo, wc) for wo, wc in index.pairs(self._distinct(o)))
         return out
+
+    def _distinct(self, c: Contribution) -> tuple[FieldWrite, ...]:
+        """``c``'s writes with one per (path, action): the first of those whose value has the
+        smallest ``repr``. A batch that sets one key a thousand times holds a thousand writes
+        there (each overwritten set counts as a deletion); the replica reports one conflict
+        per location and pair of contributions, the smallest by (paths, actions, ``repr`` of
+        the values), which these representatives still contain — so the pairs stay linear
+        in the distinct writes."""
+        got = self._reps.get(c.id)
+        if got is None:
+            best: dict[tuple[str, str], tuple[str, FieldWrite]] = {}
+            for w in self.writes_of(c):
+                r = repr(w.value)
+                held = best.get((w.path, w.action))
+                if held is None or r < held[0]:
+                    best[(w.path, w.action)] = (r, w)
+            got = self._reps[c.id] = tuple(w for _, w in best.values())
+        return got
+
+
+def choose_conflicts(
+    c: Contribution, pairs: Iterable[tuple[Contribution, FieldWrite, FieldWrite]],
+) -> list[tuple[str, Contribution, Contribution, FieldWrite, FieldWrite]]:
+    """The conflicts to record for ``c`` from its related pairs (``conflicting``):
+    ``(location, first, second, write of first, write of second)``, first/second in the
+    order. One per pair of contributions and place: the outermost location wins (replacing
+    ``tasks`` also deletes ``tasks/t1/status``; that is the same conflict, not a second one).
+    Hits are sorted so the choice does not depend on which of the pair arrived last."""
+    hits = []
+    for other, w_other, w_mine in pairs:
+        first, second = (other, c) if other.order_key < c.order_key else (c, other)
+        wf: FieldWrite = w_other if first is other else w_mine
+        ws: FieldWrite = w_mine if first is other else w_other
+        location = min(wf.path, ws.path, key=len)
+        # a replacement both deletes the old item and sets the new one: show the set
+        rank = (wf.action == "delete", ws.action == "delete")
+        hits.append((location.count("/"), location, wf.path, ws.path, rank,
+                     repr(wf.value), repr(ws.value), other.id, first, second, wf, ws))
+    hits.sort(key=lambda h: h[:8])
+    taken: dict[bytes, list[str]] = {}
+    out: list[tuple[str, Contribution, Contribution, FieldWrite, FieldWrite]] = []
+    for _, location, _, _, _, _, _, oid, first, second, wf, ws in hits:
+        places = taken.setdefault(oid, [])
+        if any(location == p or location.startswith(p + "/") for p in places):
+            continue
+        places.append(location)
+        out.append((location, first, second, wf, ws))
+    return out
+
+
+class _WriteIndex:
+    """One contribution's writes by path and by every ancestor of a path, so each write of
+    another contribution meets only the writes it may be related to: linear in the writes of
+    both, not in their product (a full group-commit batch has 8,192). ``pairs`` yields what a
+    comparison of every pair with ``_related`` would, in the same order."""
+
+    def __init__(self, mine: tuple[FieldWrite, ...]) -> None:
+        self.mine = mine
+        self.at: dict[str, list[int]] = {}
+        self.under: dict[str, list[int]] = {}
+        for i, w in enumerate(mine):
+            self.at.setdefault(w.path, []).append(i)
+            for prefix in _ancestors(w.path):
+                self.under.setdefault(prefix, []).append(i)
+
+    def pairs(self, theirs: Iterable[FieldWrite]) -> Iterator[tuple[FieldWrite, FieldWrite]]:
+        at, under, mine = self.at, self.under, self.mine
+        for wo in theirs:
+            found = [*at.get(wo.path, ()), *under.get(wo.path, ())]
+            for prefix in _ancestors(wo.path):
+                found.extend(at.get(prefix, ()))
+            if len(found) > 1:
+                found.sort()
+            for i in found:
+                if _related(wo, mine[i]):
+                    yield wo, mine[i]
 
 
 def _fields_part(payload: bytes) -> bytes:
@@ -300,6 +377,11 @@ def _fields_part(payload: bytes) -> bytes:
 
 def _join(base: str, key: str) -> str:
     return f"{base}/{key}" if base else key
+
+
+def _ancestors(path: str) -> list[str]:
+    """Every ``p`` with ``path.startswith(p + "/")`` (what ``_related`` nests by)."""
+    return [path[:i] for i, ch in enumerate(path) if ch == "/"]
 
 
 def _related(a: FieldWrite, b: FieldWrite) -> bool:

@@ -376,13 +376,6 @@ def _low_gc(space: str, peer: str, **kwargs: Any) -> hs.Memory:
 # ---- open core bugs found by these sweeps --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "conflict detection compares every write pair: FieldsConflictIndex.conflicting() checks each "
-    "write of a contribution against each write of every concurrent one, and a full group-commit "
-    "batch has one write per set (8,192; each overwritten set counts as a deletion), so applying "
-    "a contribution concurrent with a full batch costs 8,192 x its writes comparisons and two "
-    "concurrent full batches 67 M per apply (minutes per simulated run: count-mode fill seeds "
-    "draw one burst until this is fixed)"))
 def test_a_full_batch_is_compared_pair_by_pair_with_concurrent_writes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
