@@ -23,9 +23,11 @@ every method returns the same as for the ``str`` chunks.
 from __future__ import annotations
 
 import bisect
+import re
 import sys
 from array import array
 from itertools import accumulate
+from operator import sub
 
 __all__ = ["CHUNK_CHARS", "Rope"]
 
@@ -47,15 +49,23 @@ def _split(s: str) -> list[str]:
     return [s[i : i + size] for i in range(0, len(s), size)]
 
 
+_ASTRAL_LEAD = re.compile(rb"[\xf0-\xf4]")  # the first byte of a 4-byte UTF-8 sequence
+
+
 def _packed(c: str) -> Chunk:
-    """A compact rope's chunk: the UTF-8 of ``c`` when that is smaller than the ``str``."""
+    """A compact rope's chunk: the UTF-8 of ``c`` when that is smaller than the ``str``
+    (which CPython stores with 1, 2 or 4 bytes a character, by its widest one)."""
     if c.isascii():
         return c
-    top = ord(max(c))
-    if top < 0x100:
+    try:
+        c.encode("latin-1")  # 1 byte a character already
         return c
+    except UnicodeEncodeError:
+        pass
     b = c.encode("utf-8", "surrogatepass")
-    return b if len(b) < (2 if top < 0x10000 else 4) * len(c) else c
+    if len(b) < 2 * len(c) or (len(b) < 4 * len(c) and _ASTRAL_LEAD.search(b)):
+        return b  # smaller than the str's 2 (or, with an astral character, 4) bytes each
+    return c
 
 
 def _text(c: Chunk) -> str:
@@ -120,7 +130,7 @@ class Rope:
         if not self.compact:  # a rope that is not compact holds str chunks only
             return self
         starts = self._starts
-        lengths = [starts[k + 1] - starts[k] for k in range(len(self._chunks))]
+        lengths = list(map(sub, starts[1:], starts[:-1]))
         return Rope([], _packed_chunks=([_text(c) for c in self._chunks], lengths))
 
     def __len__(self) -> int:
@@ -212,7 +222,7 @@ class Rope:
         while e < len(edits):
             i = chunk_at(edits[e][0])
             out.extend(chunks[k:i])
-            lengths.extend(starts[m + 1] - starts[m] for m in range(k, i))
+            lengths.extend(map(sub, starts[k + 1 : i + 1], starts[k:i]))
             pieces: list[str] = []
             cur = starts[i]
             while True:  # every edit that lands in the chunks i..j, merged into one piece
@@ -235,7 +245,7 @@ class Rope:
                 out.append(_packed(c) if compact else c)
                 lengths.append(len(c))
         out.extend(chunks[k:])
-        lengths.extend(starts[m + 1] - starts[m] for m in range(k, n))
+        lengths.extend(map(sub, starts[k + 1 :], starts[k:n]))
         return Rope([], compact=compact, _packed_chunks=(out, lengths))
 
     def _between(self, start: int, end: int) -> str:
