@@ -239,14 +239,10 @@ class SimOptions:
         small_frames = rng.random() < 0.25
         frame_bytes = rng.choice((1024, 1536, 4096))
         large_rate = rng.choice((0.05, 0.1, 0.2))
-        # fill bursts on 20 % of the group-commit seeds; a count fill runs alone: two
-        # concurrent full batches make every apply compare 8,192 x 8,192 write pairs (an
-        # open core bug, tests/sim/test_sim_coverage.py), minutes per run
+        # fill bursts (one or two) on 20 % of the group-commit seeds
         fill = rng.random() < 0.2
         fills = rng.randint(1, 2)
         fill_mode = rng.choice(FILL_MODES)
-        if fill_mode == "count":
-            fills = 1
         if poll:
             drawn["commit_interval_ms"] = interval
         if small_frames:
