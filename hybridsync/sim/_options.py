@@ -78,10 +78,11 @@ class SimOptions:
     for a cycle (a poll, a sync round or a transaction) instead of committing at once.
     0 (the default) never polls.
 
-    ``fill_batches`` (group commit only) runs that many fill bursts in the safety phase: one
-    peer writes small sets until its pending batch passes its limit (8,192 writes, or 2 MiB
-    with ``fill_mode="bytes"``) and the replica commits the full batch by itself; the
-    writes on both sides of that commit are credited to their own batches.
+    ``fill_batches`` (group commit only) runs that many fill bursts in the safety phase (in
+    ``epochs`` mode, in as many bursts): one peer writes small sets until its pending batch
+    passes its limit (8,192 writes, or 2 MiB with ``fill_mode="bytes"``) and the replica
+    commits the full batch by itself; the writes on both sides of that commit are credited
+    to their own batches.
 
     ``max_frame_bytes`` below Memory's default builds every replica with it (``sync_to``
     then splits its contributions over several frames by size as well as by
