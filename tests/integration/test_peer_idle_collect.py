@@ -289,3 +289,40 @@ def test_max_deferred_bytes_is_validated() -> None:
         mem.close()
 
     run(main())
+
+
+def test_a_held_back_frame_the_replica_rejects_closes_the_session_when_fed() -> None:
+    """A member sends a frame that is not a frame while the application is inside a
+    transaction: it waits, and when the transaction ends it is rejected like any other — the
+    session is closed, counted, and the replica keeps only what the application wrote."""
+
+    async def main() -> None:
+        from _member import member_client
+
+        from hybridsync.security import RecordType
+
+        b = hs.Memory(SPACE, "b")
+        pb = await start(b)
+        try:
+            stream, sealer, _opener = await member_client(
+                pb.port, "m", secret=SECRET, space=SPACE
+            )
+            await wait_until(lambda: "m" in pb.sessions, "the member's session")
+            with b.transaction():
+                b.fields["mine"] = 1
+                stream.write((sealer.seal(RecordType.SYNC, b"\x93not a frame"),))
+                await wait_until(lambda: pb.stats()["frames_deferred"] == 1, "held back")
+                assert pb.stats()["frames_rejected"] == 0 and "m" in pb.sessions
+            await wait_until(lambda: pb.stats()["frames_rejected"] == 1, "fed and rejected")
+            await wait_until(lambda: "m" not in pb.sessions, "the session closed")
+            st = pb.stats()
+            assert st["protocol_errors"] == 1 and st["sessions_closed"] == 1
+            assert b.fields.to_dict() == {"mine": 1}
+            assert [c.author for c in b.history()] == ["b"]
+            stream.abort()
+            await stream.wait_closed()
+        finally:
+            await pb.stop()
+        b.close()
+
+    run(main())
