@@ -19,18 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import pytest
 
 import hybridsync as hs
+from hybridsync.causal import Contribution
 from hybridsync.errors import ConfigError
 from hybridsync.fields import _conflicts
 from hybridsync.sim import Fault, RunResult, SimOptions, Simulation, check_policies, run
 from hybridsync.sim.__main__ import build_parser
 from hybridsync.sim._options import DEFAULT_MAX_FRAME_BYTES
 from hybridsync.sim._workload import BATCH_LIMIT_WRITES, Workload
+from hybridsync.store import MemoryStore
 from hybridsync.testing import sync_pair
 from hybridsync.wire import decode_frame
 
@@ -184,6 +186,39 @@ def test_a_fill_burst_fills_a_batch_and_a_crash_keeps_only_what_committed(mode: 
     assert result.fills == 1 and result.full_batches == 1
     assert result.fill_credited > 0  # the full batch's writes, checked by G2
     assert result.lost_writes > 0  # the batch opened by the write past the limit
+
+
+class ForgetsLargeCommits:
+    """A store that silently keeps no contribution above 20 KB (a full batch is larger)."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+
+    def append(self, contributions: Iterable[Contribution]) -> None:
+        self.inner.append(c for c in contributions if len(c.payload) <= 20_000)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_the_checkers_catch_a_replica_that_loses_its_full_batch_in_a_crash() -> None:
+    """The same crash with a store that drops the full batch: G2 fails (the full batch was
+    committed, so its writes must survive), which the passing run above shows they do."""
+    base = SimOptions(seed=11, peers=3, ticks=30, liveness_ticks=1000, group_commit=True,
+                      fill_batches=1, partitions=False, crashes=False, write_rate=0.6)
+    probe = Workload(base.seed, group_commit=True, fill_batches=1, fill_steps=base.ticks)
+    (at,) = probe.fill_at
+    faults = [*(Fault(at, "crash", (p,), phase="writes") for p in ("p0", "p1", "p2")),
+              *(Fault(at + 2, "restart", (p,)) for p in ("p0", "p1", "p2"))]
+
+    def forgetful(space: str, peer: str, *, store: MemoryStore, **kwargs: Any) -> hs.Memory:
+        return hs.Memory(space, peer, store=ForgetsLargeCommits(store),
+                         **kwargs)
+
+    result = run(base, faults=faults, memory_factory=forgetful, raise_on_violation=False,
+                 time_limit_s=TIME_LIMIT_S)
+    assert not result.ok and result.full_batches == 1
+    assert result.violation is not None and "G2 no silent loss" in result.violation
 
 
 def test_a_fill_burst_without_crashes_credits_both_batches() -> None:
