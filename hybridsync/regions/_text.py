@@ -28,14 +28,18 @@ class _TextState:
     ``shadow`` is the fold's value (a rope) as of the last refresh. The working copy is the
     ``str`` last handed over with ``set``, or ``None`` while it equals the shadow: a replica
     that only receives never joins the rope into a ``str`` until someone reads the text.
+    ``_known`` is a ``str`` equal to the shadow when one is at hand (the text this replica
+    handed over and folded exactly, or the rope joined for a read): ``set`` compares the new
+    text with it, so the fold's rope can stay compact (UTF-8 chunks) on the writer too.
     """
 
-    __slots__ = ("_sent", "_trim", "_working", "dirty", "fold", "shadow")
+    __slots__ = ("_known", "_sent", "_trim", "_working", "dirty", "fold", "shadow")
 
     def __init__(self, hb: HappenedBefore) -> None:
         self.fold = TextFold(hb)
         self.shadow: Rope = self.fold.rope
         self._working: str | None = None
+        self._known: str | None = ""  # the fold starts empty
         self.dirty = False
         # set() compared the new text with the shadow already: (shadow, text, prefix, suffix)
         self._trim: tuple[Rope, str, int, int] | None = None
@@ -45,7 +49,7 @@ class _TextState:
     @property
     def working(self) -> str:
         if self._working is None:
-            self._working = str(self.shadow)
+            self._working = self._known = str(self.shadow)
         return self._working
 
     @working.setter
@@ -54,12 +58,16 @@ class _TextState:
         self._trim = None
 
     def set(self, text: str) -> None:
-        """Hand over a whole new text: one in-place comparison with the shadow, and only the
-        part that differs is checked for lone surrogates. The fold's rope is made hot first
-        (``str`` chunks: compared in place, not decoded), once."""
-        if self.shadow is self.fold.rope and self.shadow.compact:
-            self.shadow = self.fold.hot()
-        p, s = trim(self.shadow, text)
+        """Hand over a whole new text: one comparison with the shadow, and only the part that
+        differs is checked for lone surrogates. The comparison is with a ``str`` known to equal
+        the shadow when there is one (``_known``); else with the rope, made hot first (``str``
+        chunks, compared in place instead of decoded), which it then stays."""
+        if self._known is not None:
+            p, s = trim(self._known, text)
+        else:
+            if self.shadow is self.fold.rope and self.shadow.compact:
+                self.shadow = self.fold.hot()
+            p, s = trim(self.shadow, text)
         middle = text[p : len(text) - s]
         if not middle.isascii():
             try:
@@ -98,9 +106,9 @@ class _TextState:
             sent is not None and last is not None and last[0] is sent[0]
             and last[1].hunks is not None and not last[1].issues and len(rope) == len(sent[1])
         ):
-            self._working = sent[1]
+            self._working = self._known = sent[1]
         else:
-            self._working = None
+            self._working = self._known = None
         self.shadow = rope
         self.dirty = False
         self._trim = None

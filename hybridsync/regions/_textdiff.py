@@ -192,14 +192,63 @@ def _normalized(diffs: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return out
 
 
+_WINDOW = 1 << 16  # characters of ``old`` copied at a time by the str comparisons below
+
+
+def _str_prefix(old: str, new: str) -> int:
+    """Length of the common prefix of two ``str``: ``new.startswith`` a window of ``old`` at a
+    time (a 64 Ki-character slice copy stays in cache, so this runs at about the speed of a
+    rope's in-place pass), then a binary search inside the window that differs."""
+    n = min(len(old), len(new))
+    i = 0
+    while i < n:
+        j = min(n, i + _WINDOW)
+        if new.startswith(old[i:j], i):
+            i = j
+            continue
+        lo, hi = i, j - 1  # old[i:lo] matches, old[i:hi + 1] does not (or hi is the limit)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if new.startswith(old[lo:mid], lo):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+    return n
+
+
+def _str_suffix(old: str, new: str, limit: int) -> int:
+    """Length (at most ``limit``) of the common suffix of two ``str``, as :func:`_str_prefix`."""
+    n = min(len(old), len(new), limit)
+    a, b = len(old), len(new)
+    got = 0
+    while got < n:
+        w = min(_WINDOW, n - got)
+        if new.endswith(old[a - got - w : a - got], 0, b - got):
+            got += w
+            continue
+        lo, hi = got, got + w - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if new.endswith(old[a - mid : a - lo], 0, b - lo):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+    return n
+
+
 def trim(shadow: str | Rope, new: str) -> tuple[int, int]:
     """Lengths of the common prefix and suffix of ``shadow`` and ``new`` (not overlapping).
 
-    A rope compares in place, chunk by chunk: about one ``memcmp`` pass over the common part.
+    A rope compares in place, chunk by chunk: about one ``memcmp`` pass over the common part
+    (a compact rope decodes the chunks it passes). Two ``str`` compare window by window.
     """
-    rope = shadow if isinstance(shadow, Rope) else Rope.of(shadow)
-    p = rope.common_prefix(new)
-    s = rope.common_suffix(new, min(len(rope), len(new)) - p)
+    if isinstance(shadow, str):
+        p = _str_prefix(shadow, new)
+        return p, _str_suffix(shadow, new, min(len(shadow), len(new)) - p)
+    p = shadow.common_prefix(new)
+    s = shadow.common_suffix(new, min(len(shadow), len(new)) - p)
     return p, s
 
 

@@ -264,20 +264,58 @@ def test_a_compact_rope_keeps_wide_chunks_as_utf8_and_narrow_ones_as_str() -> No
     assert rope.stored_bytes() < Rope.of(str(rope)).stored_bytes()
 
 
-def test_the_receivers_rope_is_compact_and_the_writers_hot() -> None:
+def test_ropes_stay_compact_while_a_known_str_is_compared() -> None:
+    """A writer compares a new text with the str it knows equals its shadow (the one it
+    handed over, or the one a read joined), so its rope stays compact; only a set() with no
+    such str at hand (after a remote edit, without a read) makes the rope hot."""
     a, b, _, _ = _pair()
     text = "shared notes → ✓ " * 2000
     a.text("s").set(text)
     _move(a, b)
-    assert not _fold(a).rope.compact and _fold(b).rope.compact
-    assert any(isinstance(c, bytes) for c in _fold(b).rope._chunks)
-    assert b.text("s").value == text
-    # the receiver writes too: its rope turns hot, the result is the same text on both
+    assert _fold(a).rope.compact and _fold(b).rope.compact
+    assert any(isinstance(c, bytes) for c in _fold(a).rope._chunks)
+    assert a.text("s").value is text and b.text("s").value == text
+    # b read the text (a join): it compares with that str and stays compact
     b.text("s").set(b.text("s").value.replace("notes", "memos", 3))
-    assert not _fold(b).rope.compact
+    _move(b, a)
+    assert _fold(b).rope.compact and _fold(a).rope.compact
+    assert a.text("s").value == b.text("s").value and a.text("s").value.count("memos") == 3
+    # a remote edit, then a set() without a read: compared with the rope, made hot
+    b.text("s").set(b.text("s").value + " tail")
+    _move(b, a)
+    a.text("s").set("head " + text)
+    assert not _fold(a).rope.compact
+    _move(a, b)
+    assert a.text("s").value == b.text("s").value
+
+
+def test_the_known_str_always_equals_the_shadow() -> None:
+    """Random sets (from a read, or blind), syncs and reads on two replicas: whenever a
+    state holds a str for its shadow it is exactly the shadow's text, and both converge."""
+    rng = random.Random(8)
+    a, b, _, _ = _pair()
+    base = _text(rng, 600)
+    a.text("s").set(base)
+    _move(a, b)
+    for _ in range(120):
+        m = rng.choice((a, b))
+        op = rng.randrange(4)
+        if op == 0:  # an edit of what it reads
+            v = m.text("s").value
+            i = rng.randrange(len(v) + 1)
+            m.text("s").set(v[:i] + _text(rng, 2) + v[i + rng.randrange(20):])
+        elif op == 1:  # a blind whole new text
+            m.text("s").set(_text(rng, rng.randrange(1, 300)))
+        elif op == 2:
+            _move(m, b if m is a else a)
+        else:
+            m.text("s").value  # noqa: B018 - a read joins the rope
+        for x in (a, b):
+            st = x._regions.texts["s"]
+            assert st._known is None or st._known == str(st.shadow)
+    _move(a, b)
     _move(b, a)
     assert a.text("s").value == b.text("s").value
-    assert a.text("s").value.count("memos") == 3
 
 
 def test_patches_apply_the_same_on_compact_and_hot_ropes() -> None:
