@@ -341,8 +341,10 @@ def test_group_commit_is_drawn_for_some_seeds_and_leaves_the_others_as_they_were
             assert SimOptions.draw(o.seed, group_commit=False) == o
     forced = SimOptions.draw(1, group_commit=True)
     plain = SimOptions.draw(1, group_commit=False)
+    # (fill bursts are drawn for group-commit seeds only)
     same = {k for k in plain.as_dict() if k not in ("group_commit", "flush_probability",
-                                                      "write_rate")}
+                                                      "write_rate", "fill_batches",
+                                                      "fill_mode")}
     assert all(getattr(forced, k) == getattr(plain, k) for k in same) and forced.group_commit
     with pytest.raises(hs.ConfigError, match="flush_probability"):
         SimOptions(seed=1, flush_probability=0.01)
