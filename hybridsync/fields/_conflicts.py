@@ -82,6 +82,11 @@ class FieldsConflictIndex:
         self._backlog.append(c)
 
     def forget(self, cid: bytes) -> None:
+        """``cid`` left the log (compaction). The backlog is indexed first, in order, as a
+        ``writes_of`` now would: it must not outlive the log it shadows (a single writer
+        never drains it, and it held every contribution ever applied)."""
+        if self._backlog:
+            self._catch_up()
         self._writes.pop(cid, None)
         self._reps.pop(cid, None)
 
