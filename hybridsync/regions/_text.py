@@ -147,14 +147,21 @@ class TextRegion:
         self._state.set(text)
 
     def insert(self, index: int, text: str) -> None:
+        """Insert ``text`` before character ``index`` (past the end: at the end)."""
+        _check_position(index, "index")
+        _check_str(text)
         v = self.value
         self.set(v[:index] + text + v[index:])
 
     def delete(self, index: int, length: int) -> None:
+        """Delete ``length`` characters from ``index`` (what lies past the end is ignored)."""
+        _check_position(index, "index")
+        _check_position(length, "length")
         v = self.value
         self.set(v[:index] + v[index + length :])
 
     def append(self, text: str) -> None:
+        _check_str(text)
         self.set(self.value + text)
 
     def __str__(self) -> str:
@@ -165,3 +172,13 @@ class TextRegion:
 
     def __repr__(self) -> str:
         return f"TextRegion({self.name!r}, {len(self.value)} chars)"
+
+
+def _check_position(value: object, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{what} must be a non-negative int (characters), got {value!r}")
+
+
+def _check_str(text: object) -> None:
+    if not isinstance(text, str):
+        raise ConfigError(f"text regions hold str, got {type(text).__name__}")

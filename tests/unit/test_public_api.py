@@ -157,6 +157,11 @@ _CALLS = {
     "buffer(shape=)": lambda m, v: m.buffer("buf", shape=v, dtype="float16"),
     "buffer(shape=(2, v))": lambda m, v: m.buffer("buf", shape=(2, v), dtype="float16"),
     "auto_collect =": lambda m, v: setattr(m, "auto_collect", v),
+    "text.insert(index)": lambda m, v: m.text("t").insert(v, "x"),
+    "text.delete(index)": lambda m, v: m.text("t").delete(v, 1),
+    "text.delete(length)": lambda m, v: m.text("t").delete(0, v),
+    "text.append(text)": lambda m, v: m.text("t").append(v),
+    "text.insert(text)": lambda m, v: m.text("t").insert(0, v),
     "buffer.write(offset)": lambda m, v: m.buffer("w", shape=(64,), dtype="float16").write(
         v, [0.0, 1.0]),
 }
@@ -170,8 +175,10 @@ def test_wrong_types_raise_config_error_and_change_nothing(call: str) -> None:
     for value in _WRONG:
         if value is True and ("reliable" in call or "auto_collect" in call):
             continue  # valid
-        if isinstance(value, str) and "peer" in call:
-            continue  # a valid peer name
+        if isinstance(value, str) and ("peer" in call or "(text)" in call):
+            continue  # a valid peer name / text
+        if type(value) is int and value > 0 and "text." in call:
+            continue  # a valid position (past the end is clamped)
         with pytest.raises(hs.ConfigError):
             _CALLS[call](m, value)
     assert (m.state_digest(), m.heads, m.stats()) == before
