@@ -37,14 +37,13 @@ from hybridsync.errors import (
     PayloadError,
     TransactionError,
 )
-from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane
+from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane, choose_conflicts
 from hybridsync.fields._compact import (
     DroppedRanges,
     compact_state,
     rewrite_needed,
     rewrite_update,
 )
-from hybridsync.fields._conflicts import choose_conflicts
 from hybridsync.fields._values import canonical_json_default
 from hybridsync.fields._yupdate import decode_update
 from hybridsync.regions import BufferRegion, RegionsPlane, TextRegion
@@ -285,9 +284,8 @@ class Memory:
         self._stability = Stability(self.peer, retire_after_ms)
         # members declared up front count before they are heard of: no compaction leaves
         # them behind (docs/gc.md, "Declared members")
-        now = int(clock())
         for m in declared:
-            self._stability.notice(m, now)
+            self._stability.notice(m, self._last_cycle_ms)
         # the fields document as of the compacted prefix
         self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
         # what compactions of the fields checkpoint dropped (deleted map entries): every
@@ -951,17 +949,16 @@ class Memory:
         self._base_key = cp.base
         self._decoded.clear()
 
-    def _adopt_checkpoint(self, data: bytes) -> bool:
+    def _adopt_checkpoint(self, data: bytes) -> None:
         """A peer sent its checkpoint because we lack what it compacted. Adopt it unless we
         are as far; contributions of ours that sort inside it are re-based: their effects
-        are re-applied to the new state and committed anew (nothing of ours is lost).
-        Returns True when it was adopted."""
+        are re-applied to the new state and committed anew (nothing of ours is lost)."""
         cp = decode_checkpoint(self.space, data)
         if self._base_key is not None and cp.base <= self._base_key:
-            return False
+            return
         vv = self._log.vv
         if all(vv.get(a, 0) >= n for a, n in cp.compacted.items()):
-            return False  # we hold all it folded (a stale statement made the peer send it)
+            return  # we hold all it folded (a stale statement made the peer send it)
         if any(n > cp.compacted.get(a, 0) for a, n in self._log.compacted().items()):
             raise IntegrityError("a checkpoint that lacks part of our own compacted state")
         if self._regions.texts or self._regions.buffers:
@@ -990,7 +987,6 @@ class Memory:
         self._store.compact(old_ids, self._checkpoint_bytes())
         self._store.append(keep)
         self._rebase(region_parts, touched, old_json)
-        return True
 
     def _rebase(self, region_parts: list[list[tuple[Part, Any]]], touched: list[str],
                 old_json: dict[str, Any]) -> None:
@@ -1237,7 +1233,8 @@ class Memory:
             raise TransactionError("sync_to() inside a transaction")
         if not isinstance(reliable, bool):
             raise ConfigError(f"reliable must be a bool, got {reliable!r}")
-        link = self._links.get(_check_name(peer, "peer")) or self._link(peer)
+        # (a name never seen is checked by _link; an unhashable one must not reach .get)
+        link = (self._links.get(peer) if isinstance(peer, str) else None) or self._link(peer)
         if self._has_local_edits():
             self._cycle()
             self._dispatch()

@@ -27,7 +27,7 @@ import msgpack
 from diff_match_patch import diff_match_patch
 
 from hybridsync.errors import ConfigError, PayloadError
-from hybridsync.regions._rope import Rope
+from hybridsync.regions._rope import Rope, _prefix_in, _suffix_in
 
 __all__ = ["DIGEST_BYTES", "PATCH_FORMAT", "PATCH_MARGIN", "Hunk", "Patch", "apply_patch",
            "decode_patch", "encode_patch", "make_patch", "trim"]
@@ -198,22 +198,16 @@ _WINDOW = 1 << 16  # characters of ``old`` copied at a time by the str compariso
 def _str_prefix(old: str, new: str) -> int:
     """Length of the common prefix of two ``str``: ``new.startswith`` a window of ``old`` at a
     time (a 64 Ki-character slice copy stays in cache, so this runs at about the speed of a
-    rope's in-place pass), then a binary search inside the window that differs."""
+    rope's in-place pass), then the rope's binary search inside the window that differs."""
     n = min(len(old), len(new))
     i = 0
     while i < n:
         j = min(n, i + _WINDOW)
-        if new.startswith(old[i:j], i):
+        window = old[i:j]
+        if new.startswith(window, i):
             i = j
             continue
-        lo, hi = i, j - 1  # old[i:lo] matches, old[i:hi + 1] does not (or hi is the limit)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if new.startswith(old[lo:mid], lo):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        return i + _prefix_in(window, new, i)
     return n
 
 
@@ -224,17 +218,11 @@ def _str_suffix(old: str, new: str, limit: int) -> int:
     got = 0
     while got < n:
         w = min(_WINDOW, n - got)
-        if new.endswith(old[a - got - w : a - got], 0, b - got):
+        window = old[a - got - w : a - got]
+        if new.endswith(window, 0, b - got):
             got += w
             continue
-        lo, hi = got, got + w - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if new.endswith(old[a - mid : a - lo], 0, b - lo):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        return got + _suffix_in(window, new, b - got, w)
     return n
 
 

@@ -1,9 +1,23 @@
-"""Bounded asyncio helpers shared by the loopback peer tests."""
+"""Bounded asyncio helpers, and the peer options and convergence check, shared by the
+loopback peer tests."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import hybridsync as hs
+
+# hs.Peer options that make sessions detect, redial and sync within a test's time
+FAST_PEER: dict[str, Any] = {
+    "heartbeat_s": 0.3,
+    "sync_interval_s": 0.05,
+    "reconnect_min_s": 0.05,
+    "reconnect_max_s": 0.5,
+    "handshake_timeout_s": 3.0,
+}
 
 
 def run(coro: Awaitable[None], timeout_s: float = 90.0) -> None:
@@ -24,3 +38,11 @@ async def wait_until(cond: Callable[[], bool], what: str, timeout_s: float = 30.
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def converged(*mems: hs.Memory) -> bool:
+    """Same state and same heads on every replica."""
+    first = mems[0]
+    return all(
+        m.state_digest() == first.state_digest() and m.heads == first.heads for m in mems[1:]
+    )

@@ -13,30 +13,19 @@ import os
 from typing import Any
 
 import pytest
-from _aio import run, wait_until
+from _aio import FAST_PEER, converged, run, wait_until
 
 import hybridsync as hs
 from hybridsync.security import Handshake, space_key
 
 SECRET = b"g7 test group secret, 32 bytes.."
 SPACE = "g7-space-name"
-FAST: dict[str, Any] = {
-    "heartbeat_s": 0.3,
-    "sync_interval_s": 0.05,
-    "reconnect_min_s": 0.05,
-    "reconnect_max_s": 0.5,
-    "handshake_timeout_s": 2.0,
-}
+FAST: dict[str, Any] = {**FAST_PEER, "handshake_timeout_s": 2.0}
 PING_RECORD_BYTES = 17  # type byte + Poly1305 tag: larger records carry a frame
 
 
 def snapshot(mem: hs.Memory) -> tuple[str, list[bytes]]:
     return mem.state_digest(), [c.id for c in mem.history()]
-
-
-def converged(*mems: hs.Memory) -> bool:
-    return all(m.state_digest() == mems[0].state_digest() and m.heads == mems[0].heads
-               for m in mems[1:])
 
 
 async def start(mem: hs.Memory, **options: Any) -> hs.Peer:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _aio import run, wait_until
+from _aio import FAST_PEER, run, wait_until
 
 import hybridsync as hs
 import hybridsync.inspector
@@ -36,13 +36,7 @@ from hybridsync.testing import sync_pair
 
 SECRET = b"inspector test group secret"
 SPACE = "space-inspector-tests"
-FAST: dict[str, Any] = {
-    "heartbeat_s": 0.3,
-    "sync_interval_s": 0.05,
-    "reconnect_min_s": 0.05,
-    "reconnect_max_s": 0.5,
-    "handshake_timeout_s": 3.0,
-}
+FAST = FAST_PEER
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

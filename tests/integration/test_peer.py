@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _aio import run, wait_until
+from _aio import FAST_PEER, converged, run, wait_until
 from _member import member_client as _member_client
 
 import hybridsync as hs
@@ -28,20 +28,7 @@ from hybridsync.transport import TcpStream
 
 SECRET = b"integration test group secret"
 SPACE = "space-peer-tests"
-FAST: dict[str, Any] = {
-    "heartbeat_s": 0.3,
-    "sync_interval_s": 0.05,
-    "reconnect_min_s": 0.05,
-    "reconnect_max_s": 0.5,
-    "handshake_timeout_s": 3.0,
-}
-
-
-def converged(*mems: hs.Memory) -> bool:
-    first = mems[0]
-    return all(
-        m.state_digest() == first.state_digest() and m.heads == first.heads for m in mems[1:]
-    )
+FAST = FAST_PEER
 
 
 async def start(mem: hs.Memory, **options: Any) -> hs.Peer:

@@ -18,30 +18,17 @@ import asyncio
 from typing import Any
 
 import pytest
-from _aio import run, wait_until
+from _aio import FAST_PEER, converged, run, wait_until
 
 import hybridsync as hs
 
 SECRET = b"idle collect test group secret"
 SPACE = "space-peer-idle-collect"
-FAST: dict[str, Any] = {
-    "heartbeat_s": 0.3,
-    "sync_interval_s": 0.05,
-    "reconnect_min_s": 0.05,
-    "reconnect_max_s": 0.5,
-    "handshake_timeout_s": 3.0,
-}
+FAST = FAST_PEER
 
 
 async def start(mem: hs.Memory, **options: Any) -> hs.Peer:
     return await hs.Peer.start(mem, secret=SECRET, **{**FAST, **options})
-
-
-def converged(*mems: hs.Memory) -> bool:
-    first = mems[0]
-    return all(
-        m.state_digest() == first.state_digest() and m.heads == first.heads for m in mems[1:]
-    )
 
 
 # ---- garbage collection in idle time -------------------------------------------------------

@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybridsync.causal import Contribution
-from hybridsync.fields import DELETED, FieldsConflictIndex, FieldWrite
-from hybridsync.fields._conflicts import _related, choose_conflicts
+from hybridsync.fields import DELETED, FieldsConflictIndex, FieldWrite, choose_conflicts
+from hybridsync.fields._conflicts import _related
 
 
 @dataclass(frozen=True)
