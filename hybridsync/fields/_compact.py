@@ -597,6 +597,13 @@ def compact_state(state_update: bytes, *, concurrent: Iterable[bytes] = ()) -> C
     clients_out: list[tuple[int, tuple[RawStruct, ...]]] = []
     gc_ranges: list[tuple[int, int, int]] = []
     kept_items = dropped_items = 0
+    # A deleted type that still holds kept items (a chain a concurrent update writes to,
+    # inside a map F deleted) stays a type: yjs turns an item whose parent is not a type into
+    # GC when it loads it, and the chain would be lost after all (its key paths with it).
+    holders = {
+        loc[0] for iid, loc in location.items()
+        if loc is not _DEAD and not isinstance(loc[0], str) and dropped.find(iid) is None
+    }
     for client in sorted(index.structs, reverse=True):
         out: list[RawStruct] = []
         for s in index.structs[client]:
@@ -608,7 +615,11 @@ def compact_state(state_update: bytes, *, concurrent: Iterable[bytes] = ()) -> C
                 continue
             kept_items += 1
             fully_deleted = deletes.covers(client, s.clock, end)
-            if fully_deleted and s.ref != REF_DELETED:
+            if (
+                fully_deleted
+                and s.ref != REF_DELETED
+                and not (s.ref == REF_TYPE and (s.client, s.clock) in holders)
+            ):
                 s = RawStruct(
                     s.client,
                     s.clock,

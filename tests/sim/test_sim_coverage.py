@@ -12,7 +12,7 @@
 
 Each has targeted tests that fail if the option stops reaching its path, a seed slice in the
 default run and a larger soak sweep. The last section holds reproductions of the core bugs the
-sweeps found: two fixed (plain tests now), one open (strict xfail).
+sweeps found, all three fixed (plain tests now).
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ OPEN_CORE_BUGS = {
     "joiner dot reuse": r"already held with a different id|claims that \S+ exists, which this "
                         r"replica never made|id prefix .* does not match",
     "late joiner never re-based": r"G1 liveness: replicas did not converge.* refused as late",
-    # reproduced below (test_conflicts_after_a_fields_checkpoint_compaction)
-    "reseeded conflict index": r"conflicts\(\) differ on replicas holding the same history",
 }
 
 
@@ -414,7 +412,7 @@ def _low_gc(peers: int, *, declared: bool) -> Callable[..., hs.Memory]:
     return make
 
 
-# ---- open core bugs found by these sweeps --------------------------------------------------------
+# ---- core bugs found by these sweeps (fixed) -----------------------------------------------------
 
 
 def test_a_full_batch_is_compared_pair_by_pair_with_concurrent_writes(
@@ -469,17 +467,15 @@ def test_a_checkpoint_frame_not_adopted_reports_the_batch_it_committed() -> None
     assert heard == [1], "observers were not told of the batch receive() committed"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a fields-checkpoint compaction reseeds the conflict index from the checkpoint state "
-    "(Memory._compact_fields_now) and re-indexes the retained contributions; a write nested in "
-    "a map the checkpoint no longer holds then resolves to no path (FieldsConflictIndex."
-    "writes_of gives () for p0's own retained f9df0626, which set k0/n1). p0 reseeds while "
-    "applying p3's concurrent dc437ed2 (which sets k0; its declared cut makes p0 compact "
-    "first) and misses their conflict; p1-p5 indexed f9df0626 before any reseed and report "
-    "it: conflicts() differ on replicas holding the same history. Coverage soak seed 820150 "
-    "(two byte-limit fills double the checkpoint state, which triggers the reseeds), GC at 4, "
-    "members declared"))
 def test_conflicts_after_a_fields_checkpoint_compaction() -> None:
+    """Coverage soak seed 820150 (two byte-limit fills double the checkpoint state, which
+    makes the fields checkpoint compact; GC at 4, members declared). p0 writes k0/n1 while p1
+    replaces k0; p3 then sets k0 concurrently with p0's write. p0 compacts its fields
+    checkpoint (p3's declared cut makes it catch up) with a cut that holds the replacement but
+    not its own write: that chain is kept, and the deleted map k0 around it used to become
+    ContentDeleted, which yrs turns into GC on loading (with the chain in it). The conflict
+    index reseeded from that state found no path for p0's write and missed the conflict the
+    replicas that never reseeded report (tests/unit/test_conflicts_after_compaction.py)."""
     options = SimOptions.draw(820150, group_commit=True, fill_mode="bytes", fill_batches=2)
     result = run(options, memory_factory=_low_gc(options.peers, declared=True),
                  raise_on_violation=False, time_limit_s=TIME_LIMIT_S)
