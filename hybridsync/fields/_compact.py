@@ -17,7 +17,9 @@ unchanged) and keeps every other item with its id and content. What makes that s
   an anchor into "no origin, parent and key written" — the item then lands exactly where it
   landed in the uncompacted document, because nothing else of F remains in that chain.
 * Contributions **not** causally after F (concurrent with part of it) can name any item of a
-  chain. Pass their updates as ``concurrent``: every map chain they write to is kept whole.
+  chain. Pass their updates as ``concurrent``: every map chain they write to is kept whole,
+  and so is every sequence they insert into, with the containers above them (a deleted type
+  that holds kept items stays a type), so their key paths resolve as without compaction.
   Under the stability rule of DESIGN.md §1 every replica holds all of them at the cut.
 * Items inside a deleted (or garbage-collected) type are invisible for ever; they are dropped
   too and any later item that points into them becomes ``GC``, as yjs itself does with an
@@ -567,8 +569,7 @@ def compact_state(state_update: bytes, *, concurrent: Iterable[bytes] = ()) -> C
     for structs in index.structs.values():
         for s in structs:
             loc = dead.get((s.client, s.clock))
-            if loc is not None and not (loc is not _DEAD and loc[1] is not None
-                                        and (loc[0], loc[1]) in touched):
+            if loc is not None and not (loc is not _DEAD and (loc[0], loc[1]) in touched):
                 dropped_spans.append((s.client, s.clock, s.clock + s.length, VOID))
     for chain_key in sorted(chains, key=_chain_sort_key):
         items = chains[chain_key]
@@ -758,9 +759,13 @@ def _chain_tail(items: Sequence[RawStruct]) -> ItemId:
     raise PayloadError("map chain does not end")  # unreachable: each step visits a new element
 
 
-def _touched_chains(index: _Index, concurrent: Iterable[bytes]) -> set[tuple[Parent, str]]:
+def _touched_chains(
+    index: _Index, concurrent: Iterable[bytes]
+) -> set[tuple[Parent, str | None]]:
     """The map chains (parent, key) that the concurrent updates write to or delete from
-    (a deletion of a dropped item would leave no trace for the conflict index to find)."""
+    (a deletion of a dropped item would leave no trace for the conflict index to find), and
+    as (parent, None) the sequences (lists, texts) they insert into or delete from: inside a
+    deleted container those are dead, and the insert names one of their items."""
     extra = _Index()
     new_items: list[RawStruct] = []
     deleted: list[RawStruct] = []
@@ -792,13 +797,12 @@ def _touched_chains(index: _Index, concurrent: Iterable[bytes]) -> set[tuple[Par
             return index.find(item) or extra.find(item)
 
     resolver = _Resolver(_Both())
-    touched: set[tuple[Parent, str]] = set()
+    touched: set[tuple[Parent, str | None]] = set()
     parents: list[Parent] = []
     for s in (*new_items, *deleted):
         loc = resolver.location(s)
         if loc is not None and loc is not _DEAD:
-            if loc[1] is not None:
-                touched.add((loc[0], loc[1]))
+            touched.add((loc[0], loc[1]))
             parents.append(loc[0])
     # ... and the chains of every container above them, deleted or not: a replica that never
     # compacted finds the key path of such a write (the conflict index does), so must we
@@ -814,8 +818,7 @@ def _touched_chains(index: _Index, concurrent: Iterable[bytes]) -> set[tuple[Par
         loc = resolver.location(holder)
         if loc is None or loc is _DEAD:
             continue
-        if loc[1] is not None:
-            touched.add((loc[0], loc[1]))
+        touched.add((loc[0], loc[1]))
         parents.append(loc[0])
     return touched
 

@@ -192,11 +192,13 @@ class FieldsConflictIndex:
             iid for client, clock, length in update.deletes
             for iid in self._indexed_in(client, clock, length)
         }
+        spans = _Spans(update.deletes) if deleted else None
         for iid in sorted(deleted):
             entry = self._items[iid]
             if entry.key is None or iid in local:
                 continue
-            if not isinstance(entry.parent, str) and self._inside(entry.parent, deleted):
+            assert spans is not None
+            if not isinstance(entry.parent, str) and self._inside(entry.parent, spans):
                 continue  # deleted with its container: the container's deletion says it all
             path = self.path_of(entry.parent)
             if path is not None:
@@ -205,15 +207,19 @@ class FieldsConflictIndex:
         self._writes[c.id] = result
         return result
 
-    def _inside(self, parent: ItemId, created: set[ItemId]) -> bool:
-        """True when ``parent`` is, or lies inside, a container in ``created``."""
+    def _inside(self, parent: ItemId, among: set[ItemId] | _Spans) -> bool:
+        """True when ``parent`` is, or lies inside, a container in ``among``: the containers
+        an update created, or the clocks it deleted (an indexed container only)."""
         cur: str | ItemId = parent
         for _ in range(66):
             if isinstance(cur, str):
                 return False
-            if cur in created:
+            entry = self._lookup(cur)
+            if isinstance(among, set):
+                if cur in among:
+                    return True
+            elif entry is not None and cur in among:
                 return True
-            entry = self._items.get(cur)
             if entry is None:
                 return False
             cur = entry.parent
@@ -247,10 +253,15 @@ class FieldsConflictIndex:
         return entry
 
     def _indexed_in(self, client: int, clock: int, length: int) -> list[ItemId]:
+        """The indexed entries that hold a clock of ``[clock, clock + length)``: those that
+        start there, and one that starts before and runs into it (a compacted state and yrs
+        merge adjacent items of one chain, deleted ones included, into one entry)."""
         clocks = self._clocks.get(client)
         if not clocks:
             return []
         lo = bisect.bisect_left(clocks, clock)
+        if lo and clocks[lo - 1] + self._items[(client, clocks[lo - 1])].length > clock:
+            lo -= 1
         hi = bisect.bisect_left(clocks, clock + length)
         return [(client, k) for k in clocks[lo:hi]]
 
@@ -258,7 +269,7 @@ class FieldsConflictIndex:
         """The key path of a map or list, ``""`` for the root; ``None`` if unknown."""
         if isinstance(parent, str):
             return "" if parent == ROOT_NAME else None
-        entry = self._items.get(parent)
+        entry = self._lookup(parent)  # a merged entry holds the type's clock
         if entry is None or depth > 64:
             return None
         base = self.path_of(entry.parent, depth + 1)
@@ -367,6 +378,34 @@ class _WriteIndex:
             for i in found:
                 if _related(wo, mine[i]):
                     yield wo, mine[i]
+
+
+class _Spans:
+    """An update's delete set, to ask whether it deletes one clock."""
+
+    def __init__(self, deletes: Iterable[tuple[int, int, int]]) -> None:
+        per: dict[int, list[tuple[int, int]]] = {}
+        for client, clock, length in deletes:
+            per.setdefault(client, []).append((clock, clock + length))
+        self._starts: dict[int, list[int]] = {}
+        self._ends: dict[int, list[int]] = {}
+        for client, spans in per.items():
+            spans.sort()
+            self._starts[client] = [a for a, _ in spans]
+            ends: list[int] = []
+            for _, b in spans:  # running maximum: a span may hold the next one
+                ends.append(max(b, ends[-1]) if ends else b)
+            self._ends[client] = ends
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, tuple):
+            return False
+        client, clock = item
+        starts = self._starts.get(client)
+        if starts is None:
+            return False
+        i = bisect.bisect_right(starts, clock) - 1
+        return i >= 0 and clock < self._ends[client][i]
 
 
 def _fields_part(payload: bytes) -> bytes:
