@@ -128,6 +128,7 @@ class ReplicaStats:
     bytes_sent: int
     bytes_received: int
     late: int = 0  # contributions refused because they sort inside the checkpoint
+    rollbacks: int = 0  # roll-backs to a peer's older checkpoint that applied late work
     retired: tuple[str, ...] = ()  # members left out of the stable frontier (silent too long)
 
     def as_dict(self) -> dict[str, Any]:
@@ -147,6 +148,24 @@ class _Link:
     stall: int = 0  # sync_to calls since the peer last acknowledged progress
     rto: int = 0  # retransmit after this many stalled calls; doubles while nothing arrives
     needs_checkpoint: bool = False  # it sent contributions that sort inside our checkpoint
+    asked: bool = False  # our roll-back request went to it (docs/gc.md, "Late work")
+    offer_next: bool = False  # it asked us for a roll-back: send our checkpoint and the rest
+    refused: int = 0  # our contributions up to this seq sort inside its checkpoint: not resent
+    # what it had stated when we last sent our checkpoint: the same statement again means it
+    # declined it (docs/gc.md, "Late work"), so it is sent again only after a retransmission
+    checkpoint_for: frozenset[tuple[str, int]] | None = None
+
+
+@dataclass(slots=True)
+class _RollBack:
+    """A roll-back in progress: a peer's older checkpoint (None: it never compacted) and the
+    contributions of our compacted range it sends, kept aside until they cover all of it."""
+
+    peer: str
+    incarnation: int | None
+    checkpoint: Checkpoint | None
+    need: set[tuple[str, int]]  # dots of our compacted range not yet received in full
+    pool: dict[tuple[str, int], Draft] = field(default_factory=dict)
 
 
 def _check_name(value: object, what: str) -> str:
@@ -308,6 +327,13 @@ class Memory:
         self._gone_meta: dict[bytes, tuple[tuple[int, bytes], str]] = {}
         self._compacted = 0
         self._late = 0
+        # late work (docs/gc.md, "Late work: roll-back"): the drafts refused as late, kept
+        # (bounded) so a roll-back can apply them; the roll-back in progress; the peers that
+        # could not serve one for the lamport time asked
+        self._late_pool: dict[tuple[str, int], Draft] = {}
+        self._rollback: _RollBack | None = None
+        self._rollback_failed: set[tuple[str, int]] = set()
+        self._rollbacks = 0
         self._auto_collect = True
         self._replay_store()
 
@@ -315,7 +341,7 @@ class Memory:
     def _replay_store(self) -> None:
         """Rebuild the replica from its store (a restart keeps every returned commit)."""
         raw = self._store.get_meta("checkpoint")
-        if raw is not None:
+        if raw:  # (b"": a roll-back to a peer that never compacted)
             try:
                 self._load_checkpoint(decode_checkpoint(self.space, raw))
             except PayloadError as exc:
@@ -636,6 +662,7 @@ class Memory:
             bytes_sent=self._bytes_sent,
             bytes_received=self._bytes_received,
             late=self._late,
+            rollbacks=self._rollbacks,
             retired=tuple(sorted(self._stability.retired)),
         )
 
@@ -714,7 +741,8 @@ class Memory:
         return frontier is not None and self._log.stable_prefix(frontier) >= self._gc_min
 
     def _maybe_collect(self) -> None:
-        if self._auto_collect and self._gc_min is not None and len(self._log) >= self._gc_min:
+        if self._auto_collect and self._gc_min is not None and len(self._log) >= self._gc_min \
+                and self._rollback is None:
             self._collect(max(1, self._gc_min))
 
     def _compact(self, n: int, *, fields: bool = False) -> None:
@@ -914,45 +942,54 @@ class Memory:
     def _checkpoint_bytes(self) -> bytes:
         return encode_checkpoint(self.space, self._checkpoint())
 
-    def _load_checkpoint(self, cp: Checkpoint) -> None:
-        """Replace the whole state by a checkpoint (restart, or adopting a peer's)."""
+    def _load_checkpoint(self, cp: Checkpoint | None) -> None:
+        """Replace the whole state by a checkpoint (restart, or adopting a peer's), or by
+        the empty state (``None``: a roll-back to a peer that never compacted)."""
         stable: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
-        try:
-            stable.apply_update(cp.fields)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # pycrdt's PanicException derives from BaseException
-            raise PayloadError(f"checkpoint fields state is not a Yjs update: {exc!r}") from None
-        dropped = DroppedRanges.decode(cp.dropped) if cp.dropped else DroppedRanges()
+        if cp is not None:
+            try:
+                stable.apply_update(cp.fields)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # pycrdt's PanicException derives from BaseException
+                raise PayloadError(
+                    f"checkpoint fields state is not a Yjs update: {exc!r}") from None
+        dropped = DroppedRanges.decode(cp.dropped) if cp and cp.dropped else DroppedRanges()
         self._log = CausalLog(self.space, max_pending=self._max_pending)
         self._dropped = dropped
-        self._fields_compacted_bytes = len(cp.fields)
-        self._fields_cut = cp.fields_cut
-        self._declare = cp.fields_cut is not None  # say it again after a restart
+        self._fields_compacted_bytes = len(cp.fields) if cp else 0
+        self._fields_cut = cp.fields_cut if cp else None
+        self._declare = self._fields_cut is not None  # say it again after a restart
         self._declared = []
-        self._stable2 = cp.stable2
-        self._gens = [(k, frozenset(t)) for k, t in cp.gens]
-        self._log.restore(cp.stubs, cp.compacted,
-                          {cid: (a, s) for cid, (a, s, _) in cp.gone.items()})
+        self._stable2 = cp.stable2 if cp else None
+        self._gens = [(k, frozenset(t)) for k, t in cp.gens] if cp else []
+        if cp is not None:
+            self._log.restore(cp.stubs, cp.compacted,
+                              {cid: (a, s) for cid, (a, s, _) in cp.gone.items()})
         self._regions.reset(self._log.happened_before)
-        self._regions.restore_bases(cp.regions)
+        self._regions.restore_bases(cp.regions if cp else [])
         self._stable_doc = stable
         self._doc_generation += 1
         self._fields.rebuild(
-            yjs_client_id(self.peer, self.incarnation, self._doc_generation), [cp.fields]
+            yjs_client_id(self.peer, self.incarnation, self._doc_generation),
+            [cp.fields] if cp else [],
         )
         self._conflict_index = FieldsConflictIndex()
-        self._conflict_index.seed(cp.fields, self._dropped)
+        if cp is not None:
+            self._conflict_index.seed(cp.fields, self._dropped)
         self._conflicts = []
-        self._archive = list(cp.archive)
-        self._gone_meta = {cid: ((lam, cid), a) for cid, (a, _, lam) in cp.gone.items()}
-        self._base_key = cp.base
+        self._archive = list(cp.archive) if cp else []
+        self._gone_meta = {cid: ((lam, cid), a) for cid, (a, _, lam) in cp.gone.items()} \
+            if cp else {}
+        self._base_key = cp.base if cp else None
         self._decoded.clear()
 
-    def _adopt_checkpoint(self, data: bytes) -> None:
+    def _adopt_checkpoint(self, data: bytes, sender: str) -> None:
         """A peer sent its checkpoint because we lack what it compacted. Adopt it unless we
         are as far; contributions of ours that sort inside it are re-based: their effects
-        are re-applied to the new state and committed anew (nothing of ours is lost)."""
+        are re-applied to the new state and committed anew (nothing of ours is lost) —
+        unless another peer holds them already: then it can serve the sender a roll-back
+        (docs/gc.md, "Late work"), and re-basing them would reuse their dots."""
         cp = decode_checkpoint(self.space, data)
         if self._base_key is not None and cp.base <= self._base_key:
             return
@@ -975,17 +1012,32 @@ class Memory:
                     rebase.append(c)
                 continue
             keep.append(c)
+        if rebase:
+            first = min(c.seq for c in rebase)
+            # a peer that acknowledged them, or may still receive them (sent, not yet
+            # acknowledged): it can accept them, so they must not be re-based under their dots
+            holders = [n for n, link in self._links.items() if n != sender and max(
+                link.known.get(self.peer, 0), link.sent.get(self.peer, 0)) >= first]
+            if holders:
+                log.info("not adopting %s's checkpoint: %s hold(s) or may hold our late work",
+                         sender, ", ".join(sorted(holders)))
+                link = self._links.get(sender)
+                if link is not None:  # it refuses them until it rolls back: do not resend
+                    link.refused = max(link.refused, max(c.seq for c in rebase))
+                return
         old_json = self._fields.to_py()
         old_ids = [c.id for c in self._log.ordered()]
         region_parts = [self._decode_multi(c) for c in rebase if c.kind == "multi"]
         touched = sorted({w.path for c in rebase for w in self._conflict_index.writes_of(c)})
         self._late += len(dropped)
+        events = len(self._events)
         self._load_checkpoint(cp)
         for c in keep:
             self._log.check(c)
             self._apply(c, local=False, store=False)
-        self._store.compact(old_ids, self._checkpoint_bytes())
-        self._store.append(keep)
+        del self._events[events:]  # (re-applied: observers heard of them when they came)
+        self._fields.take_changed()
+        self._store.compact(old_ids, self._checkpoint_bytes(), keep)
         self._rebase(region_parts, touched, old_json)
 
     def _rebase(self, region_parts: list[list[tuple[Part, Any]]], touched: list[str],
@@ -1030,6 +1082,161 @@ class Memory:
                     self._fields.view[k] = old_json[k]
             elif k in new_json:
                 del self._fields.view[k]
+
+    # ---- late work: roll-back to a peer's older checkpoint (docs/gc.md) -------------------
+    def _note_late(self, d: Draft) -> None:
+        """A draft that sorts inside our checkpoint: refused, and kept (bounded) so that a
+        roll-back to an older checkpoint can apply it."""
+        self._late += 1
+        if d.dot not in self._late_pool and len(self._late_pool) < self._max_pending:
+            self._late_pool[d.dot] = d
+
+    def _late_lamport(self) -> int | None:
+        """The lamport time a roll-back must go back before (None: no late work held)."""
+        if not self._late_pool:
+            return None
+        has = self._log.has_dot
+        for dot in [dot for dot in self._late_pool if has(dot)]:
+            del self._late_pool[dot]  # held now (its author re-based it, or a roll-back)
+        return min((d.lamport for d in self._late_pool.values()), default=None)
+
+    def _rollback_request(self, peer: str, link: _Link) -> int | None:
+        """The roll-back request to send ``peer`` now, if any: once per peer while we hold
+        late work and no roll-back runs, never again to a peer that could not serve it."""
+        if link.asked or self._rollback is not None or not self._late_pool:
+            return None
+        need = self._late_lamport()
+        if need is None or (peer, need) in self._rollback_failed:
+            return None
+        link.asked = True
+        return need
+
+    def _stated(self, peer: str, ours: dict[str, int]) -> dict[str, int]:
+        """The version vector we state to ``peer``: ours, except to the peer serving our
+        roll-back, which learns what we hold in full for it (so it sends our compacted range
+        again, also after a loss)."""
+        rb = self._rollback
+        if rb is None or rb.peer != peer:
+            return ours
+        base = rb.checkpoint.compacted if rb.checkpoint is not None else {}
+        compacted = self._log.compacted()
+        out = {}
+        for a, have in ours.items():
+            n = base.get(a, 0)
+            while n < compacted.get(a, 0) and (a, n + 1) in rb.pool:
+                n += 1
+            out[a] = have if n >= compacted.get(a, 0) else n
+        return out
+
+    def _take_offer(self, peer: str, incarnation: int, data: bytes) -> None:
+        """``peer`` answers our roll-back request with its checkpoint (``b""``: it never
+        compacted); its contributions follow. Start the roll-back if the offer is older
+        than our late work; they are kept aside until they cover our compacted range."""
+        need = self._late_lamport()
+        if need is None or self._rollback is not None or self._base_key is None:
+            return
+        cp = decode_checkpoint(self.space, data) if data else None
+        if cp is not None and cp.base[0] >= need:
+            self._rollback_failed.add((peer, need))
+            return
+        base = cp.compacted if cp is not None else {}
+        missing = {(a, s) for a, n in self._log.compacted().items()
+                   for s in range(base.get(a, 0) + 1, n + 1)}
+        if len(missing) > self._max_pending:
+            log.warning("roll-back from %s not started: %d contributions to take again is "
+                        "over max_pending", peer, len(missing))
+            self._rollback_failed.add((peer, need))
+            return
+        self._rollback = _RollBack(peer, incarnation, cp, missing)
+
+    def _abandon_rollback(self, why: str) -> None:
+        rb = self._rollback
+        assert rb is not None
+        need = self._late_lamport()
+        log.info("roll-back from %s abandoned: %s", rb.peer, why)
+        if need is not None:
+            self._rollback_failed.add((rb.peer, need))
+        self._rollback = None
+        for link in self._links.values():
+            link.asked = False  # ask the others again
+
+    def _finish_rollback(self) -> None:
+        """Replace our state by the peer's older checkpoint plus every contribution we held
+        and the late ones: what sorted inside our checkpoint is applied at its place in the
+        order. All or nothing: on a bad contribution the state is restored as it was."""
+        rb = self._rollback
+        assert rb is not None and not rb.need
+        self._rollback = None
+        self._commit_pending()
+        if self._regions.texts or self._regions.buffers:
+            self._cycle()
+        self._dispatch()
+        old_log = self._log
+        old_cp = self._checkpoint() if self._base_key is not None else None
+        old = old_log.ordered()
+        old_ids = [c.id for c in old]
+        old_json = self._fields.to_py()
+        events = len(self._events)
+        drafts = sorted([*rb.pool.values(), *self._late_pool.values()],
+                        key=lambda d: (d.lamport, d.author, d.seq))
+        late_before = self._late
+        # one pass in lamport order: every parent comes before its children
+        items: list[tuple[int, int, Draft | Contribution]] = sorted(
+            [(d.lamport, i, d) for i, d in enumerate(drafts)]
+            + [(c.lamport, len(drafts) + i, c) for i, c in enumerate(old)],
+            key=lambda t: (t[0], t[1]))
+        late: list[Draft] = []
+        try:
+            self._load_checkpoint(rb.checkpoint)
+            for _, _, item in items:
+                if isinstance(item, Contribution):
+                    if item.id not in self._log:
+                        self._log.check(item)
+                        self._apply(item, local=False, store=False)
+                    continue
+                staged, parked, _, refused = self._stage((item,))
+                for c in staged:
+                    self._apply(c, local=False, store=False)
+                for d in parked:
+                    self._log.park(d)
+                late.extend(refused)
+            self._drain_ready(store=False)
+            lost = [a for a, n in old_log.vv.items() if self._log.seq_of(a) < n]
+            if lost:
+                raise IntegrityError(f"the roll-back lacks contributions of {lost}")
+        except HybridSyncError as exc:
+            log.warning("roll-back from %s failed, state restored: %s", rb.peer, exc)
+            self._rejected += 1
+            self._late = late_before
+            self._load_checkpoint(old_cp)
+            for c in old:
+                self._log.check(c)
+                self._apply(c, local=False, store=False)
+            del self._events[events:]
+            self._rollback = rb  # (for _abandon_rollback)
+            self._abandon_rollback(str(exc))
+            return
+        self._late = late_before + len(late)
+        self._store.compact(old_ids, self._checkpoint_bytes() if self._base_key else b"",
+                            self._log.ordered())
+        self._rollbacks += 1
+        # Observers hear of what became visible, not of what was re-applied.
+        new = [c for c in self._log.ordered() if not old_log.has_dot((c.author, c.seq))]
+        self._fields.take_changed()
+        del self._events[events:]
+        if self._observers and new:
+            new_json = self._fields.to_py()
+            paths = tuple(sorted(k for k in set(old_json) | set(new_json)
+                                 if old_json.get(k, _MISSING) != new_json.get(k, _MISSING)))
+            for c in new:
+                self._events.append(Change(c.hex_id, c.author, c.seq, False, c.kind, c.note,
+                                           paths))
+        for link in self._links.values():
+            link.need_state = True
+            link.asked = False
+        self._rollback_failed.clear()
+        log.info("rolled back to %s's checkpoint: %d late contribution(s) applied",
+                 rb.peer, len(new))
 
     # ---- outside Yjs clients -------------------------------------------------------------
     def apply_yjs_update(self, update: bytes, *, origin: str) -> Contribution | None:
@@ -1242,15 +1449,26 @@ class Memory:
         known = link.known
         sent = link.sent
         frames: list[bytes] = []
+        if link.offer_next:
+            # It asked for a roll-back: our checkpoint (or none), then everything after it.
+            link.offer_next = False
+            compacted = self._log.compacted() if self._base_key is not None else {}
+            frames.append(encode_checkpoint_frame(
+                self.incarnation,
+                self._checkpoint_bytes() if self._base_key is not None else b"", offer=True))
+            link.known = known = dict(compacted)
+            link.sent = sent = dict(compacted)
+            link.need_state = True
         if self._base_key is not None and link.incarnation is not None:
             compacted = self._log.compacted()
-            if link.needs_checkpoint or any(
+            if link.needs_checkpoint or (any(
                 known.get(a, 0) < n for a, n in compacted.items()
-            ):
+            ) and link.checkpoint_for != frozenset((a, n) for a, n in known.items() if n)):
                 # It lacks what we folded away (a joiner, a retired member, or one whose
                 # contributions sort inside our checkpoint): the checkpoint, then the suffix.
                 frames.append(encode_checkpoint_frame(self.incarnation, self._checkpoint_bytes()))
                 link.needs_checkpoint = False
+                link.checkpoint_for = frozenset((a, n) for a, n in known.items() if n)
                 for a, n in compacted.items():
                     if known.get(a, 0) < n:
                         known[a] = n
@@ -1265,6 +1483,7 @@ class Memory:
                 # back off exponentially (bounded) so a slow acknowledger is not flooded.
                 link.sent = sent = dict(known)
                 link.stall = 0
+                link.checkpoint_for = None
                 link.rto = min(2 * (link.rto or self._retransmit_rounds),
                                8 * self._retransmit_rounds)
         else:
@@ -1272,11 +1491,16 @@ class Memory:
         todo: list[Contribution] = []
         advertised = link.advertised or {}
         need_vv = link.need_state or link.advertised is None
+        ask = self._rollback_request(peer, link)
+        if ask is not None:
+            need_vv = True
         for author, have in ours.items():
             start = sent.get(author, 0)
             k = known.get(author, 0)
             if k > start:
                 start = k
+            if author == self.peer and link.refused > start:
+                start = link.refused
             if have > start:
                 if self._base_key is not None and start < self._log.compacted_seq(author):
                     need_vv = True  # first hear what it holds: it may need the checkpoint
@@ -1290,18 +1514,18 @@ class Memory:
             return []
         if len(todo) > 1:
             todo.sort(key=lambda c: c.order_key)
-        vv_pairs = sorted(ours.items()) if need_vv else None
+        vv_pairs = sorted(self._stated(peer, ours).items()) if need_vv else None
         batch: list[Contribution] = []
         size = 0
         for c in todo:
             csize = len(c.payload) + len(c.note) + 48 + 12 * len(c.parents)
             if batch and (len(batch) >= self._batch_size or size + csize > self._max_frame_bytes):
-                frames.append(self._encode(vv_pairs, batch, peer))
-                vv_pairs, batch, size = None, [], 0
+                frames.append(self._encode(vv_pairs, batch, peer, ask))
+                vv_pairs, batch, size, ask = None, [], 0, None
             batch.append(c)
             size += csize
         if batch or vv_pairs is not None:
-            frames.append(self._encode(vv_pairs, batch, peer))
+            frames.append(self._encode(vv_pairs, batch, peer, ask))
         for a, s in ours.items():
             if sent.get(a, 0) < s:
                 sent[a] = s
@@ -1323,13 +1547,15 @@ class Memory:
         link.stall = 0
         link.rto = 0
         link.need_state = True
+        link.checkpoint_for = None
+        link.asked = False
 
     def _encode(self, vv: list[tuple[str, int]] | None, batch: list[Contribution],
-                to: str = "") -> bytes:
+                to: str = "", rollback: int | None = None) -> bytes:
         acks = None
         if vv is not None and self._gc_min is not None:
             acks = self._stability.table(to)  # gossip: stability is known through relays
-        return encode_frame(self.incarnation, vv, batch, self._dot_of, acks)
+        return encode_frame(self.incarnation, vv, batch, self._dot_of, acks, rollback)
 
     def _dot_of(self, cid: bytes) -> tuple[str, int]:
         c = self._log.get(cid)
@@ -1351,9 +1577,18 @@ class Memory:
             raise ConfigError("a replica does not sync with itself")
         try:
             decoded = decode_frame(frame)
+            if decoded.offer:
+                self._take_offer(name, decoded.incarnation, decoded.checkpoint or b"")
+                link = self._links.get(name) or self._link(name)
+                self._frames_received += 1
+                self._bytes_received += len(frame)
+                link.need_state = True  # what we hold in full, for the roll-back
+                return
             if decoded.checkpoint is not None:
                 self._commit_pending()  # adoption rebuilds the fields document
-                self._adopt_checkpoint(decoded.checkpoint)
+                if self._rollback is not None and self._rollback.peer == name:
+                    self._abandon_rollback("it sent a newer checkpoint")
+                self._adopt_checkpoint(decoded.checkpoint, name)
                 link = self._links.get(name) or self._link(name)
                 self._frames_received += 1
                 self._bytes_received += len(frame)
@@ -1383,6 +1618,8 @@ class Memory:
         if link.incarnation != decoded.incarnation:
             if link.incarnation is not None:  # the peer restarted: forget what we assumed
                 link.known, link.sent, link.advertised = {}, {}, None
+                link.refused = 0
+                link.checkpoint_for = None
             link.incarnation = decoded.incarnation
         known = link.known
         progress = False
@@ -1403,8 +1640,12 @@ class Memory:
                     progress = True
                 if link.acked.get(a, 0) < s:
                     link.acked[a] = s
-                if s > ours.get(a, 0):
-                    link.need_state = True  # it has what we lack: say our vv (a pull)
+                if s > ours.get(a, 0) and not link.refused and not all(
+                    (a, k) in self._late_pool for k in range(ours.get(a, 0) + 1, s + 1)
+                ):
+                    # it has what we lack: say our vv (a pull) — not for late work we refused
+                    # (a roll-back brings it), nor from a peer whose checkpoint we declined
+                    link.need_state = True
         for d in decoded.drafts:
             if known.get(d.author, 0) < d.seq:
                 known[d.author] = d.seq
@@ -1415,8 +1656,15 @@ class Memory:
         if duplicates:
             link.need_state = True
         if late:
-            self._late += late
-            link.needs_checkpoint = True
+            fresh = [d for d in late if d.dot not in self._late_pool]
+            for d in late:
+                self._note_late(d)
+            if fresh:  # (told once: the same late work again gets no second checkpoint)
+                link.needs_checkpoint = True
+        if decoded.rollback is not None and (
+            self._base_key is None or self._base_key[0] < decoded.rollback
+        ):
+            link.offer_next = True  # we can serve its roll-back: checkpoint and the rest
         now = int(self._now_ms())
         if decoded.vv is not None:
             self._stability.note(name, decoded.vv, now)
@@ -1433,6 +1681,16 @@ class Memory:
             for d in parked:
                 self._log.park(d)
             self._drain_ready()
+            rb = self._rollback
+            if rb is not None and rb.peer == name:
+                if rb.incarnation != decoded.incarnation:
+                    self._abandon_rollback("it restarted")
+                elif decoded.vv is not None and any(
+                    decoded.vv.get(a, 0) < n for a, n in self._log.compacted().items()
+                ):
+                    self._abandon_rollback("it does not hold all we compacted")
+                elif not rb.need:
+                    self._finish_rollback()
         finally:
             self._dispatch()
         # observers hear of what arrived before a compaction runs: it is not on the
@@ -1442,13 +1700,14 @@ class Memory:
 
     def _stage(
         self, drafts: tuple[Draft, ...]
-    ) -> tuple[list[Contribution], list[Draft], int, int]:
+    ) -> tuple[list[Contribution], list[Draft], int, list[Draft]]:
         """Resolve and verify a frame's drafts without changing anything.
 
         Returns the contributions ready to apply (in frame order), the drafts that must wait
-        for parents, the number of duplicates and the number of *late* ones (they sort inside
-        our checkpoint, or name a compacted parent: their author must adopt the checkpoint
-        and re-base them). Raises on the first bad contribution.
+        for parents, the number of duplicates and the *late* ones (they sort inside our
+        checkpoint, or name a compacted parent: a roll-back applies them, or their author
+        adopts the checkpoint and re-bases them). Raises on the first bad contribution.
+        During a roll-back, drafts of our compacted range go to its pool.
         """
         overlay: dict[tuple[str, int], Contribution] = {}
         overlay_ids: dict[bytes, Contribution] = {}
@@ -1471,9 +1730,11 @@ class Memory:
 
         staged: list[Contribution] = []
         parked: list[Draft] = []
-        duplicates = late = 0
+        late: list[Draft] = []
+        duplicates = 0
         log_ = self._log
         base = self._base_key
+        rb = self._rollback
         for d in drafts:
             held = log_.id_of(d.author, d.seq)
             if held is not None:
@@ -1482,15 +1743,21 @@ class Memory:
                         f"{d.author}#{d.seq} is already held with a different id"
                     )
                 duplicates += 1
+                if rb is not None and d.dot in rb.need:  # a stub: compacted, id kept
+                    rb.pool[d.dot] = d
+                    rb.need.discard(d.dot)
                 continue
             if log_.has_dot(d.dot):
                 duplicates += 1  # compacted into the checkpoint
+                if rb is not None and d.dot in rb.need:
+                    rb.pool[d.dot] = d
+                    rb.need.discard(d.dot)
                 continue
             if base is not None and (
                 d.lamport <= base[0] and any(log_.is_compacted(p) and log_.id_of(*p) is None
                                              for p in d.parent_dots)
             ):
-                late += 1
+                late.append(d)
                 continue
             parents: list[bytes] = []
             lamport = 0
@@ -1515,7 +1782,7 @@ class Memory:
                 missing = True
             if missing:
                 if base is not None and d.lamport <= base[0]:
-                    late += 1  # its parents were never ours to send: it predates our base
+                    late.append(d)  # its parents were never ours to send: it predates our base
                     continue
                 parked.append(d)
                 continue
@@ -1545,7 +1812,7 @@ class Memory:
                     f"match its content (computed {c.id[:8].hex()})"
                 )
             if base is not None and c.order_key <= base:
-                late += 1  # it sorts inside our checkpoint: folding it would break G1
+                late.append(d)  # it sorts inside our checkpoint: folding it would break G1
                 continue
             if d.kind == "multi":
                 self._decoded[c.id] = self._decode_multi(c)
@@ -1556,7 +1823,7 @@ class Memory:
             staged.append(c)
         return staged, parked, duplicates, late
 
-    def _drain_ready(self) -> None:
+    def _drain_ready(self, *, store: bool = True) -> None:
         """Apply parked drafts whose parents have arrived, until none is left ready."""
         for _ in range(1_000_000):
             ready = self._log.take_ready()
@@ -1567,19 +1834,19 @@ class Memory:
                     c = self._log.resolve(d)
                     if c is None:
                         if any(self._log.has_dot(p) for p in d.parent_dots):
-                            self._late += 1  # a parent was compacted: it predates our base
+                            self._note_late(d)  # a parent was compacted: it predates our base
                             continue
                         self._log.park(d)
                         continue
                     if self._base_key is not None and c.order_key <= self._base_key:
-                        self._late += 1
+                        self._note_late(d)
                         continue
                     if c.id in self._log:
                         # Already applied from a later frame (a retransmission) that also
                         # carried the parents that released this parked copy.
                         continue
                     self._log.check(c)
-                    self._apply(c, local=False)
+                    self._apply(c, local=False, store=store)
                 except (IntegrityError, PayloadError) as exc:
                     # It came in an earlier, accepted frame; drop it, anti-entropy resends
                     # the honest version if there is one.

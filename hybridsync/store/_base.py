@@ -20,9 +20,11 @@ class Store(Protocol):
 
     def append(self, contributions: Iterable[Contribution]) -> None: ...
     def contributions(self) -> Iterator[Contribution]: ...
-    def compact(self, drop: Iterable[bytes], checkpoint: bytes) -> None:
-        """Atomically remove the contributions ``drop`` and store ``checkpoint`` (meta key
-        ``checkpoint``): a crash leaves either both or neither."""
+    def compact(self, drop: Iterable[bytes], checkpoint: bytes,
+                add: Iterable[Contribution] = ()) -> None:
+        """Atomically remove the contributions ``drop``, store ``checkpoint`` (meta key
+        ``checkpoint``) and append ``add`` after what is left: a crash leaves all or
+        nothing (a replica that adopts a checkpoint or rolls back replaces its log)."""
     def get_meta(self, key: str) -> bytes | None: ...
     def set_meta(self, key: str, value: bytes) -> None: ...
     def close(self) -> None: ...
@@ -41,9 +43,13 @@ class MemoryStore:
     def contributions(self) -> Iterator[Contribution]:
         return iter(list(self._log))
 
-    def compact(self, drop: Iterable[bytes], checkpoint: bytes) -> None:
+    def compact(self, drop: Iterable[bytes], checkpoint: bytes,
+                add: Iterable[Contribution] = ()) -> None:
         gone = set(drop)
-        self._log = [c for c in self._log if c.id not in gone]
+        log = [c for c in self._log if c.id not in gone]
+        held = {c.id for c in log}
+        log.extend(c for c in add if c.id not in held)
+        self._log = log
         self._meta["checkpoint"] = bytes(checkpoint)
 
     def get_meta(self, key: str) -> bytes | None:

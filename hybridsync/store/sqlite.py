@@ -13,6 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from hybridsync.causal import Contribution
 from hybridsync.errors import IntegrityError, StoreError
@@ -114,27 +115,35 @@ class SQLiteStore:
             self.close()
             raise
 
-    def append(self, contributions: Iterable[Contribution]) -> None:
-        rows = [
+    _INSERT = (
+        "INSERT OR IGNORE INTO contributions "
+        "(id, author, seq, parents, lamport, hlc, kind, note, payload) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    @staticmethod
+    def _rows(contributions: Iterable[Contribution]) -> list[tuple[Any, ...]]:
+        return [
             (c.id, c.author, c.seq, b"".join(c.parents), c.lamport, c.hlc, c.kind, c.note,
              c.payload)
             for c in contributions
         ]
+
+    def append(self, contributions: Iterable[Contribution]) -> None:
+        rows = self._rows(contributions)
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO contributions "
-                    "(id, author, seq, parents, lamport, hlc, kind, note, payload) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                self._db.executemany(self._INSERT, rows)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: append failed ({exc})") from None
 
-    def compact(self, drop: Iterable[bytes], checkpoint: bytes) -> None:
-        """Delete compacted contributions and store the checkpoint in one transaction."""
+    def compact(self, drop: Iterable[bytes], checkpoint: bytes,
+                add: Iterable[Contribution] = ()) -> None:
+        """Delete compacted contributions, store the checkpoint and append ``add``, in one
+        transaction."""
         ids = [(bytes(cid),) for cid in drop]
+        rows = self._rows(add)
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -144,6 +153,7 @@ class SQLiteStore:
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                     (bytes(checkpoint),),
                 )
+                self._db.executemany(self._INSERT, rows)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: compaction failed ({exc})") from None
 

@@ -2,8 +2,9 @@
 
 A frame is one msgpack array (see ``docs/wire.md``)::
 
-    [VERSION=1, TYPE_SYNC=1, incarnation, authors, vv | nil, contributions (, acks)]
-    [VERSION=1, TYPE_CHECKPOINT=2, incarnation, checkpoint]
+    [VERSION=1, TYPE_SYNC=1, incarnation, authors, vv | nil, contributions
+     (, acks | nil (, rollback))]
+    [VERSION=1, TYPE_CHECKPOINT=2, incarnation, checkpoint (, offer=1)]
 
 ``authors`` is the frame's author table; ``vv`` (when present) lists the sender's version
 vector as seqs aligned with ``authors``; each contribution is
@@ -14,6 +15,10 @@ gossips what the sender knows of every member's acknowledged version vector:
 ``[[member_index, [author_index, seq, ...]], ...]`` (the stability frontier of garbage
 collection needs every member's, also through relays). A checkpoint frame carries the
 sender's compacted state to a peer that lacks what was compacted (``docs/gc.md``).
+``rollback`` (optional, a lamport time) asks the receiver for a *roll-back*: its checkpoint
+and everything after it, if its checkpoint sorts before that time; the answer is a checkpoint
+frame marked ``offer`` (its checkpoint bytes are empty when the sender never compacted),
+then the contributions (``docs/gc.md``, "Late work: roll-back").
 
 Decoding is total: any input either yields a :class:`SyncFrame` whose every field has been
 type- and range-checked, or raises :class:`FrameError`.
@@ -69,6 +74,8 @@ class SyncFrame:
     drafts: tuple[Draft, ...]
     acks: dict[str, dict[str, int]] | None = None
     checkpoint: bytes | None = None
+    rollback: int | None = None  # a roll-back request: the lamport time to roll back before
+    offer: bool = False  # the checkpoint answers a roll-back request
 
 
 def encode_frame(
@@ -77,9 +84,11 @@ def encode_frame(
     contributions: Iterable[Contribution],
     dot_of: Any,
     acks: Sequence[tuple[str, Sequence[tuple[str, int]]]] | None = None,
+    rollback: int | None = None,
 ) -> bytes:
     """Encode one frame. ``dot_of(id) -> (author, seq)`` names parents by their dots;
-    ``acks`` lists ``(member, [(author, seq), ...])`` known acknowledgements."""
+    ``acks`` lists ``(member, [(author, seq), ...])`` known acknowledgements; ``rollback``
+    asks for a roll-back to before that lamport time."""
     authors: list[str] = []
     index: dict[str, int] = {}
 
@@ -121,14 +130,22 @@ def encode_frame(
         if vv_seqs is not None:
             vv_seqs.extend([0] * (len(authors) - len(vv_seqs)))
         frame.append(table)
+    if rollback is not None:
+        if len(frame) == 6:
+            frame.append(None)
+        frame.append(rollback)
     out: bytes = msgpack.packb(frame, use_bin_type=True)
     return out
 
 
-def encode_checkpoint_frame(incarnation: int, checkpoint: bytes) -> bytes:
-    """A frame carrying a checkpoint (the compacted state) to a peer that lacks it."""
-    out: bytes = msgpack.packb([VERSION, TYPE_CHECKPOINT, incarnation, checkpoint],
-                               use_bin_type=True)
+def encode_checkpoint_frame(incarnation: int, checkpoint: bytes, *, offer: bool = False) -> bytes:
+    """A frame carrying a checkpoint (the compacted state) to a peer that lacks it, or
+    (``offer``) answering its roll-back request; an offer's checkpoint may be empty (the
+    sender never compacted)."""
+    frame: list[Any] = [VERSION, TYPE_CHECKPOINT, incarnation, checkpoint]
+    if offer:
+        frame.append(1)
+    out: bytes = msgpack.packb(frame, use_bin_type=True)
     return out
 
 
@@ -177,12 +194,15 @@ def decode_frame(data: object) -> SyncFrame:
     if type(obj[1]) is not int or obj[1] not in (TYPE_SYNC, TYPE_CHECKPOINT):
         raise _fail(f"unknown frame type {obj[1]!r}")
     if obj[1] == TYPE_CHECKPOINT:
-        if len(obj) != 4 or type(obj[3]) is not bytes:
-            raise _fail("a checkpoint frame is [version, 2, incarnation, bytes]")
+        if len(obj) not in (4, 5) or type(obj[3]) is not bytes or (
+            len(obj) == 5 and (type(obj[4]) is not int or obj[4] != 1)
+        ):
+            raise _fail("a checkpoint frame is [version, 2, incarnation, bytes (, 1)]")
+        offer = len(obj) == 5
         return SyncFrame(_int(obj[2], 0, _MAX_U64, "incarnation"), None, (),
-                         checkpoint=obj[3])
-    if len(obj) not in (6, 7):
-        raise _fail("a sync frame has 6 or 7 elements")
+                         checkpoint=obj[3], offer=offer)
+    if len(obj) not in (6, 7, 8):
+        raise _fail("a sync frame has 6, 7 or 8 elements")
     incarnation, authors, vv_seqs, body = obj[2:6]
     _int(incarnation, 0, _MAX_U64, "incarnation")
     if type(authors) is not list or len(authors) > MAX_AUTHORS:
@@ -202,8 +222,9 @@ def decode_frame(data: object) -> SyncFrame:
             if _int(s, 0, _MAX_SAFE, "vv entry"):
                 vv[a] = s
     acks: dict[str, dict[str, int]] | None = None
-    if len(obj) == 7:
+    if len(obj) >= 7 and (len(obj) == 7 or obj[6] is not None):
         acks = _decode_acks(obj[6], authors)
+    rollback = _int(obj[7], 1, _MAX_SAFE, "rollback") if len(obj) == 8 else None
     if type(body) is not list or len(body) > MAX_CONTRIBUTIONS_PER_FRAME:
         raise _fail("contributions must be a list")
     n_kinds = len(KINDS)
@@ -248,7 +269,7 @@ def decode_frame(data: object) -> SyncFrame:
         seen.add(dot)
         drafts.append(Draft(author, seq, tuple(dots), lamport, hlc, KINDS[kind], note,
                             payload, prefix))
-    return SyncFrame(incarnation, vv, tuple(drafts), acks)
+    return SyncFrame(incarnation, vv, tuple(drafts), acks, rollback=rollback)
 
 
 def _decode_acks(table: object, authors: list[str]) -> dict[str, dict[str, int]]:

@@ -24,7 +24,7 @@ import pytest
 
 import hybridsync as hs
 from hybridsync.causal import Contribution
-from hybridsync.errors import GuaranteeViolation, IntegrityError
+from hybridsync.errors import GuaranteeViolation
 from hybridsync.sim import (
     FAULT_PHASES,
     Fault,
@@ -51,7 +51,7 @@ G4_SEEDS = range(6)
 
 # Seeds of the GC slice that fail through an open core bug (reproduced below): when it is
 # fixed, strict xfail turns the seed red so it moves back into the plain slice.
-OPEN_GC_SEEDS = {12: "joiner dot reuse (test_a_rebased_joiner_reuses_its_dots)"}
+OPEN_GC_SEEDS: dict[int, str] = {}
 # The soak runs report failures that match these open core bugs as xfail, anything else fails.
 OPEN_CORE_BUGS = {
     "joiner dot reuse": r"already held with a different id|claims that \S+ exists, which this "
@@ -161,17 +161,6 @@ def test_a_batch_opened_before_the_last_commit_was_reported_goes_to_the_right_on
     d.commit()
     assert second.contribution == _own(d)[0].hex_id and d.fields["joiner"].startswith("pend")
     assert set(rec.rebased()) == {second.contribution}  # the replica's own later writes
-
-
-def test_rebased_writes_are_later_writes() -> None:
-    """GC soak seed 710238: p3 adopts a checkpoint its batch sorts inside and writes k0 again
-    (re-base); the re-based write overwrote p0's k0 after it, which is no silent loss."""
-    holder: dict[str, Simulation] = {}
-    result = run(_gc_options(710238), memory_factory=_gc_factory,
-                 on_tick=lambda sim: holder.setdefault("sim", sim))
-    recorder = holder["sim"].recorder
-    assert result.ok and recorder is not None
-    assert any(peer == "p3" and "k0" in paths for peer, paths in recorder.rebased().values())
 
 
 def test_a_crash_takes_the_batch_and_only_the_batch() -> None:
@@ -518,32 +507,62 @@ def _joiner_setup() -> tuple[hs.Memory, hs.Memory, hs.Memory]:
     return p0, p1, p2
 
 
-@pytest.mark.xfail(strict=True, raises=IntegrityError, reason=(
-    "joiner dot reuse: a joiner whose contributions sort inside a peer's checkpoint adopts "
-    "it and re-bases them as new contributions under the same dots (its own sequence number "
-    "falls back to the checkpoint's), while a replica that accepted the originals still "
-    "holds them: 'p2#1 is already held with a different id' (GC seed 12 of this file, via "
-    "'claims that p2#13 exists')"))
-def test_a_rebased_joiner_reuses_its_dots() -> None:
+def _exchange(a: hs.Memory, b: hs.Memory, rounds: int = 40) -> int:
+    """Sync two replicas both ways until neither has anything to send (bounded); returns the
+    rounds used. Unlike sync_pair it does not require them to end equal."""
+    for r in range(rounds):
+        quiet = True
+        for x, y in ((a, b), (b, a)):
+            for frame in x.sync_to(y.peer):
+                quiet = False
+                y.receive(x.peer, frame)
+        if quiet:
+            return r
+    raise AssertionError(f"{a.peer} and {b.peer} still exchange frames after {rounds} rounds")
+
+
+def test_a_joiner_whose_late_work_another_replica_may_hold_waits_and_the_compacted_one_rolls_back(
+) -> None:
+    """The former "dot reuse" bug: p2's writes reached p1 (one way, unacknowledged), and sort
+    inside p0's checkpoint. p2 must not re-base them under their dots (p1 holds the
+    originals): it declines p0's checkpoint; the two fall quiet instead of exchanging
+    checkpoints forever; once p1 is reachable, p0 rolls back to p1's state (p1 never
+    compacted) and applies p2's writes at their place in the order."""
     p0, p1, p2 = _joiner_setup()
     for frame in p2.sync_to("p1"):  # the partition heals towards p1 first, one way
         p1.receive("p2", frame)
-    sync_pair(p2, p0)  # p0 finds p2's writes late: checkpoint, p2 adopts and re-bases
-    assert p2.stats().late == 2
+    _exchange(p2, p0)
+    assert p2.stats().late == 0 and p0.stats().late == 2 and p0.stats().rollbacks == 0
+    assert "c" in p2.fields and "c" not in p0.fields
     sync_all([p0, p1, p2])
     assert p0.heads == p1.heads == p2.heads
+    assert p0.state_digest() == p1.state_digest() == p2.state_digest()
+    assert p0.stats().rollbacks == 1 and p2.stats().rollbacks == 0
+    assert p0.fields["c"] == "written alone" and p0.fields["d"] == "also alone"
+    assert p0.conflicts() == p1.conflicts() == p2.conflicts()
 
 
-@pytest.mark.xfail(strict=True, raises=GuaranteeViolation, reason=(
-    "late joiner never re-based: the joiner already holds everything the checkpoint folded "
-    "(it heard it from another replica), so it refuses the checkpoint and never re-bases "
-    "its late contributions, which the compacted replica refuses forever; in a star the "
-    "checkpoint even goes to the hub that relayed them, not to their author"))
 def test_a_late_joiner_that_holds_the_checkpoint_still_converges() -> None:
+    """The former "late joiner never re-based" bug: p2 heard everything p0's checkpoint
+    folded from p1, so it declines p0's checkpoint; p0 refused p2's writes as late. p0 asks
+    its peers for a roll-back; p1 (or p2) serves it: p0 takes their contributions again and
+    applies the late ones at their place. Nothing is re-based, nothing lost."""
     p0, p1, p2 = _joiner_setup()
     sync_pair(p2, p1)  # p2 hears everything from p1 (and p1 takes p2's writes)
-    sync_all([p0, p1, p2])  # p0 keeps refusing p2's writes as late: never settles
+    seen: list[hs.Change] = []
+    p0.observe(seen.append)
+    sync_all([p0, p1, p2])
     assert p0.heads == p1.heads == p2.heads
+    assert p0.state_digest() == p1.state_digest() == p2.state_digest()
+    assert p0.stats().rollbacks == 1 and p0.stats().late >= 2  # (refusals, counted each time)
+    assert p0.fields_json() == p1.fields_json()
+    # observers hear of the two writes that became visible, not of the re-applied history
+    assert sorted((ch.author, ch.seq) for ch in seen) == [("p2", 1), ("p2", 2)]
+    assert all(set(ch.paths) == {"c", "d"} for ch in seen)
+    # p0 can compact again afterwards, and still agrees
+    assert p0.collect() > 0
+    sync_all([p0, p1, p2])
+    assert p0.state_digest() == p1.state_digest() == p2.state_digest()
 
 
 def test_collect_notifies_observers_of_the_batch_it_commits(
