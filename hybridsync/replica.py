@@ -148,8 +148,9 @@ class _Link:
     stall: int = 0  # sync_to calls since the peer last acknowledged progress
     rto: int = 0  # retransmit after this many stalled calls; doubles while nothing arrives
     needs_checkpoint: bool = False  # it sent contributions that sort inside our checkpoint
-    asked: bool = False  # our roll-back request went to it (docs/gc.md, "Late work")
-    offer_next: bool = False  # it asked us for a roll-back: send our checkpoint and the rest
+    # our roll-back request went to it: sync_to calls left before asking again unanswered
+    asked: int = 0
+    offer_for: int = 0  # it asked for a roll-back to before this lamport time: answer it
     refused: int = 0  # our contributions up to this seq sort inside its checkpoint: not resent
     # what it had stated when we last sent our checkpoint: the same statement again means it
     # declined it (docs/gc.md, "Late work"), so it is sent again only after a retransmission
@@ -1103,12 +1104,15 @@ class Memory:
     def _rollback_request(self, peer: str, link: _Link) -> int | None:
         """The roll-back request to send ``peer`` now, if any: once per peer while we hold
         late work and no roll-back runs, never again to a peer that could not serve it."""
-        if link.asked or self._rollback is not None or not self._late_pool:
+        if link.asked > 0:
+            link.asked -= 1  # (an unanswered request, or its answer, was lost: ask again)
+            return None
+        if self._rollback is not None or not self._late_pool:
             return None
         need = self._late_lamport()
         if need is None or (peer, need) in self._rollback_failed:
             return None
-        link.asked = True
+        link.asked = 4 * self._retransmit_rounds
         return need
 
     def _stated(self, peer: str, ours: dict[str, int]) -> dict[str, int]:
@@ -1133,9 +1137,12 @@ class Memory:
         compacted); its contributions follow. Start the roll-back if the offer is older
         than our late work; they are kept aside until they cover our compacted range."""
         need = self._late_lamport()
+        cp = decode_checkpoint(self.space, data) if data else None
+        link = self._links.get(peer)
+        if link is not None:
+            link.asked = 0  # answered
         if need is None or self._rollback is not None or self._base_key is None:
             return
-        cp = decode_checkpoint(self.space, data) if data else None
         if cp is not None and cp.base[0] >= need:
             self._rollback_failed.add((peer, need))
             return
@@ -1158,7 +1165,7 @@ class Memory:
             self._rollback_failed.add((rb.peer, need))
         self._rollback = None
         for link in self._links.values():
-            link.asked = False  # ask the others again
+            link.asked = 0  # ask the others again
 
     def _finish_rollback(self) -> None:
         """Replace our state by the peer's older checkpoint plus every contribution we held
@@ -1233,7 +1240,7 @@ class Memory:
                                            paths))
         for link in self._links.values():
             link.need_state = True
-            link.asked = False
+            link.asked = 0
         self._rollback_failed.clear()
         log.info("rolled back to %s's checkpoint: %d late contribution(s) applied",
                  rb.peer, len(new))
@@ -1449,16 +1456,19 @@ class Memory:
         known = link.known
         sent = link.sent
         frames: list[bytes] = []
-        if link.offer_next:
+        if link.offer_for:
             # It asked for a roll-back: our checkpoint (or none), then everything after it.
-            link.offer_next = False
-            compacted = self._log.compacted() if self._base_key is not None else {}
+            # A checkpoint that sorts too late still goes (it is the answer "cannot").
+            serve = self._base_key is None or self._base_key[0] < link.offer_for
+            link.offer_for = 0
             frames.append(encode_checkpoint_frame(
                 self.incarnation,
                 self._checkpoint_bytes() if self._base_key is not None else b"", offer=True))
-            link.known = known = dict(compacted)
-            link.sent = sent = dict(compacted)
-            link.need_state = True
+            if serve:
+                compacted = self._log.compacted() if self._base_key is not None else {}
+                link.known = known = dict(compacted)
+                link.sent = sent = dict(compacted)
+                link.need_state = True
         if self._base_key is not None and link.incarnation is not None:
             compacted = self._log.compacted()
             if link.needs_checkpoint or (any(
@@ -1548,7 +1558,7 @@ class Memory:
         link.rto = 0
         link.need_state = True
         link.checkpoint_for = None
-        link.asked = False
+        link.asked = 0
 
     def _encode(self, vv: list[tuple[str, int]] | None, batch: list[Contribution],
                 to: str = "", rollback: int | None = None) -> bytes:
@@ -1661,10 +1671,8 @@ class Memory:
                 self._note_late(d)
             if fresh:  # (told once: the same late work again gets no second checkpoint)
                 link.needs_checkpoint = True
-        if decoded.rollback is not None and (
-            self._base_key is None or self._base_key[0] < decoded.rollback
-        ):
-            link.offer_next = True  # we can serve its roll-back: checkpoint and the rest
+        if decoded.rollback is not None:
+            link.offer_for = decoded.rollback  # answered by the next sync_to
         now = int(self._now_ms())
         if decoded.vv is not None:
             self._stability.note(name, decoded.vv, now)

@@ -13,6 +13,7 @@ import msgpack
 import pytest
 
 import hybridsync as hs
+from hybridsync._gc import decode_checkpoint
 from hybridsync.causal import Contribution
 from hybridsync.errors import FrameError, PayloadError
 from hybridsync.store import MemoryStore
@@ -247,6 +248,11 @@ def test_a_replica_serves_a_rollback_only_from_an_older_checkpoint(
     for lamport in asks:
         a.receive("b", encode_frame(b.incarnation, sorted(b.version_vector.items()), [],
                                     lambda _: ("b", 1), None, lamport))
-        answers.append([decode_frame(f).offer for f in a.sync_to("b")])
-    assert answers[0] == [] or not any(answers[0])
-    assert answers[1][0] is True
+        answers.append([decode_frame(f) for f in a.sync_to("b")])
+    cannot, can = answers
+    # both are answered with our checkpoint (b learns "cannot" from its base); only the
+    # servable one is followed by everything after it
+    assert cannot[0].offer and can[0].offer
+    assert decode_checkpoint("space", cannot[0].checkpoint or b"").base == base
+    assert sum(len(f.drafts) for f in cannot) == 0
+    assert sum(len(f.drafts) for f in can) == len(a.history()) > 0
