@@ -4,6 +4,7 @@
 
     HybridSyncError
     ├── ConfigError            bad arguments or options at the API boundary (also a ValueError)
+    │   └── RegionNotFound     ``delete_region`` of a name with no region (also a KeyError)
     ├── FieldValueError        a value the fields plane cannot store (also a TypeError)
     ├── TransactionError       misuse of ``Memory.transaction()`` (nesting, sync inside one)
     ├── ProtocolError          anything wrong with bytes that came from a peer
@@ -37,6 +38,7 @@ __all__ = [
     "IntegrityError",
     "PayloadError",
     "ProtocolError",
+    "RegionNotFound",
     "SimulationError",
     "StoreError",
     "TransactionError",
@@ -53,6 +55,14 @@ class HybridSyncError(Exception):
 
 class ConfigError(HybridSyncError, ValueError):
     """An argument or option is invalid (wrong type, out of range, unknown name)."""
+
+
+class RegionNotFound(ConfigError, KeyError):
+    """``Memory.delete_region`` named no text or buffer region of this replica (nothing is
+    recorded). Also a ``KeyError``, which it was before it had a class of its own."""
+
+    def __str__(self) -> str:  # KeyError would print the message with quotes around it
+        return str(self.args[0]) if self.args else ""
 
 
 class FieldValueError(HybridSyncError, TypeError):

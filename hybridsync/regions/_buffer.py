@@ -167,11 +167,12 @@ class _BufferState:
     clears the flag of what it wrote, and the next look at those blocks rehashes them.
     """
 
-    __slots__ = ("_array_ref", "_dirty", "_hash", "_hash_valid", "_tracked", "_view_ref",
-                 "_views", "fold", "layout", "working")
+    __slots__ = ("_array_ref", "_dirty", "_gone", "_hash", "_hash_valid", "_tracked",
+                 "_view_ref", "_views", "fold", "layout", "working")
 
     def __init__(self, layout: Layout | None, hb: HappenedBefore) -> None:
         self.fold = BufferFold(layout, hb)
+        self._gone: bytes | None = None  # the deletion in effect at the last refresh
         self.layout = layout
         self.fold.take_touched()
         self._set_working(
@@ -323,6 +324,12 @@ class _BufferState:
         touched = self.fold.take_touched()
         if layout is None:
             return
+        if self.fold._deleted_by != self._gone:
+            self._gone = self.fold._deleted_by
+            if self._gone is not None:  # deleted: arrays handed out before cannot re-create it
+                self.layout = layout
+                self._set_working(self.fold.array().copy())
+                return
         if layout != self.layout:
             self.layout = layout
             self._set_working(self.fold.array().copy())
@@ -354,17 +361,23 @@ class BufferRegion:
     """A binary/numpy region synced by block deltas. Write in place through ``array``, or
     with ``write()``."""
 
-    __slots__ = ("_plane", "name")
+    __slots__ = ("_epoch", "_gone", "_plane", "name")
 
     def __init__(self, plane: RegionsPlane, name: str) -> None:
         self._plane = plane
         self.name = name
+        # what the handle was taken after: a later deletion makes it stale (ConfigError)
+        st = plane.buffers.get(name)
+        self._gone = st.fold._deleted_by if st is not None else None
+        self._epoch = plane.epochs.get(name, 0)
 
     @property
     def _state(self) -> _BufferState:
         st = self._plane.buffers.get(self.name)
         if st is None:
-            raise ConfigError(f"buffer region {self.name!r} was deleted or is a text")
+            raise ConfigError(f"buffer region {self.name!r} was deleted or is a text: "
+                              f"mem.buffer({self.name!r}, shape=...) re-creates it")
+        self._plane.stale("buffer", self.name, st, self._epoch, self._gone)
         return st
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybridsync.errors import ConfigError, PayloadError
+from hybridsync.errors import ConfigError, PayloadError, RegionNotFound
 from hybridsync.regions._buffer import (
     BufferRegion,
     _BufferState,
@@ -38,6 +38,8 @@ class RegionsPlane:
         self._deletes: list[Part] = []
         # the kind rule (_kinds.py): a name's state of the kind that lost, never visible
         self._losers: dict[str, _TextState | _BufferState] = {}
+        # delete_region calls per name: a handle taken before one is stale (kept over reset)
+        self.epochs: dict[str, int] = getattr(self, "epochs", {})
 
     # ---- handles -------------------------------------------------------------------------
     def text(self, name: str) -> TextRegion:
@@ -67,7 +69,20 @@ class RegionsPlane:
         elif name in self.buffers:
             self._deletes.append(Part("delete", name, b"buffer"))
         else:
-            raise KeyError(name)
+            raise RegionNotFound(f"no text or buffer region named {name!r}")
+        self.epochs[name] = self.epochs.get(name, 0) + 1
+
+    def stale(self, kind: str, name: str, st: Any, epoch: int, gone: bytes | None) -> None:
+        """Raise ConfigError if a handle taken at ``epoch``, when the deletion in effect was
+        ``gone``, outlived a deletion of its region (a handle taken since re-creates it)."""
+        call = f"mem.text({name!r})" if kind == "text" else f"mem.buffer({name!r}, shape=...)"
+        if epoch != self.epochs.get(name, 0) and any(p.region == name for p in self._deletes):
+            raise ConfigError(f"{kind} region {name!r} is deleted (delete_region, not yet "
+                              f"committed): commit, then {call} re-creates it")
+        if st.fold.deleted and st.fold._deleted_by != gone:
+            raise ConfigError(f"{kind} region {name!r} was deleted (contribution "
+                              f"{st.fold._deleted_by.hex()[:16]}) after this handle was "
+                              f"taken: {call} gives a handle that re-creates it")
 
     def names(self) -> dict[str, str]:
         out = {n: "text" for n, st in self.texts.items() if st.fold.exists or st.working}

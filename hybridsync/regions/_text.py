@@ -123,17 +123,27 @@ class _TextState:
 class TextRegion:
     """A large free text synced by diff/patch cycles. Hand over whole texts with ``set``."""
 
-    __slots__ = ("_plane", "name")
+    __slots__ = ("_epoch", "_gone", "_plane", "name")
 
     def __init__(self, plane: RegionsPlane, name: str) -> None:
         self._plane = plane
         self.name = name
+        # what the handle was taken after: a later deletion makes it stale (ConfigError)
+        st = plane.texts.get(name)
+        self._gone = st.fold._deleted_by if st is not None else None
+        self._epoch = plane.epochs.get(name, 0)
 
     @property
     def _state(self) -> _TextState:
         st = self._plane.texts.get(self.name)
+        if st is None and self._gone is not None and self.name not in self._plane.buffers:
+            self._plane.text(self.name)  # taken after the deletion; GC dropped the tombstone
+            st = self._plane.texts.get(self.name)
         if st is None:
-            raise ConfigError(f"text region {self.name!r} was deleted")
+            raise ConfigError(f"text region {self.name!r} was deleted"
+                              + (" (it is a buffer now)" if self.name in self._plane.buffers
+                                 else f": mem.text({self.name!r}) re-creates it"))
+        self._plane.stale("text", self.name, st, self._epoch, self._gone)
         return st
 
     @property

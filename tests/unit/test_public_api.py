@@ -59,6 +59,7 @@ def test_package_is_typed() -> None:
 
 EXPECTED_PARENTS = {
     "ConfigError": ("HybridSyncError", "ValueError"),
+    "RegionNotFound": ("ConfigError",),
     "FieldValueError": ("HybridSyncError", "TypeError"),
     "TransactionError": ("HybridSyncError",),
     "ProtocolError": ("HybridSyncError",),
