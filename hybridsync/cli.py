@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -138,8 +139,21 @@ def _simulate(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.scenario is None:  # `hybridsync simulate [options]`: the partition timeline
         args.out, args.draw = None, True
+    _check_frame_probabilities(args)  # before a scenario prints its header line
     run_named(args.scenario or "partition", args)
     return EXIT_OK
+
+
+def _check_frame_probabilities(args: argparse.Namespace) -> None:
+    """``--loss`` and ``--duplicate`` (one value or a list, as the scenario takes them) are
+    probabilities: a usage error before anything runs or prints."""
+    from hybridsync.sim._options import check_probability
+
+    for dest in ("loss", "duplicate"):
+        value = getattr(args, dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None:
+                check_probability(v, f"--{dest}")
 
 
 # ---- peer ----------------------------------------------------------------------------------
@@ -176,6 +190,10 @@ def _add_peer(sub: Any) -> None:
     p.add_argument("--member", action="append", default=[], dest="members", metavar="NAME",
                    help="a peer name of the space known in advance (repeatable): no "
                    "compaction leaves it behind before it is heard of (docs/gc.md)")
+    p.add_argument("--retire-after", type=float, metavar="SECONDS",
+                   help="leave a member out of the compaction frontier once it has "
+                   "acknowledged nothing new for this long (default: never, so one member "
+                   "that is gone for good blocks compaction; docs/gc.md, Retirement)")
     p.add_argument("--mdns", action="store_true",
                    help="announce and find peers by mDNS (on the --interface addresses)")
     p.add_argument("--interface", action="append", dest="interfaces", metavar="IP",
@@ -225,6 +243,16 @@ def _default_name(path: str) -> str:
     return f"{host}-{secrets.token_hex(2)}"
 
 
+def _retire_after_ms(seconds: float | None) -> int | None:
+    """``--retire-after`` in whole milliseconds (``Memory(retire_after_ms=...)``)."""
+    if seconds is None:
+        return None
+    if not math.isfinite(seconds) or not 0.001 <= seconds <= 10 * 365 * 86400:
+        raise ConfigError(f"--retire-after must be a number of seconds from 0.001 to "
+                          f"{10 * 365 * 86400} (ten years), got {seconds:g}")
+    return round(seconds * 1000)
+
+
 def _peer(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -247,9 +275,11 @@ def _peer(args: argparse.Namespace) -> int:
     interfaces = check_interfaces(args.interfaces or ["127.0.0.1"])
     for url in args.peers:
         parse_url(url)  # every usage error before the store is opened (or created)
+    retire_ms = _retire_after_ms(args.retire_after)
     name = args.name or _default_name(args.path)
     # StoreError: another space, damaged; ConfigError: a bad --member
-    mem = Memory(args.space, name, path=args.path, members=args.members)
+    mem = Memory(args.space, name, path=args.path, members=args.members,
+                 retire_after_ms=retire_ms)
     try:
         return asyncio.run(_run_peer(mem, host=host, port=port, secret=secret,
                                      peers=args.peers, mdns=args.mdns, interfaces=interfaces,
