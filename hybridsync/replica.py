@@ -1143,8 +1143,8 @@ class Memory:
             link.asked = 0  # answered
         if need is None or self._rollback is not None or self._base_key is None:
             return
-        if cp is not None and cp.base[0] >= need:
-            self._rollback_failed.add((peer, need))
+        if cp is not None and not any(self._sorts_after(cp, d) for d in self._late_pool.values()):
+            self._rollback_failed.add((peer, need))  # its checkpoint holds none of them either
             return
         base = cp.compacted if cp is not None else {}
         missing = {(a, s) for a, n in self._log.compacted().items()
@@ -1155,6 +1155,19 @@ class Memory:
             self._rollback_failed.add((peer, need))
             return
         self._rollback = _RollBack(peer, incarnation, cp, missing)
+
+    def _sorts_after(self, cp: Checkpoint, d: Draft) -> bool:
+        """Whether late draft ``d`` would be held after adopting ``cp``: inside it, or sorting
+        after its base (a tie in lamport time is settled by the id, when we can compute it)."""
+        if cp.compacted.get(d.author, 0) >= d.seq:
+            return True
+        if d.lamport != cp.base[0]:
+            return d.lamport > cp.base[0]
+        try:
+            c = self._log.resolve(d)
+        except IntegrityError:
+            return False
+        return c is not None and c.order_key > cp.base
 
     def _abandon_rollback(self, why: str) -> None:
         rb = self._rollback
@@ -1187,6 +1200,7 @@ class Memory:
         drafts = sorted([*rb.pool.values(), *self._late_pool.values()],
                         key=lambda d: (d.lamport, d.author, d.seq))
         late_before = self._late
+        need = self._late_lamport()
         # one pass in lamport order: every parent comes before its children
         items: list[tuple[int, int, Draft | Contribution]] = sorted(
             [(d.lamport, i, d) for i, d in enumerate(drafts)]
@@ -1241,7 +1255,10 @@ class Memory:
         for link in self._links.values():
             link.need_state = True
             link.asked = 0
-        self._rollback_failed.clear()
+        if need is None or any((c.author, c.seq) in self._late_pool for c in new):
+            self._rollback_failed.clear()
+        else:  # none of the late work came in: do not roll back to it again for the same
+            self._rollback_failed.add((rb.peer, need))
         log.info("rolled back to %s's checkpoint: %d late contribution(s) applied",
                  rb.peer, len(new))
 
@@ -1459,7 +1476,7 @@ class Memory:
         if link.offer_for:
             # It asked for a roll-back: our checkpoint (or none), then everything after it.
             # A checkpoint that sorts too late still goes (it is the answer "cannot").
-            serve = self._base_key is None or self._base_key[0] < link.offer_for
+            serve = self._base_key is None or self._base_key[0] <= link.offer_for
             link.offer_for = 0
             frames.append(encode_checkpoint_frame(
                 self.incarnation,

@@ -243,7 +243,7 @@ def test_a_replica_serves_a_rollback_only_from_an_older_checkpoint(
     assert base is not None
     b.fields["y"] = 1
     sync_pair(a, b)
-    asks = [base[0], base[0] + 1]  # before our base: cannot serve; after it: can
+    asks = [base[0] - 1, base[0]]  # before our base: cannot serve; at its lamport: can
     answers = []
     for lamport in asks:
         a.receive("b", encode_frame(b.incarnation, sorted(b.version_vector.items()), [],
