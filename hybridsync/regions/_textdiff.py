@@ -4,8 +4,10 @@ Indices are Python string indices: Unicode code points, never UTF-16 units or UT
 so emoji and combining marks survive every round trip. The diff never reads a clock: instead
 of ``Diff_Timeout`` (wall-clock, so not reproducible in the simulator) it bounds the work by
 size: trim the common prefix and suffix, then diff the middle by characters when it is small,
-by lines when lines keep it small, and otherwise replace the middle whole. Every step is
-O(text) or bounded, so a full rewrite of a 10 MB text cannot stall the cycle.
+by lines when lines keep it small, and otherwise replace the middle whole. The unit counts
+are checked before the middle is cut into units (words: a few thousand cut, lines: counted
+with ``str.count``), so every step is O(text) at ``memcmp``/``memchr`` speed or bounded, and
+a full rewrite of a 10 MB text costs a few tens of milliseconds, not its tokenisation.
 
 A hunk is a *prefix* context, the *old middle* it rewrites, and a *suffix* context. It applies
 (:func:`apply_patch`) at the position nearest to where its author saw it at which the old
@@ -18,6 +20,7 @@ as its length and an 8-byte BLAKE2b digest instead of its text.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,7 +138,9 @@ def _middle_diffs(a: str, b: str, unit: str = "word") -> list[tuple[int, str]]:
     characters), ``"line"`` or ``"char"``. Coarser units are cheaper (the O(N·D) bisection
     runs over units) and keep edits to whole words, at the cost of shipping a whole word
     for a one-letter change. Tiny middles always diff by characters; a middle too big for
-    its unit falls back to lines, then to one replacement.
+    its unit falls back to lines, then to one replacement. The budget is checked before the
+    middle is cut into units (:func:`_words_within_budget`, line counts by ``str.count``), so
+    a middle too big for words or lines costs a bounded scan, not its tokenisation.
     """
     if not a and not b:
         return []
@@ -149,17 +154,83 @@ def _middle_diffs(a: str, b: str, unit: str = "word") -> list[tuple[int, str]]:
             _DMP.diff_cleanupSemantic(diffs)
             return _normalized(diffs)
     elif unit == "word":
-        diffs = _unit_diff(_WORDS.findall(a), _WORDS.findall(b))
-        if diffs is not None:
-            return diffs
-    lines_a, lines_b = _LINES.findall(a), _LINES.findall(b)
-    return _unit_diff(lines_a, lines_b) or [(_DELETE, a), (_INSERT, b)]
+        words = _words_within_budget(a, b)
+        if words is not None:
+            diffs = _unit_diff(*words)
+            if diffs is not None:
+                return diffs
+    if not _within_unit_budget(_line_count(a), _line_count(b)):
+        return [(_DELETE, a), (_INSERT, b)]
+    return _unit_diff(_LINES.findall(a), _LINES.findall(b)) or [(_DELETE, a), (_INSERT, b)]
+
+
+def _within_unit_budget(na: int, nb: int) -> bool:
+    """Whether a diff of ``na`` by ``nb`` units is allowed: the product within
+    ``UNIT_DIFF_BUDGET`` and every unit codable as one character."""
+    return na * nb <= UNIT_DIFF_BUDGET and na + nb <= 0x10FFFF
+
+
+def _line_count(text: str) -> int:
+    """``len(_LINES.findall(text))`` by one ``str.count``: a unit per newline, and one more
+    for a last line without one."""
+    return text.count("\n") + (not text.endswith("\n"))
+
+
+def _words_within_budget(a: str, b: str) -> tuple[list[str], list[str]] | None:
+    """``(_WORDS.findall(a), _WORDS.findall(b))`` when their counts are within the unit
+    budget (:func:`_within_unit_budget`), else ``None``, after cutting only about as many
+    units as the budget allows: at most ``isqrt(UNIT_DIFF_BUDGET) + 1`` of each text to learn
+    that both are over it, then as many of the longer one as the shorter one leaves."""
+    root = math.isqrt(UNIT_DIFF_BUDGET)
+    ua, ub = _words(a, root), _words(b, root)
+    if ua is None and ub is None:
+        return None  # both have more than root units: (root + 1) ** 2 > the budget
+    if ua is None:
+        assert ub is not None
+        ua = _words(a, _unit_cap(len(ub)))
+    elif ub is None:
+        ub = _words(b, _unit_cap(len(ua)))
+    if ua is None or ub is None:
+        return None
+    return ua, ub
+
+
+def _unit_cap(n: int) -> int:
+    """The most units a text may have to be diffed against one of ``n`` (``n >= 1``) units."""
+    return min(UNIT_DIFF_BUDGET // n, 0x10FFFF - n)
+
+
+_WORDS_SCAN = 1 << 12  # characters cut into words at a time by _words (doubles as it goes)
+
+
+def _words(text: str, cap: int) -> list[str] | None:
+    """``_WORDS.findall(text)`` if that has at most ``cap`` units, else ``None``: cut a
+    window at a time, so the work is about ``cap`` units (plus one window), whatever
+    ``len(text)``. The units cover the text end to end and none reaches back past its
+    start, so a window's units are the text's, except its last one, which may go on past
+    the window: the next window starts at that unit again."""
+    out: list[str] = []
+    pos, n, step = 0, len(text), _WORDS_SCAN
+    while pos < n:
+        end = min(n, pos + step)
+        got = _WORDS.findall(text, pos, end)
+        step *= 2
+        if end < n:
+            if len(got) < 2:
+                continue  # one unit as long as the window: a wider window
+            pos = end - len(got.pop())
+        else:
+            pos = n
+        out += got
+        if len(out) > cap:
+            return None
+    return out
 
 
 def _unit_diff(ua: list[str], ub: list[str]) -> list[tuple[int, str]] | None:
     """Diff two sequences of units (each coded as one character), semantic cleanup on the
     result; ``None`` when the unit counts exceed the budget."""
-    if len(ua) * len(ub) > UNIT_DIFF_BUDGET or len(ua) + len(ub) > 0x10FFFF:
+    if not _within_unit_budget(len(ua), len(ub)):
         return None
     codes: dict[str, str] = {}
     units: list[str] = []
