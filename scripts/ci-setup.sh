@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Install the system tools the integration tests need: `ip` (iproute2) and `nft` (nftables),
-# for the network-namespace partition tests (tests/integration/netns.py, DESIGN.md §5).
+# Install what the integration tests need: the Node packages of the Yjs interop tests
+# (scripts/setup-node.sh), chromium for the inspector's browser test (scripts/setup-browser.sh),
+# and the system tools `ip` (iproute2) and `nft` (nftables) for the network-namespace
+# partition tests (tests/integration/_netns.py, tests/integration/test_partitions.py;
+# DESIGN.md §5).
 #
 # Called by `make test` (and so by .ci/run) before pytest. Idempotent and quiet when the tools
 # are already there. Only root can create namespaces, so only root installs anything; anyone
