@@ -37,7 +37,7 @@ from hybridsync.errors import (
     TransactionError,
     TransportError,
 )
-from hybridsync.replica import Memory
+from hybridsync.replica import Change, Memory
 from hybridsync.security import (
     HANDSHAKE_MAX_BYTES,
     NONCE_BYTES,
@@ -379,6 +379,7 @@ class Peer:
         self._pending_handshakes = 0
         self._flush_scheduled = False
         self._in_flush = False  # _run_flush is running (a change it makes flushes after it)
+        self._receiving = False  # mem.receive is running (its changes flush after it)
         self._flush_again = False
         self._flush_timer: asyncio.TimerHandle | None = None
         self._last_flush = float("-inf")  # loop time of the last flush a change asked for
@@ -652,15 +653,32 @@ class Peer:
             ) from None
 
     # ---- sync driving --------------------------------------------------------------------
-    def _on_change(self, _change: object) -> None:
+    def _on_change(self, change: Change) -> None:
         # (also for our own group commit's change: the flush running sends it, and the one
         # this schedules a window later finds nothing to send — measured, dropping it made
         # the latency tail worse on a shared VM, docs/benchmarks.md; it is scheduled once
         # the running flush has written its records, not before)
         if self._in_flush:
             self._flush_again = True
+        elif change.local and self._flush_now_ok():
+            # A local commit after a quiet spell (an autocommitted write, a transaction, a
+            # cycle): the replica is consistent here (observers may write to it), so flush
+            # in this step instead of one loop iteration later. The write returns after its
+            # frame is on the socket; the burst behind it is coalesced as before.
+            self._last_flush = self._loop.time()
+            self._run_flush()
         else:
             self._schedule_flush()
+
+    def _flush_now_ok(self) -> bool:
+        """A flush may run inside the current call: none is pending or running, the last
+        ran ``coalesce_s`` ago or more, and no session holds frames back (feeding them to
+        the replica from inside an observer is left to the scheduled flush)."""
+        if self._flush_scheduled or self._stopping or self._receiving:
+            return False
+        if self._last_flush + self._coalesce_s > self._loop.time():
+            return False
+        return not any(s.deferred for s in self._sessions.values())
 
     def _schedule_flush(self) -> None:
         """Flush on the next loop iteration, or, if the last flush ran less than
@@ -693,6 +711,12 @@ class Peer:
         self._flush_scheduled = False
         if self._stopping:
             return
+        self._flush_guarded()
+        self._note_activity(self._last_flush)
+
+    def _flush_guarded(self) -> None:
+        """:meth:`_flush_all`, with the changes it makes (our group commit's) flushed after
+        it, on schedule, and never inside it."""
         self._in_flush = True
         try:
             self._flush_all()
@@ -701,7 +725,6 @@ class Peer:
         if self._flush_again:
             self._flush_again = False
             self._schedule_flush()
-        self._note_activity(self._last_flush)
 
     def _commit_pending(self) -> None:
         # group commit: the pending writes become one contribution now, whether or not a
@@ -829,7 +852,7 @@ class Peer:
                     self._close(s, "heartbeat timeout", graceful=False)
                 elif not s.outbox and now - s.last_sent >= self._heartbeat_s:
                     s.enqueue(RecordType.PING, b"")
-            self._flush_all()
+            self._flush_guarded()
             busy_since = self._busy_since
             if busy_since is not None and now - busy_since >= self._collect_max_delay_s:
                 self._busy_since = now  # (the next one no sooner than the same delay)
@@ -1098,6 +1121,7 @@ class Peer:
         """``mem.receive`` one frame of ``s``: False when the application is inside a
         transaction (the caller holds it back); a frame the replica rejects ends the
         session."""
+        self._receiving = True
         try:
             self.mem.receive(s.name, body)
         except TransactionError:
@@ -1105,6 +1129,8 @@ class Peer:
         except HybridSyncError as exc:
             self._counters["frames_rejected"] += 1
             raise ProtocolError(f"frame rejected by the replica: {exc}") from None
+        finally:
+            self._receiving = False
         return True
 
     def _defer(self, s: _Session, body: bytes) -> None:

@@ -167,6 +167,35 @@ def test_a_write_after_a_quiet_spell_goes_out_at_once() -> None:
     run(main())
 
 
+def test_an_autocommitted_write_after_a_quiet_spell_is_written_before_it_returns() -> None:
+    """Without group commit the write is a commit, and the peer's observer flushes it in
+    the same step: its frame is on the socket when the assignment returns. A second write
+    inside the window is not flushed in its step (coalesced), and arrives all the same."""
+
+    async def main() -> None:
+        w = hs.Memory(SPACE, "writer")
+        pw = await hs.Peer.start(w, secret=SECRET, coalesce_s=0.3, sync_interval_s=30.0,
+                                 **OPTIONS)
+        member = Member(hs.Memory(SPACE, "member"))
+        try:
+            await member.connect(pw.port)
+            await wait_until(lambda: "member" in pw.sessions, "session")
+            await wait_until(lambda: len(member.frames) >= 1, "the first exchange")
+            await asyncio.sleep(1.0)  # several windows without a change
+            before = pw.sessions["member"].frames_out
+            w.fields["first"] = 1
+            assert pw.sessions["member"].frames_out == before + 1  # no await in between
+            w.fields["second"] = 2
+            assert pw.sessions["member"].frames_out == before + 1  # inside the window
+            await wait_until(lambda: member.mem.fields.get("second") == 2, "the second write")
+            assert member.first_seen_order() == [1, 2]
+        finally:
+            await member.close()
+            await pw.stop()
+
+    run(main())
+
+
 def test_without_any_session_a_pending_write_is_still_committed_soon(tmp_path: Any) -> None:
     """Durability does not wait for a peer: the flush a write asks for commits its batch
     (with SQLite: durable) within a few loop iterations, not at the next tick or poll."""
