@@ -31,10 +31,14 @@ Phases, each on a fresh pair of processes:
    reports the median.
 2. **latency:** ``--samples`` writes, one every ``--interval-ms``; for each, the time from the
    write (writer's clock reading just before it) to the reader's observer seeing it.
-   Median and p99 over the samples of all ``--repeat`` runs (each on a fresh pair, systems
-   interleaved). With ``--paired`` the systems' pairs run at the same time instead, their
-   writes phase-interleaved (system k writes ``k × interval / n`` after the first), so a
-   busy spell of a shared machine hits all of them alike.
+   ``--latency-runs`` runs (default 8), each on fresh pairs. By default every run has all
+   systems' pairs at once, their writes phase-interleaved (system k writes ``k × interval /
+   n`` after the first) and the order rotated from run to run, so a busy spell of a shared
+   machine hits all of them alike (``--unpaired``: one pair at a time, systems
+   interleaved). Reported: each run's median and p99 per system, the pooled median and p99,
+   and for each hybridsync configuration in how many runs its median was lower than
+   pycrdt-websocket's (with a sign test: run-to-run noise on a shared machine is about
+   ±0.05 ms, as large as the differences measured).
 3. **partition:** both sides write during a ``--partition-s`` cut (a namespace partition
    with nftables when root, else ``tests/integration/_proxy.py`` on loopback), the cut heals,
    and the time from the heal until both sides hold each other's last write is measured;
@@ -43,7 +47,7 @@ Phases, each on a fresh pair of processes:
 ``--checkout NAME=PATH`` adds a system NAME: ``--checkout-system`` (default
 ``hybridsync-group``) run from another checkout of hybridsync (its child processes start in
 PATH and import that tree), for an A/B of two trees in one run, e.g. ``--writes 0
---partition-s 0 --paired --system hybridsync-group --checkout before=/tmp/old``.
+--partition-s 0 --system hybridsync-group --checkout before=/tmp/old``.
 
 Goal (issue 4): hybridsync ≥ 2× pycrdt-websocket's writes/s, at equal or lower latency.
 """
@@ -56,6 +60,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import secrets
 import subprocess
@@ -79,6 +84,8 @@ DEFAULT_WRITES = 20_000
 QUICK_WRITES = 500
 DEFAULT_SAMPLES = 500
 DEFAULT_REPEAT = 3
+DEFAULT_LATENCY_RUNS = 8
+QUICK_LATENCY_RUNS = 2
 QUICK_SAMPLES = 50
 DEFAULT_INTERVAL_MS = 10
 DEFAULT_PARTITION_S = 30.0
@@ -614,6 +621,8 @@ class Result:
     latency_p99_ms: float = 0.0
     latency_lost: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    # each latency run: (median ms, p99 ms, samples, 1-minute load average at its start)
+    latency_runs: list[tuple[float, float, int, float]] = field(default_factory=list)
     partition_s: float = 0.0
     partition_mode: str = ""
     converge_after_heal_s: float | None = None
@@ -669,8 +678,9 @@ def throughput(system: str, writes: int, *, keys: int = 1000, seed: int = 202611
 def latency(system: str, samples: int, interval_ms: float, *, result: Result) -> None:
     pair = _start_pair(system)
     try:
+        load = os.getloadavg()[0]
         sent = pair.writer.ask("latency", m=samples, interval_ms=interval_ms)["sent"]
-        _collect_latency(pair, sent, samples, result)
+        _collect_latency(pair, sent, samples, result, load)
     finally:
         pair.close()
 
@@ -686,6 +696,7 @@ def latency_paired(systems: Sequence[str], samples: int, interval_ms: float, *,
         for system in systems:
             pairs.append((system, _start_pair(system)))
         time.sleep(0.5)  # everyone settled
+        load = os.getloadavg()[0]
         start = time.monotonic_ns() + 300_000_000
         step = round(interval_ms * 1e6 / len(pairs))
         for k, (_, pair) in enumerate(pairs):
@@ -696,13 +707,14 @@ def latency_paired(systems: Sequence[str], samples: int, interval_ms: float, *,
         for (system, pair), reply in zip(pairs, sent, strict=True):
             if "error" in reply:
                 raise RuntimeError(f"{system} writer latency: {reply['error']}")
-            _collect_latency(pair, reply["sent"], samples, results[system])
+            _collect_latency(pair, reply["sent"], samples, results[system], load)
     finally:
         for _, pair in pairs:
             pair.close()
 
 
-def _collect_latency(pair: _Pair, sent: list[int], samples: int, result: Result) -> None:
+def _collect_latency(pair: _Pair, sent: list[int], samples: int, result: Result,
+                     load: float) -> None:
     tag = secrets.token_hex(4)
     pair.writer.ask("write", key="__end__", value=tag)
     pair.reader.ask("wait", key="__end__", value=tag, within_s=TIMEOUT_S)
@@ -710,6 +722,8 @@ def _collect_latency(pair: _Pair, sent: list[int], samples: int, result: Result)
     lat = [(seen[f"lat{i:06d}"] - t) / 1e6 for i, t in enumerate(sent)
            if f"lat{i:06d}" in seen]
     result.latencies_ms.extend(lat)  # pooled over the repeats
+    result.latency_runs.append((_percentile(lat, 0.5), _percentile(lat, 0.99), len(lat),
+                                load))
     result.samples += len(lat)
     result.latency_lost += samples - len(lat)
     result.latency_median_ms = _percentile(result.latencies_ms, 0.5)
@@ -787,21 +801,26 @@ def available() -> dict[str, str | None]:
 
 def run(*, writes: int, samples: int, interval_ms: float, partition_s: float,
         systems: Sequence[str] = SYSTEMS, repeat: int = 1, paired: bool = False,
+        latency_runs: int | None = None,
         progress: Callable[[str], None] = lambda _m: None) -> list[Result]:
+    """Throughput ``repeat`` times and latency ``latency_runs`` times (default ``repeat``)
+    per system, systems interleaved; ``paired``: each latency run has every system's pair
+    at once (:func:`latency_paired`), the phase order rotated from run to run."""
     by_system = {system: Result(system) for system in systems}
+    runs = repeat if latency_runs is None else latency_runs
     for i in range(repeat if writes > 0 else 0):  # systems interleaved, so a busy spell
         for system in systems:                    # hits them alike
             progress(f"{system}: throughput ({writes:,} writes, run {i + 1}/{repeat})")
             throughput(system, writes, result=by_system[system])
-    for i in range(repeat if samples > 0 else 0):
+    for i in range(runs if samples > 0 else 0):
         if paired:  # all at once; the phase order rotates from run to run
             order = [*systems[i % len(systems):], *systems[:i % len(systems)]]
             progress(f"{', '.join(order)}: latency at once ({samples} samples each, "
-                     f"run {i + 1}/{repeat})")
+                     f"run {i + 1}/{runs})")
             latency_paired(order, samples, interval_ms, results=by_system)
             continue
         for system in systems:
-            progress(f"{system}: latency ({samples} samples, run {i + 1}/{repeat})")
+            progress(f"{system}: latency ({samples} samples, run {i + 1}/{runs})")
             latency(system, samples, interval_ms, result=by_system[system])
     results = []
     for system in systems:
@@ -837,6 +856,74 @@ def report(results: Sequence[Result]) -> str:
          "latency median ms",
          "latency p99 ms", "lost", "partition s", "converged after heal s", "equal after heal"],
         rows)
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    """``system`` against ``baseline`` run by run (run i of both: the same paired run, or
+    adjacent ones unpaired) and pooled over all runs."""
+
+    system: str
+    baseline: str
+    median_diffs_ms: tuple[float, ...]  # per run: system's median − baseline's
+    wins: int  # runs where the system's median is lower (by at least 1 µs)
+    losses: int  # higher by at least 1 µs
+    ties: int
+    sign_test_p: float  # two-sided sign test over the runs that are not ties
+    pooled_median_ms: tuple[float, float]  # (system, baseline)
+    pooled_p99_ms: tuple[float, float]
+
+
+def _sign_test(wins: int, losses: int) -> float:
+    """Two-sided p of ``wins`` against ``losses`` if either side were equally likely."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def compare_latency(results: Sequence[Result], system: str,
+                    baseline: str = "pycrdt-websocket") -> LatencyComparison | None:
+    mine = next((r for r in results if r.system == system), None)
+    base = next((r for r in results if r.system == baseline), None)
+    if mine is None or base is None or not mine.latency_runs or not base.latency_runs:
+        return None
+    diffs = tuple(a[0] - b[0] for a, b in zip(mine.latency_runs, base.latency_runs,
+                                                strict=False))
+    wins = sum(d <= -0.001 for d in diffs)
+    losses = sum(d >= 0.001 for d in diffs)
+    return LatencyComparison(
+        system, baseline, diffs, wins, losses, len(diffs) - wins - losses,
+        _sign_test(wins, losses), (mine.latency_median_ms, base.latency_median_ms),
+        (mine.latency_p99_ms, base.latency_p99_ms),
+    )
+
+
+def report_latency_runs(results: Sequence[Result]) -> str:
+    """One row per latency run: the load at its start, each system's median / p99 (ms)."""
+    with_runs = [r for r in results if r.latency_runs]
+    if not with_runs:
+        return ""
+    rows = []
+    for i in range(max(len(r.latency_runs) for r in with_runs)):
+        load = next(r.latency_runs[i][3] for r in with_runs if i < len(r.latency_runs))
+        cells = [f"{r.latency_runs[i][0]:.3f} / {r.latency_runs[i][1]:.2f}"
+                 if i < len(r.latency_runs) else "–" for r in with_runs]
+        rows.append([str(i + 1), f"{load:.2f}", *cells])
+    rows.append(["pooled", "", *[f"{r.latency_median_ms:.3f} / {r.latency_p99_ms:.2f}"
+                                 for r in with_runs]])
+    return markdown_table(["latency run", "load (1 min)",
+                           *[f"{_label(r.system)} median / p99 ms" for r in with_runs]], rows)
+
+
+def describe_comparison(c: LatencyComparison) -> str:
+    diffs = ", ".join(f"{d * 1000:+.0f}" for d in c.median_diffs_ms)
+    return (f"{_label(c.system)} vs {c.baseline}: median lower in {c.wins} of "
+            f"{len(c.median_diffs_ms)} runs, higher in {c.losses}, equal in {c.ties} "
+            f"(sign test p = {c.sign_test_p:.3f}); per run, µs: {diffs}; pooled median "
+            f"{c.pooled_median_ms[0]:.3f} vs {c.pooled_median_ms[1]:.3f} ms, p99 "
+            f"{c.pooled_p99_ms[0]:.2f} vs {c.pooled_p99_ms[1]:.2f} ms")
 
 
 def _label(system: str) -> str:
@@ -878,9 +965,15 @@ def main(argv: list[str] | None = None) -> int:
                              f"{DEFAULT_REPEAT}; 1 with --quick)")
     parser.add_argument("--gc", choices=["on", "off"], default="on",
                         help="hybridsync's garbage collection (default on, as in Memory)")
-    parser.add_argument("--paired", action="store_true",
-                        help="latency: run every system's pair at once, writes phase-"
-                             "interleaved (a paired comparison on a busy machine)")
+    parser.add_argument("--latency-runs", type=int, default=None,
+                        help=f"latency runs (default {DEFAULT_LATENCY_RUNS}; "
+                             f"{QUICK_LATENCY_RUNS} with --quick), each reported")
+    parser.add_argument("--paired", action="store_true", default=True,
+                        help="latency: every system's pair at once in each run, writes "
+                             "phase-interleaved, the order rotated from run to run (the "
+                             "default: a paired comparison on a busy machine)")
+    parser.add_argument("--unpaired", dest="paired", action="store_false",
+                        help="latency: one pair at a time, systems interleaved")
     parser.add_argument("--checkout", action="append", default=[], metavar="NAME=PATH",
                         help="also run --checkout-system from the checkout at PATH, as "
                              "system NAME (an A/B of two trees in one run)")
@@ -926,12 +1019,15 @@ def main(argv: list[str] | None = None) -> int:
     m = machine(("hybridsync", "pycrdt", "pycrdt-websocket", "websockets", "cryptography"))
     load_before = os.getloadavg()[0]
     repeat = args.repeat or (1 if args.quick else DEFAULT_REPEAT)
+    latency_runs = args.latency_runs or (QUICK_LATENCY_RUNS if args.quick
+                                         else DEFAULT_LATENCY_RUNS)
     results = run(writes=writes, samples=samples, interval_ms=args.interval_ms,
                   partition_s=partition_s, systems=systems, repeat=repeat,
-                  paired=args.paired, progress=progress)
-    print(f"Network benchmark: {writes:,} writes (throughput, median of {repeat}), {samples} "
-          f"writes every {args.interval_ms:g} ms (latency), {partition_s:g} s partition; "
-          f"hybridsync GC {args.gc}; {time.strftime('%Y-%m-%d')}")
+                  paired=args.paired, latency_runs=latency_runs, progress=progress)
+    print(f"Network benchmark: {writes:,} writes (throughput, median of {repeat}), "
+          f"{latency_runs} × {samples} writes every {args.interval_ms:g} ms (latency), "
+          f"{partition_s:g} s partition; hybridsync GC {args.gc}; "
+          f"{time.strftime('%Y-%m-%d')}")
     for line in m.describe():
         print(f"  {line}")
     print(f"  Load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
@@ -940,10 +1036,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {s} skipped: {why}")
     for name, (config, root) in _CHECKOUTS.items():
         print(f"  {name}: {config} from the checkout at {root}")
-    if args.paired:
-        print("  latency: all pairs at once, writes phase-interleaved (--paired)")
+    print("  latency: " + ("all pairs at once in each run, writes phase-interleaved, order "
+                         "rotated (paired)" if args.paired
+                         else "one pair at a time, systems interleaved (--unpaired)"))
     print()
     print(report(results))
+    runs_table = report_latency_runs(results)
+    if runs_table:
+        print("\nLatency by run (median / p99 of each run's samples):\n")
+        print(runs_table)
+        for r in results:
+            c = compare_latency(results, r.system) if is_hybridsync(r.system) else None
+            if c is not None:
+                print(f"\n{describe_comparison(c)}")
     for r in results:
         for note in r.notes:
             print(f"\n{r.system}: {note}")
@@ -953,9 +1058,13 @@ def main(argv: list[str] | None = None) -> int:
             g = check_goal(results, r.system)
             if g is not None:
                 missed = [k for k, ok in g.items() if not ok]
+                c = compare_latency(results, r.system)
+                runs_note = (f"; median lower in {c.wins} of {len(c.median_diffs_ms)} runs"
+                             if c is not None else "")
                 print(f"\nGoal for {_label(r.system)} (≥ {THROUGHPUT_TARGET:g}× writes/s, "
-                      "latency not higher): "
-                      + ("met" if not missed else f"missed: {', '.join(missed)}"))
+                      "pooled latency not higher): "
+                      + ("met" if not missed else f"missed: {', '.join(missed)}")
+                      + runs_note)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": asdict(m), "date": time.strftime("%Y-%m-%d"),
