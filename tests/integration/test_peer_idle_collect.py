@@ -15,6 +15,8 @@ Loopback only; every wait is bounded (``wait_until``) and no assertion is about 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -29,6 +31,38 @@ FAST = FAST_PEER
 
 async def start(mem: hs.Memory, **options: Any) -> hs.Peer:
     return await hs.Peer.start(mem, secret=SECRET, **{**FAST, **options})
+
+
+@contextlib.asynccontextmanager
+async def two_peers(
+    memory: Mapping[str, Any] | None = None,
+    *,
+    connect: bool = False,
+    b_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> AsyncIterator[tuple[hs.Memory, hs.Memory, hs.Peer, hs.Peer]]:
+    """Replicas ``a`` and ``b`` (``memory``: Memory options of both) and their peers: ``a``'s
+    listens, ``b``'s dials it; both get ``options``, ``b``'s also ``b_options``. With
+    ``connect`` the session is up before the body runs. Afterwards, also when the body
+    fails, both peers stop (``b``'s first; ``stop`` is idempotent, so a body may stop them
+    itself to look at the replicas after) and both replicas close."""
+    a = hs.Memory(SPACE, "a", **(memory or {}))
+    b = hs.Memory(SPACE, "b", **(memory or {}))
+    try:
+        pa = await start(a, **options)
+        try:
+            pb = await start(b, peers=[pa.url], **{**options, **(b_options or {})})
+            try:
+                if connect:
+                    await pb.connect(pa.url)
+                yield a, b, pa, pb
+            finally:
+                await pb.stop()
+        finally:
+            await pa.stop()
+    finally:
+        a.close()
+        b.close()
 
 
 # ---- garbage collection in idle time -------------------------------------------------------
@@ -54,11 +88,7 @@ def test_peer_turns_auto_collect_off_while_running_and_restores_it(before: bool)
 
 def test_idle_peers_compact_and_only_the_peer_compacts() -> None:
     async def main() -> None:
-        a = hs.Memory(SPACE, "a", gc_min_entries=8)
-        b = hs.Memory(SPACE, "b", gc_min_entries=8)
-        pa = await start(a)
-        pb = await start(b, peers=[pa.url])
-        try:
+        async with two_peers({"gc_min_entries": 8}) as (a, b, pa, pb):
             for i in range(60):
                 (a if i % 2 else b).fields[f"k{i:03d}"] = i
                 await asyncio.sleep(0.002)
@@ -79,23 +109,14 @@ def test_idle_peers_compact_and_only_the_peer_compacts() -> None:
             assert {k: a.fields[k] for k in a.fields.to_dict()} == {
                 f"k{i:03d}": i for i in range(60)
             }
-        finally:
-            await pb.stop()
-            await pa.stop()
-        a.close()
-        b.close()
 
     run(main())
 
 
 def test_receive_does_not_compact_while_the_peer_waits_for_a_quiet_spell() -> None:
     async def main() -> None:
-        a = hs.Memory(SPACE, "a", gc_min_entries=4)
-        b = hs.Memory(SPACE, "b", gc_min_entries=4)
         slow = {"collect_idle_s": 600.0, "collect_max_delay_s": 600.0}
-        pa = await start(a, **slow)
-        pb = await start(b, peers=[pa.url], **slow)
-        try:
+        async with two_peers({"gc_min_entries": 4}, **slow) as (a, b, pa, pb):
             for i in range(20):
                 (a if i % 2 else b).fields[f"k{i:03d}"] = i
                 await asyncio.sleep(0.002)
@@ -105,15 +126,12 @@ def test_receive_does_not_compact_while_the_peer_waits_for_a_quiet_spell() -> No
             await asyncio.sleep(0.3)
             assert a.stats().compacted == 0 and b.stats().compacted == 0
             assert pa.stats()["compactions"] == pb.stats()["compactions"] == 0
-        finally:
             await pb.stop()
             await pa.stop()
-        # auto_collect is back on: the next receive compacts by itself
-        assert a.auto_collect and b.auto_collect
-        a.collect()
-        assert a.stats().compacted > 0
-        a.close()
-        b.close()
+            # auto_collect is back on: the next receive compacts by itself
+            assert a.auto_collect and b.auto_collect
+            a.collect()
+            assert a.stats().compacted > 0
 
     run(main())
 
@@ -123,13 +141,8 @@ def test_a_peer_that_is_never_idle_still_compacts() -> None:
     never pause: the tick compacts anyway, and the log stays short of what was written."""
 
     async def main() -> None:
-        a = hs.Memory(SPACE, "a", gc_min_entries=8)
-        b = hs.Memory(SPACE, "b", gc_min_entries=8)
         busy = {"collect_idle_s": 600.0, "collect_max_delay_s": 0.1}
-        pa = await start(a, **busy)
-        pb = await start(b, peers=[pa.url], **busy)
-        try:
-            await pb.connect(pa.url)
+        async with two_peers({"gc_min_entries": 8}, connect=True, **busy) as (a, b, pa, pb):
             written = 0
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 60.0
@@ -147,11 +160,6 @@ def test_a_peer_that_is_never_idle_still_compacts() -> None:
             assert a.stats().log_length < written
             await wait_until(lambda: converged(a, b), "convergence after the writes")
             assert b.fields[f"k{(written - 1) % 50:02d}"] == written - 1
-        finally:
-            await pb.stop()
-            await pa.stop()
-        a.close()
-        b.close()
 
     run(main())
 
@@ -161,11 +169,7 @@ def test_a_peer_that_is_never_idle_still_compacts() -> None:
 
 def test_frames_arriving_during_a_transaction_land_after_it() -> None:
     async def main() -> None:
-        a, b = hs.Memory(SPACE, "a"), hs.Memory(SPACE, "b")
-        pa = await start(a)
-        pb = await start(b, peers=[pa.url])
-        try:
-            await pb.connect(pa.url)
+        async with two_peers(connect=True) as (a, b, pa, pb):
             with b.transaction():
                 b.fields["inside"] = "b's transaction"
                 for i in range(10):
@@ -183,11 +187,6 @@ def test_frames_arriving_during_a_transaction_land_after_it() -> None:
             for st in (pa.stats(), pb.stats()):
                 assert st["sessions_opened"] == 1 and st["sessions_closed"] == 0, st
                 assert st["deferred_overflows"] == 0 and st["frames_rejected"] == 0
-        finally:
-            await pb.stop()
-            await pa.stop()
-        a.close()
-        b.close()
 
     run(main())
 
@@ -197,15 +196,11 @@ def test_a_frame_arriving_after_the_transaction_waits_behind_the_held_back_ones(
     later overwrite of the same key wins on the receiver, as it did on the sender."""
 
     async def main() -> None:
-        a, b = hs.Memory(SPACE, "a"), hs.Memory(SPACE, "b")
         # no tick in the test's time: the held-back frames land when the next frame comes
         quiet = {"sync_interval_s": 30.0, "heartbeat_s": 20.0}
-        pa = await start(a, **quiet)
-        pb = await start(b, peers=[pa.url], **quiet)
-        seen: list[str] = []
-        b.observe(lambda _c: seen.append(str(b.fields.to_dict().get("key"))), paths=False)
-        try:
-            await pb.connect(pa.url)
+        async with two_peers(connect=True, **quiet) as (a, b, _pa, pb):
+            seen: list[str] = []
+            b.observe(lambda _c: seen.append(str(b.fields.to_dict().get("key"))), paths=False)
             with b.transaction():
                 for i in range(5):
                     a.fields["key"] = f"v{i}"
@@ -219,22 +214,14 @@ def test_a_frame_arriving_after_the_transaction_waits_behind_the_held_back_ones(
             order = ["v0", "v1", "v2", "v3", "v4", "last"]
             assert seen and seen[-1] == "last"
             assert [order.index(v) for v in seen] == sorted(order.index(v) for v in seen)
-        finally:
-            await pb.stop()
-            await pa.stop()
-        a.close()
-        b.close()
 
     run(main())
 
 
 def test_a_backlog_over_its_bound_closes_the_session_and_nothing_is_lost() -> None:
     async def main() -> None:
-        a, b = hs.Memory(SPACE, "a"), hs.Memory(SPACE, "b")
-        pa = await start(a)
-        pb = await start(b, peers=[pa.url], max_deferred_bytes=3000)
-        try:
-            await pb.connect(pa.url)
+        bound = {"max_deferred_bytes": 3000}
+        async with two_peers(connect=True, b_options=bound) as (a, b, pa, pb):
             with b.transaction():
                 b.fields["inside"] = 1
                 for i in range(40):
@@ -254,11 +241,6 @@ def test_a_backlog_over_its_bound_closes_the_session_and_nothing_is_lost() -> No
             }
             assert pb.stats()["sessions_opened"] >= 2
             assert pb.stats()["frames_rejected"] == 0 and pa.stats()["protocol_errors"] == 0
-        finally:
-            await pb.stop()
-            await pa.stop()
-        a.close()
-        b.close()
 
     run(main())
 
