@@ -379,7 +379,9 @@ class Memory:
     def delete_region(self, name: str) -> None:
         """Delete a text or buffer region, leaving a tombstone: an edit concurrent with the
         deletion cannot resurrect it (it is reported as a conflict). Committed by the next
-        cycle."""
+        cycle. An unknown name raises :class:`~hybridsync.errors.RegionNotFound`; a handle
+        taken before the deletion raises ``ConfigError`` when used, one taken after it
+        (``mem.text(name)`` again) re-creates the region."""
         self._regions.delete(name)
 
     def regions(self) -> dict[str, str]:
