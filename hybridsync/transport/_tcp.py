@@ -19,6 +19,7 @@ import contextlib
 import socket
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from hybridsync.errors import FrameError, TransportError
 from hybridsync.transport._base import format_url
@@ -35,6 +36,19 @@ READ_BUFFER_BYTES = 128 * 1024
 # read; asyncio's own reads are 256 KiB into a fresh allocation each time).
 READ_CHUNK_BYTES = 64 * 1024
 _LENGTH = struct.Struct(">I")
+
+
+def _no_delay(sock: Any) -> None:
+    """TCP_NODELAY: a record goes out when written, not held back by Nagle's algorithm for
+    the acknowledgement of the previous one (RFC 896). asyncio sets it only on sockets whose
+    ``proto`` is ``IPPROTO_TCP``; ``socket.socket(AF_INET, SOCK_STREAM)`` has 0 (``wrap``)."""
+    if (
+        sock is not None
+        and sock.family in (socket.AF_INET, socket.AF_INET6)
+        and sock.type == socket.SOCK_STREAM
+    ):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class TcpStream(asyncio.BufferedProtocol):
@@ -106,6 +120,7 @@ class TcpStream(asyncio.BufferedProtocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
+        _no_delay(transport.get_extra_info("socket"))
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and len(peername) >= 2:
             self._remote = format_url(str(peername[0]), int(peername[1]))

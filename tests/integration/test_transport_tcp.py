@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 
 from _aio import run, wait_until
 
@@ -60,6 +61,38 @@ def test_records_written_together_arrive_in_order_and_backpressure_holds() -> No
         finally:
             client.close()
             server.close()
+            await listener.close()
+
+    run(main())
+
+
+def test_every_stream_sends_without_nagle_delay() -> None:
+    """TCP_NODELAY on both ends, however the stream was made: a small record (a write's one
+    frame) goes out at once, not when the previous one is acknowledged. asyncio sets it
+    only for sockets whose proto is IPPROTO_TCP; a plain ``socket.socket()`` (proto 0)
+    handed to ``TcpStream.wrap`` relies on the stream."""
+
+    def no_delay(stream: TcpStream) -> int:
+        sock = stream._transport.get_extra_info("socket")  # type: ignore[union-attr]
+        return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    async def main() -> None:
+        accepted: asyncio.Queue[TcpStream] = asyncio.Queue()
+        listener = await serve_tcp("127.0.0.1", 0, accepted.put_nowait)
+        streams: list[TcpStream] = []
+        try:
+            streams.append(await open_tcp("127.0.0.1", listener.port, timeout_s=10))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", listener.port))
+            assert sock.proto == 0
+            streams.append(await TcpStream.wrap(sock))
+            for _ in range(2):
+                streams.append(await asyncio.wait_for(accepted.get(), 10))
+            assert [no_delay(s) for s in streams] == [1, 1, 1, 1]
+        finally:
+            for s in streams:
+                s.abort()
             await listener.close()
 
     run(main())
