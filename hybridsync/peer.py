@@ -258,12 +258,13 @@ class Peer:
     pending writes of ``group_commit``), after every frame received, and on a timer
     (``sync_interval_s``, which also calls ``mem.poll()`` and drives the replica's
     retransmissions). Flushes are coalesced: at most one per ``coalesce_s`` (default 1 ms),
-    the first after a quiet spell at once, so a burst of writes shares contributions (group
-    commit), frames, AEAD records and acknowledgements; a frame the replica produced is
-    never held back (the flush seals and writes its records in the same step, in one socket
-    write). Received records are handled in the loop step that read them. Each session
-    sends a PING when it has been quiet for ``heartbeat_s`` and is closed when nothing
-    arrived for ``dead_after_s``. Static and discovered addresses
+    the first after a quiet spell at once (for a local commit, in the observer's step: an
+    autocommitted write returns with its frame on the socket), so a burst of writes shares
+    contributions (group commit), frames, AEAD records and acknowledgements; a frame the
+    replica produced is never held back (the flush seals and writes its records in the same
+    step, in one socket write). Received records are handled in the loop step that read
+    them. Each session sends a PING when it has been quiet for ``heartbeat_s`` and is closed
+    when nothing arrived for ``dead_after_s``. Static and discovered addresses
     are redialed with exponential backoff from ``reconnect_min_s`` to ``reconnect_max_s``
     with jitter in [50 %, 100 %]. Backpressure: the replica is asked for frames for a
     session only when that session's queue is empty and its socket buffer below its limit;
