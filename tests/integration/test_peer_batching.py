@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -137,6 +138,24 @@ def test_a_burst_of_writes_shares_frames(group: bool) -> None:
     run(main())
 
 
+@contextlib.asynccontextmanager
+async def _quiet_session(w: hs.Memory) -> AsyncIterator[tuple[hs.Peer, Member]]:
+    """``w`` served by a peer with a 0.3 s coalescing window and a 30 s tick, one member
+    connected, after the first exchange and a second of quiet (several windows)."""
+    pw = await hs.Peer.start(w, secret=SECRET, coalesce_s=0.3, sync_interval_s=30.0,
+                             **OPTIONS)
+    member = Member(hs.Memory(SPACE, "member"))
+    try:
+        await member.connect(pw.port)
+        await wait_until(lambda: "member" in pw.sessions, "session")
+        await wait_until(lambda: len(member.frames) >= 1, "the first exchange")
+        await asyncio.sleep(1.0)  # several windows without a change
+        yield pw, member
+    finally:
+        await member.close()
+        await pw.stop()
+
+
 def test_a_write_after_a_quiet_spell_goes_out_at_once() -> None:
     """The window only delays a flush that follows another within it: after a quiet spell,
     a write is committed and sent within a few loop iterations (``on_pending`` -> flush),
@@ -144,14 +163,7 @@ def test_a_write_after_a_quiet_spell_goes_out_at_once() -> None:
 
     async def main() -> None:
         w = hs.Memory(SPACE, "writer", group_commit=True)
-        pw = await hs.Peer.start(w, secret=SECRET, coalesce_s=0.3, sync_interval_s=30.0,
-                                 **OPTIONS)
-        member = Member(hs.Memory(SPACE, "member"))
-        try:
-            await member.connect(pw.port)
-            await wait_until(lambda: "member" in pw.sessions, "session")
-            await wait_until(lambda: len(member.frames) >= 1, "the first exchange")
-            await asyncio.sleep(1.0)  # several windows without a change
+        async with _quiet_session(w) as (pw, member):
             before = pw.sessions["member"].frames_out
             w.fields["lone"] = "write"
             assert w.pending_writes == 1
@@ -160,9 +172,6 @@ def test_a_write_after_a_quiet_spell_goes_out_at_once() -> None:
             assert w.pending_writes == 0 and _commits(w) == 1
             assert pw.sessions["member"].frames_out == before + 1
             await wait_until(lambda: member.mem.fields.get("lone") == "write", "the lone write")
-        finally:
-            await member.close()
-            await pw.stop()
 
     run(main())
 
@@ -174,14 +183,7 @@ def test_an_autocommitted_write_after_a_quiet_spell_is_written_before_it_returns
 
     async def main() -> None:
         w = hs.Memory(SPACE, "writer")
-        pw = await hs.Peer.start(w, secret=SECRET, coalesce_s=0.3, sync_interval_s=30.0,
-                                 **OPTIONS)
-        member = Member(hs.Memory(SPACE, "member"))
-        try:
-            await member.connect(pw.port)
-            await wait_until(lambda: "member" in pw.sessions, "session")
-            await wait_until(lambda: len(member.frames) >= 1, "the first exchange")
-            await asyncio.sleep(1.0)  # several windows without a change
+        async with _quiet_session(w) as (pw, member):
             before = pw.sessions["member"].frames_out
             w.fields["first"] = 1
             assert pw.sessions["member"].frames_out == before + 1  # no await in between
@@ -189,9 +191,6 @@ def test_an_autocommitted_write_after_a_quiet_spell_is_written_before_it_returns
             assert pw.sessions["member"].frames_out == before + 1  # inside the window
             await wait_until(lambda: member.mem.fields.get("second") == 2, "the second write")
             assert member.first_seen_order() == [1, 2]
-        finally:
-            await member.close()
-            await pw.stop()
 
     run(main())
 

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from hybridsync.sim import RunResult
 
 SOAK = os.environ.get("HYBRIDSYNC_SOAK") == "1"
+
+# sibling helper modules (``_gc_helpers``) are imported by name
+_HERE = str(Path(__file__).parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
 
 # name -> (regex every matching violation detail satisfies, where it is reproduced)
 KNOWN_CORE_BUGS: dict[str, tuple[str, str]] = {}  # none open; see test_regressions.py

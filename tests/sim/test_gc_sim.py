@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import pytest
+from _gc_helpers import CheckedMemory
 
 import hybridsync as hs
 from hybridsync.sim import SimOptions, run
@@ -23,19 +24,6 @@ SEEDS = [
     else s
     for s in (range(40) if not os.environ.get("HYBRIDSYNC_SOAK") else range(2_000))
 ]
-
-
-class CheckedMemory(hs.Memory):
-    """A replica that proves, at every compaction, that nothing visible changed."""
-
-    compactions = 0
-
-    def _compact(self, n: int, **kw: Any) -> None:
-        before = (self.state_digest(), [repr(c) for c in self.conflicts()], self.heads)
-        super()._compact(n, **kw)
-        after = (self.state_digest(), [repr(c) for c in self.conflicts()], self.heads)
-        assert before == after, f"compaction of {n} changed {self.peer}'s visible state"
-        CheckedMemory.compactions += 1
 
 
 def _factory(thresholds: dict[str, int]) -> Any:

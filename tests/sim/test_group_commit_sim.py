@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _gc_helpers import CheckedMemory, open_bug
 
 import hybridsync as hs
 from hybridsync.causal import Contribution
@@ -52,23 +53,11 @@ G4_SEEDS = range(6)
 # Seeds of the GC slice that fail through an open core bug (reproduced below): when it is
 # fixed, strict xfail turns the seed red so it moves back into the plain slice.
 OPEN_GC_SEEDS: dict[int, str] = {}
-# The soak runs report failures that match these open core bugs as xfail, anything else fails.
-OPEN_CORE_BUGS = {
-    "joiner dot reuse": r"already held with a different id|claims that \S+ exists, which this "
-                        r"replica never made|id prefix .* does not match",
-    "late joiner never re-based": r"G1 liveness: replicas did not converge.* refused as late",
-}
 
 
 def _expect_ok(result: RunResult) -> None:
     if not result.ok:
         pytest.fail(f"{result.violation}\nreplay: {result.replay}", pytrace=False)
-
-
-def _open_bug(result: RunResult) -> str | None:
-    names = {n for n, rx in OPEN_CORE_BUGS.items()
-             for d in result.details or [result.violation or ""] if re.search(rx, d, re.S)}
-    return ", ".join(sorted(names)) or None
 
 
 # ---- the crediting rule, cycle by cycle ----------------------------------------------------------
@@ -397,19 +386,6 @@ def test_the_sweep_exercises_batches_and_lost_writes() -> None:
     assert sum(r.lost_writes for r in results) > 0
 
 
-class CheckedMemory(hs.Memory):
-    """A replica that proves, at every compaction, that nothing visible changed."""
-
-    compactions = 0
-
-    def _compact(self, n: int, **kw: Any) -> None:
-        before = (self.state_digest(), [repr(c) for c in self.conflicts()], self.heads)
-        super()._compact(n, **kw)
-        after = (self.state_digest(), [repr(c) for c in self.conflicts()], self.heads)
-        assert before == after, f"compaction of {n} changed {self.peer}'s visible state"
-        CheckedMemory.compactions += 1
-
-
 def _gc_factory(space: str, peer: str, **kw: Any) -> hs.Memory:
     # replicas compact at different moments: each has its own (low) threshold
     thresholds = {"p0": 2, "p1": 5, "p2": 11, "p3": 3}
@@ -466,7 +442,7 @@ def _soak(options: list[SimOptions], **kw: Any) -> None:
         result = run(o, raise_on_violation=False, time_limit_s=60.0, **kw)
         if result.ok:
             continue
-        bug = _open_bug(result)
+        bug = open_bug(result)
         (known if bug else unknown).append(f"{bug or result.violation}\n  replay: {result.replay}")
     if unknown:
         pytest.fail(f"{len(unknown)} seed(s) failed:\n" + "\n".join(unknown), pytrace=False)

@@ -18,11 +18,11 @@ sweeps found: three fixed (plain tests now), one open (strict xfail).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import pytest
+from _gc_helpers import OPEN_CORE_BUGS, open_bug
 
 import hybridsync as hs
 from hybridsync.causal import Contribution
@@ -42,13 +42,6 @@ COVERAGE = ("commit_interval_ms", "fill_batches", "fill_mode", "max_frame_bytes"
 SLICE_SEEDS = range(45)
 SOAK_SEEDS = range(820_000, 821_200)
 SOAK_CHUNK = 40
-# The soak sweep reports failures that match these open core bugs as xfail, anything else fails
-# (the patterns of tests/sim/test_group_commit_sim.py, whose reproductions live there).
-OPEN_CORE_BUGS = {
-    "joiner dot reuse": r"already held with a different id|claims that \S+ exists, which this "
-                        r"replica never made|id prefix .* does not match",
-    "late joiner never re-based": r"G1 liveness: replicas did not converge.* refused as late",
-}
 # Open only where members are learned (docs/gc.md, "Declared members"): a replica compacts a
 # contribution before it has heard of a member whose concurrent work then sorts after the
 # cut (not late), so it never compares the two and misses their conflict (seed 821165).
@@ -383,10 +376,7 @@ def test_coverage_seed(seed: int) -> None:
 
 def _open_bug(result: RunResult, *, learned: bool = False) -> str | None:
     """The open core bugs ``result``'s failure matches; ``learned``: members were learned."""
-    bugs = {**OPEN_CORE_BUGS, **(OPEN_WITH_LEARNED_MEMBERS if learned else {})}
-    names = {n for n, rx in bugs.items()
-             for d in result.details or [result.violation or ""] if re.search(rx, d, re.S)}
-    return ", ".join(sorted(names)) or None
+    return open_bug(result, {**OPEN_CORE_BUGS, **(OPEN_WITH_LEARNED_MEMBERS if learned else {})})
 
 
 @pytest.mark.soak
