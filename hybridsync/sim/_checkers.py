@@ -119,11 +119,19 @@ class _Segment:
     replayed: list[Contribution]
     base: tuple[int, bytes] | None = None  # the checkpoint it restarted from (order key)
     final_base: tuple[int, bytes] | None = None  # its checkpoint when it ended
+    # the newest checkpoint it held at any moment: a roll-back returns to an older one and
+    # re-applies what the newer held without reporting it (held before, docs/gc.md)
+    newest_base: tuple[int, bytes] | None = None
+    memory: Memory | None = None
     applied: list[tuple[str, bool]] = field(default_factory=list)
     history: list[Contribution] | None = None  # captured when the incarnation ends
     unsubscribe: Callable[[], None] | None = None
     batches: list[PendingBatch] = field(default_factory=list)  # group commit, in open order
     unsubscribe_pending: Callable[[], None] | None = None
+
+    def note_base(self, base: tuple[int, bytes] | None) -> None:
+        if base is not None and (self.newest_base is None or base > self.newest_base):
+            self.newest_base = base
 
 
 class Recorder:
@@ -141,7 +149,8 @@ class Recorder:
 
     def attach(self, peer: str, mem: Memory, replayed: Iterable[Contribution]) -> None:
         """Start recording a fresh incarnation; ``replayed`` is its store, in store order."""
-        seg = _Segment(peer, mem.incarnation, list(replayed), mem.compacted_upto)
+        seg = _Segment(peer, mem.incarnation, list(replayed), mem.compacted_upto,
+                       newest_base=mem.compacted_upto, memory=mem)
         local = self._local.setdefault(peer, [])
 
         def on_change(change: Change) -> None:
@@ -182,6 +191,9 @@ class Recorder:
     def receiving(self, peer: str, on: bool) -> None:
         """The simulator feeds ``peer`` a frame (``on``) or is done with it: local changes
         and batches made meanwhile are the replica's own re-based writes."""
+        seg = self._current.get(peer)
+        if seg is not None and seg.memory is not None:
+            seg.note_base(seg.memory.compacted_upto)  # compactions happen between frames
         if on:
             self._receiving.add(peer)
         else:
@@ -216,6 +228,8 @@ class Recorder:
             return
         seg.history = mem.history()
         seg.final_base = mem.compacted_upto
+        seg.note_base(seg.final_base)
+        seg.memory = None
         for batch in seg.batches:
             if batch.open:
                 batch.lost = True  # the crash took the writes no cycle had committed
@@ -530,15 +544,15 @@ def check_causal_order(
     """
     parents: dict[str, tuple[str, ...]] = {}
     keys: dict[str, tuple[int, bytes]] = {}
-    final_bases: dict[int, tuple[int, bytes] | None] = {}
     histories: dict[int, list[Contribution]] = {}
     for k, seg in enumerate(recorder.segments):
-        hist, final_bases[k] = seg.history, seg.final_base
+        hist = seg.history
         if hist is None:
             mem = memories.get(seg.peer)
             live = mem is not None and mem.incarnation == seg.incarnation
             hist = mem.history() if mem is not None and live else []
-            final_bases[k] = mem.compacted_upto if mem is not None and live else None
+            if mem is not None and live:
+                seg.note_base(mem.compacted_upto)
         histories[k] = hist
         for c in (*seg.replayed, *hist):
             parents.setdefault(c.hex_id, tuple(p.hex() for p in c.parents))
@@ -575,17 +589,20 @@ def check_causal_order(
                 raise GuaranteeViolation(
                     f"G3 causal order: {who} reported applying {cid[:12]}, which no replica "
                     f"holds", replay=replay)
-            # (a parent folded into a checkpoint this incarnation restarted from or adopted
-            # later counts as held: its own order was checked where it was applied)
+            # (a parent folded into a checkpoint this incarnation restarted from, adopted
+            # or compacted at any moment counts as held: its own order was checked where it
+            # was applied; a roll-back to an older checkpoint re-applies it unreported)
             missing = [p for p in ps if p not in seen
-                       and not in_checkpoint(p, final_bases.get(k, seg.base))]
+                       and not in_checkpoint(p, seg.newest_base)]
             if missing:
                 raise GuaranteeViolation(
                     f"G3 causal order: {who} applied {'local' if local else 'remote'} "
                     f"{cid[:12]} before its parent {missing[0][:12]}", replay=replay)
             seen.add(cid)
             checked += 1
-        held = {c.hex_id for c in histories[k]}
+        # what a roll-back re-applied from a newer checkpoint it held before is not news
+        held = {c.hex_id for c in histories[k] if c.hex_id in seen
+                or not in_checkpoint(c.hex_id, seg.newest_base)}
         if compacted and held <= seen:
             continue
         if held != seen:
