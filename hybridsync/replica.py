@@ -1373,8 +1373,10 @@ class Memory:
         return c
 
     # ---- applying remote contributions ---------------------------------------------------
-    def _apply(self, c: Contribution, *, local: bool, store: bool = True) -> None:
-        """Apply a checked contribution whose parents are all held."""
+    def _apply(self, c: Contribution, *, local: bool, store: bool = True,
+               now: int | None = None) -> None:
+        """Apply a checked contribution whose parents are all held (``now``: the clock's
+        milliseconds, if the caller read it)."""
         if c.kind == "multi":
             self._decoded[c.id] = decoded_parts = (
                 self._decoded.get(c.id) or self._decode_multi(c)
@@ -1383,7 +1385,9 @@ class Memory:
                 if p.plane == "cut":
                     self._catch_up(cut)
                     self._declared.append((cut, c.author, c.seq))
-        concurrent = None if self._log.extends_heads(c) else self._log.concurrent_with(c)
+        log_ = self._log
+        extends = log_.extends_heads(c)
+        concurrent = None if extends else log_.concurrent_with(c)
         decoded: list[tuple[Part, Any]] = []
         try:
             if c.kind == "fields":
@@ -1404,17 +1408,18 @@ class Memory:
             self._record_conflicts(c, concurrent)
         else:
             self._conflict_index.defer(c)
-        self._log.add(c)
+        log_.add(c, extends=extends)
         if not local:
             # A contribution is its author's acknowledgement of its causal past: a writer
             # whose frames no longer carry its version vector still moves the frontier.
-            self._stability.note(c.author, self._log.causal_vv(c.id), int(self._now_ms()))
+            self._stability.note(c.author, log_.causal_vv(c.id),
+                                 int(self._now_ms()) if now is None else now)
         if decoded:
             self._regions.refresh(self._regions.fold(c.order_key, c.id, decoded))
         self._clock.observe(c.hlc)
         if self._observers:
             self._events.append(
-                Change(c.hex_id, c.author, c.seq, local, c.kind, c.note,
+                Change(c.id.hex(), c.author, c.seq, local, c.kind, c.note,
                        self._fields.take_changed())
             )
 
@@ -1601,9 +1606,12 @@ class Memory:
         """
         if self._fields.in_transaction:
             raise TransactionError("receive() inside a transaction")
-        name = _check_name(peer, "peer")
-        if name == self.peer:
-            raise ConfigError("a replica does not sync with itself")
+        if type(peer) is str and peer in self._links:
+            name = peer  # (checked when its link was made)
+        else:
+            name = _check_name(peer, "peer")
+            if name == self.peer:
+                raise ConfigError("a replica does not sync with itself")
         try:
             decoded = decode_frame(frame)
             if decoded.offer:
@@ -1625,10 +1633,10 @@ class Memory:
                 # (adopted or not: observers hear of the pending batch committed above)
                 self._dispatch()
                 return
-            mine = self._log.seq_of(self.peer)
             claims = [decoded.vv] if decoded.vv is not None else []
             if decoded.acks:
                 claims.extend(decoded.acks.values())
+            mine = self._log.seq_of(self.peer) if claims else 0
             for claim in claims:
                 if claim.get(self.peer, 0) > mine:
                     raise IntegrityError(
@@ -1704,7 +1712,7 @@ class Memory:
             self._cycle()
         try:
             for c in staged:
-                self._apply(c, local=False)
+                self._apply(c, local=False, now=now)
             for d in parked:
                 self._log.park(d)
             self._drain_ready()
@@ -1760,11 +1768,14 @@ class Memory:
         late: list[Draft] = []
         duplicates = 0
         log_ = self._log
+        vv = log_.vv  # (live: nothing is added to the log while staging)
         base = self._base_key
         rb = self._rollback
         for d in drafts:
-            held = log_.id_of(d.author, d.seq)
-            if held is not None:
+            author, seq = d.author, d.seq
+            held_upto = vv.get(author, 0)
+            # (a dot past our version vector is neither held nor compacted: a new one)
+            if seq <= held_upto and (held := log_.id_of(author, seq)) is not None:
                 if held[: len(d.id_prefix)] != d.id_prefix:
                     raise IntegrityError(
                         f"{d.author}#{d.seq} is already held with a different id"
@@ -1774,7 +1785,7 @@ class Memory:
                     rb.pool[d.dot] = d
                     rb.need.discard(d.dot)
                 continue
-            if log_.has_dot(d.dot):
+            if 0 < seq <= held_upto:
                 duplicates += 1  # compacted into the checkpoint
                 if rb is not None and d.dot in rb.need:
                     rb.pool[d.dot] = d
@@ -1802,9 +1813,9 @@ class Memory:
                     pid = pc.id
                 parents.append(pid)
                 lamport = max(lamport, pc.lamport)
-            own_prev = (d.author, d.seq - 1)
-            if not missing and d.seq > 1 and own_prev not in overlay and not log_.has_dot(
-                own_prev
+            # (the own previous is held or compacted when its seq is within our vv)
+            if not missing and seq > 1 and seq - 1 > held_upto and (
+                (author, seq - 1) not in overlay
             ):
                 missing = True
             if missing:

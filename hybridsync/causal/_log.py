@@ -94,8 +94,18 @@ class CausalLog:
             return None
         i = seq - 1 - self._off.get(author, 0)
         if not 0 <= i < len(chain):
-            return None
+            return self._stub_before_chain(author, seq) if i < 0 < seq else None
         return chain[i]
+
+    def _stub_before_chain(self, author: str, seq: int) -> bytes | None:
+        """A compacted dot before its author's chain stub is known only if it stayed a stub
+        (the parent of a retained contribution); rare, so a scan of the stubs."""
+        by_id = self._by_id
+        for cid in self._stubs:
+            c = by_id[cid]
+            if c.seq == seq and c.author == author:
+                return cid
+        return None
 
     def seq_of(self, author: str) -> int:
         return self._vv.get(author, 0)
@@ -239,30 +249,38 @@ class CausalLog:
         if len(set(c.parents)) != len(c.parents):
             raise IntegrityError(f"{c.author}#{c.seq} names a parent twice")
 
-    def add(self, c: Contribution) -> bool:
-        """Insert a checked contribution; ``False`` when it was already held."""
-        if c.id in self._by_id:
+    def add(self, c: Contribution, *, extends: bool | None = None) -> bool:
+        """Insert a checked contribution; ``False`` when it was already held. ``extends``:
+        :meth:`extends_heads` of ``c``, if the caller just computed it."""
+        cid = c.id
+        if cid in self._by_id:
             return False
-        past = dict(self._vv) if self.extends_heads(c) else self._past_vv(c.parents)
-        past[c.author] = c.seq
-        self._causal[c.id] = past
-        self._by_id[c.id] = c
-        chain = self._dots.get(c.author)
+        if extends is None:
+            extends = self.extends_heads(c)
+        author = c.author
+        past = dict(self._vv) if extends else self._past_vv(c.parents)
+        past[author] = c.seq
+        self._causal[cid] = past
+        self._by_id[cid] = c
+        chain = self._dots.get(author)
         if chain is None:
-            chain = self._dots[c.author] = []
-        chain.append(c.id)
-        self._vv[c.author] = self._off.get(c.author, 0) + len(chain)
-        if c.lamport > self._max_lamport:
-            self._max_lamport = c.lamport
-        self._heads.difference_update(c.parents)
-        self._heads.add(c.id)
-        key = (c.lamport, c.id)
-        if not self._order or key > self._order[-1]:
-            self._order.append(key)
+            chain = self._dots[author] = []
+        chain.append(cid)
+        self._vv[author] = self._off.get(author, 0) + len(chain)
+        lamport = c.lamport
+        if lamport > self._max_lamport:
+            self._max_lamport = lamport
+        heads = self._heads
+        heads.difference_update(c.parents)
+        heads.add(cid)
+        key = (lamport, cid)
+        order = self._order
+        if not order or key > order[-1]:
+            order.append(key)
         else:
-            bisect.insort(self._order, key)
+            bisect.insort(order, key)
         if self._waiting:
-            self._release((c.author, c.seq))
+            self._release((author, c.seq))
         return True
 
     def _past_vv(self, parents: Iterable[bytes]) -> dict[str, int]:

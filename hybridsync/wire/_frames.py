@@ -170,12 +170,6 @@ def _unpack(data: bytes) -> Any:
         raise _fail(f"not a msgpack frame ({type(exc).__name__}: {exc})") from None
 
 
-def _name_ok(a: object) -> bool:
-    return type(a) is str and len(a) > 0 and (
-        len(a) <= 64 or len(a.encode()) <= MAX_AUTHOR_BYTES
-    )
-
-
 def decode_frame(data: object) -> SyncFrame:
     """Decode and validate one frame; raise :class:`FrameError` on anything unexpected."""
     if type(data) is not bytes:
@@ -193,23 +187,25 @@ def decode_frame(data: object) -> SyncFrame:
         raise _fail(f"unsupported version {obj[0]!r}")
     if type(obj[1]) is not int or obj[1] not in (TYPE_SYNC, TYPE_CHECKPOINT):
         raise _fail(f"unknown frame type {obj[1]!r}")
+    n_obj = len(obj)
     if obj[1] == TYPE_CHECKPOINT:
-        if len(obj) not in (4, 5) or type(obj[3]) is not bytes or (
-            len(obj) == 5 and (type(obj[4]) is not int or obj[4] != 1)
+        if n_obj not in (4, 5) or type(obj[3]) is not bytes or (
+            n_obj == 5 and (type(obj[4]) is not int or obj[4] != 1)
         ):
             raise _fail("a checkpoint frame is [version, 2, incarnation, bytes (, 1)]")
-        offer = len(obj) == 5
+        offer = n_obj == 5
         return SyncFrame(_int(obj[2], 0, _MAX_U64, "incarnation"), None, (),
                          checkpoint=obj[3], offer=offer)
-    if len(obj) not in (6, 7, 8):
+    if n_obj not in (6, 7, 8):
         raise _fail("a sync frame has 6, 7 or 8 elements")
     incarnation, authors, vv_seqs, body = obj[2:6]
-    _int(incarnation, 0, _MAX_U64, "incarnation")
+    if type(incarnation) is not int or not 0 <= incarnation <= _MAX_U64:
+        _int(incarnation, 0, _MAX_U64, "incarnation")
     if type(authors) is not list or len(authors) > MAX_AUTHORS:
         raise _fail("author table must be a list of at most 4096 names")
     n_authors = len(authors)
     for a in authors:
-        if not _name_ok(a):
+        if not (type(a) is str and a and (len(a) <= 64 or len(a.encode()) <= MAX_AUTHOR_BYTES)):
             raise _fail("author names are non-empty strings of at most 256 bytes")
     if n_authors > 1 and len(set(authors)) != n_authors:
         raise _fail("author table names an author twice")
@@ -222,9 +218,9 @@ def decode_frame(data: object) -> SyncFrame:
             if _int(s, 0, _MAX_SAFE, "vv entry"):
                 vv[a] = s
     acks: dict[str, dict[str, int]] | None = None
-    if len(obj) >= 7 and (len(obj) == 7 or obj[6] is not None):
+    if n_obj >= 7 and (n_obj == 7 or obj[6] is not None):
         acks = _decode_acks(obj[6], authors)
-    rollback = _int(obj[7], 1, _MAX_SAFE, "rollback") if len(obj) == 8 else None
+    rollback = _int(obj[7], 1, _MAX_SAFE, "rollback") if n_obj == 8 else None
     if type(body) is not list or len(body) > MAX_CONTRIBUTIONS_PER_FRAME:
         raise _fail("contributions must be a list")
     n_kinds = len(KINDS)
@@ -247,29 +243,76 @@ def decode_frame(data: object) -> SyncFrame:
             raise _fail("note must be a string of at most 4096 bytes")
         author = authors[ai]
         np2 = len(parents)
-        if np2 % 2 or np2 > 2 * MAX_PARENTS:
-            raise _fail("parents must be a flat list of (author index, seq) pairs")
-        dots: list[tuple[str, int]] = []
-        for i in range(0, np2, 2):
-            pi, ps = parents[i], parents[i + 1]
+        if np2 == 2:  # the common case: one parent (the author's own previous, or a head)
+            pi, ps = parents
             if not (type(pi) is int and type(ps) is int and 0 <= pi < n_authors
                     and 0 < ps <= _MAX_SAFE):
                 raise _fail("a parent is an (author index, seq) pair of ints in range")
             pa = authors[pi]
             if pa == author and ps >= seq:
                 raise _fail(f"{author}#{seq} names itself or a later own contribution")
-            dots.append((pa, ps))
-        if seq > 1 and not dots:
-            raise _fail(f"{author}#{seq} has no parents, so {author}#{seq - 1} is not in its past")
-        if np2 > 2 and len(set(dots)) != len(dots):
-            raise _fail(f"{author}#{seq} names a parent twice")
+            dots: tuple[tuple[str, int], ...] = ((pa, ps),)
+        else:
+            if np2 % 2 or np2 > 2 * MAX_PARENTS:
+                raise _fail("parents must be a flat list of (author index, seq) pairs")
+            dot_list: list[tuple[str, int]] = []
+            for i in range(0, np2, 2):
+                pi, ps = parents[i], parents[i + 1]
+                if not (type(pi) is int and type(ps) is int and 0 <= pi < n_authors
+                        and 0 < ps <= _MAX_SAFE):
+                    raise _fail("a parent is an (author index, seq) pair of ints in range")
+                pa = authors[pi]
+                if pa == author and ps >= seq:
+                    raise _fail(f"{author}#{seq} names itself or a later own contribution")
+                dot_list.append((pa, ps))
+            if seq > 1 and not dot_list:
+                raise _fail(
+                    f"{author}#{seq} has no parents, so {author}#{seq - 1} is not in its past"
+                )
+            if np2 > 2 and len(set(dot_list)) != len(dot_list):
+                raise _fail(f"{author}#{seq} names a parent twice")
+            dots = tuple(dot_list)
         dot = (author, seq)
         if dot in seen:
             raise _fail(f"{author}#{seq} appears twice")
         seen.add(dot)
-        drafts.append(Draft(author, seq, tuple(dots), lamport, hlc, KINDS[kind], note,
-                            payload, prefix))
-    return SyncFrame(incarnation, vv, tuple(drafts), acks, rollback=rollback)
+        d: Draft = _new(Draft)
+        _d_author(d, author)
+        _d_seq(d, seq)
+        _d_parent_dots(d, dots)
+        _d_lamport(d, lamport)
+        _d_hlc(d, hlc)
+        _d_kind(d, KINDS[kind])
+        _d_note(d, note)
+        _d_payload(d, payload)
+        _d_id_prefix(d, prefix)
+        drafts.append(d)
+    # (frozen dataclasses' __init__ look object.__setattr__ up for every field: the slots'
+    # own descriptors set the same fields in half the time; the Drafts above too)
+    frame: SyncFrame = _new(SyncFrame)
+    _set_incarnation(frame, incarnation)
+    _set_vv(frame, vv)
+    _set_drafts(frame, tuple(drafts))
+    _set_acks(frame, acks)
+    _set_checkpoint(frame, None)
+    _set_rollback(frame, rollback)
+    _set_offer(frame, False)
+    return frame
+
+
+_new = object.__new__
+(_d_author, _d_seq, _d_parent_dots, _d_lamport, _d_hlc, _d_kind, _d_note, _d_payload,
+ _d_id_prefix) = (Draft.__dict__[f].__set__ for f in (
+    "author", "seq", "parent_dots", "lamport", "hlc", "kind", "note", "payload", "id_prefix"))
+assert tuple(Draft.__dataclass_fields__) == (
+    "author", "seq", "parent_dots", "lamport", "hlc", "kind", "note", "payload", "id_prefix"
+), "decode_frame sets every field of a Draft"
+(_set_incarnation, _set_vv, _set_drafts, _set_acks, _set_checkpoint, _set_rollback,
+ _set_offer) = (SyncFrame.__dict__[f].__set__ for f in (
+    "incarnation", "vv", "drafts", "acks", "checkpoint", "rollback", "offer"))
+assert tuple(SyncFrame.__dataclass_fields__) == (
+    "incarnation", "vv", "drafts", "acks", "checkpoint", "rollback", "offer"
+), "decode_frame sets every field of a SyncFrame"
 
 
 def _decode_acks(table: object, authors: list[str]) -> dict[str, dict[str, int]]:
