@@ -306,8 +306,12 @@ class Memory:
         # them behind (docs/gc.md, "Declared members")
         for m in declared:
             self._stability.notice(m, self._last_cycle_ms)
-        # the fields document as of the compacted prefix
-        self._stable_doc: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
+        # the fields document as of the compacted prefix (``_stable_doc``): not kept while
+        # the live document holds exactly that state (``_release_stable``); then only its
+        # size and digest are (the store's checkpoint holds it too)
+        self._stable: pycrdt.Doc[Any] | None = pycrdt.Doc(skip_gc=True)
+        self._stable_len = 0
+        self._stable_digest = b""
         # what compactions of the fields checkpoint dropped (deleted map entries): every
         # update applied here that names a dropped range is rewritten against it
         self._dropped = DroppedRanges()
@@ -643,10 +647,10 @@ class Memory:
             log_bytes += len(c.payload) + 32 * (1 + len(c.parents)) + len(c.author) + 24
             log_bytes += len(c.note)
         log_bytes += self._log.stub_bytes()
-        yjs_state = len(self._fields.doc.get_update())
-        metadata = log_bytes + max(0, yjs_state - fields_bytes)
+        live = self._fields.doc.get_update()
+        metadata = log_bytes + max(0, len(live) - fields_bytes)
         if self._base_key is not None:
-            metadata += len(self._stable_doc.get_update()) + self._regions.base_bytes()
+            metadata += self._stable_bytes(live) + self._regions.base_bytes()
             metadata += len(self._dropped.encode()) if self._dropped else 0
             metadata += sum(64 + sum(len(repr(v)) for v in c.values) for _, c in self._archive)
         return ReplicaStats(
@@ -715,7 +719,19 @@ class Memory:
         # group commit: the compaction rebuilds the fields document; pending writes commit
         # first (after the stable prefix: nobody has acknowledged them yet)
         self._commit_pending()
-        self._compact(n)
+        # When the retained suffix writes no field, the fields checkpoint is compacted now
+        # (if the prefix wrote fields and it is past _FIELDS_COMPACT_MIN_BYTES) and then
+        # equals the live document: it is kept once, not twice (G5, docs/gc.md)
+        ordered = self._log.ordered()
+        whole = not any(self._fields_updates(c) for c in ordered[n:])
+        force = False
+        if whole:
+            absorbed = sum(len(u) for c in ordered[:n] for u in self._fields_updates(c))
+            held = self._stable_len if self._stable is None else len(self._stable.get_update())
+            force = absorbed > 0 and held + absorbed > _FIELDS_COMPACT_MIN_BYTES
+        self._compact(n, fields=force)
+        if whole:
+            self._release_stable()
         return n
 
     @property
@@ -802,7 +818,7 @@ class Memory:
 
     def _compact_fields_now(self) -> None:
         self._compact_fields()
-        state = self._stable_doc.get_update()
+        state = self._stable_state()
         self._fields_compacted_bytes = len(state)
         self._conflict_index = FieldsConflictIndex()
         self._conflict_index.seed(state, self._dropped)
@@ -882,7 +898,7 @@ class Memory:
             if any(self._log.causal_vv(c.id).get(a, 0) < n for a, n in folded.items())
             for u in self._fields_updates(c)
         ]
-        state = compact_state(self._stable_doc.get_update(), concurrent=concurrent)
+        state = compact_state(self._stable_state(), concurrent=concurrent)
         stable: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
         stable.apply_update(state.update)  # deleted content written as ContentDeleted
         self._stable_doc = stable
@@ -922,6 +938,65 @@ class Memory:
             return [c.payload]
         return [p.data for p in decode_parts(c.payload) if p.plane == "fields"]
 
+    @property
+    def _stable_doc(self) -> pycrdt.Doc[Any]:
+        """The fields document as of the compacted prefix; rebuilt if it was released."""
+        if self._stable is None:
+            doc: pycrdt.Doc[Any] = pycrdt.Doc(skip_gc=True)
+            doc.apply_update(self._stable_state())
+            self._stable = doc
+        return self._stable
+
+    @_stable_doc.setter
+    def _stable_doc(self, doc: pycrdt.Doc[Any]) -> None:
+        self._stable = doc
+
+    def _stable_state(self, live: bytes | None = None) -> bytes:
+        """The fields checkpoint as a Yjs update. Once released (``_release_stable``) it is
+        the live document's state as long as that has not changed (``live``: its update, if
+        the caller has it), else the store's checkpoint: both are checked against the size
+        and digest kept."""
+        if self._stable is not None:
+            return self._stable.get_update()
+        if live is None and not self._fields.in_transaction:
+            live = self._fields.doc.get_update()
+        if live is not None and self._is_stable_state(live):
+            return live
+        raw = self._store.get_meta("checkpoint")
+        fields = decode_checkpoint(self.space, raw).fields if raw else b""
+        if not self._is_stable_state(fields):
+            from hybridsync.errors import StoreError
+
+            raise StoreError("the store no longer holds the fields checkpoint this replica "
+                             "wrote (its meta key 'checkpoint' was replaced)")
+        return fields
+
+    def _is_stable_state(self, update: bytes) -> bool:
+        return len(update) == self._stable_len and \
+            hashlib.blake2b(update, digest_size=16).digest() == self._stable_digest
+
+    def _release_stable(self) -> None:
+        """Stop keeping the fields checkpoint as a document of its own when the live document
+        holds exactly its state (G5: the state is kept once in memory, not twice). Only right
+        after the store took the checkpoint: until ``_stable_doc`` is rebuilt, the live
+        document (while unchanged) or the store's checkpoint is the copy read."""
+        if self._stable is None or self._fields.in_transaction or self._fields.has_pending:
+            return
+        state = self._stable.get_update()
+        if state != self._fields.doc.get_update():
+            return
+        self._stable_len = len(state)
+        self._stable_digest = hashlib.blake2b(state, digest_size=16).digest()
+        self._stable = None
+
+    def _stable_bytes(self, live: bytes) -> int:
+        """What the fields checkpoint adds to the metadata: nothing while the live document
+        (``live``: its update) holds exactly it, else its size (in memory, or in the store
+        only once released)."""
+        if self._stable is not None:
+            return len(self._stable.get_update())
+        return 0 if self._is_stable_state(live) else self._stable_len
+
     def _checkpoint(self) -> Checkpoint:
         assert self._base_key is not None
         gone = {}
@@ -933,7 +1008,7 @@ class Memory:
             compacted=self._log.compacted(),
             stubs=self._log.stubs(),
             gone=gone,
-            fields=self._stable_doc.get_update(),
+            fields=self._stable_state(),
             dropped=self._dropped.encode() if self._dropped else b"",
             regions=self._regions.bases(),
             archive=list(self._archive),
