@@ -62,7 +62,7 @@ from hybridsync.wire import MAX_FRAME_BYTES
 if TYPE_CHECKING:
     from hybridsync.interop._yws import YjsEndpoint
 
-__all__ = ["Peer", "SessionInfo"]
+__all__ = ["DiscoveryFactory", "Peer", "SessionInfo"]
 
 log = logging.getLogger("hybridsync.peer")
 
@@ -102,6 +102,22 @@ class _Discovery(Protocol):
     async def requery(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+class DiscoveryFactory(Protocol):
+    """Makes the discovery of one running peer (``hybridsync.discovery.MdnsDiscovery`` is one):
+    announce ``peer_id`` (the peer's random instance id) under ``space_tag`` at ``port`` on
+    ``interfaces``, and report every other peer found as ``on_found(url, peer_id)``."""
+
+    def __call__(
+        self,
+        space_tag: str,
+        peer_id: str,
+        port: int,
+        *,
+        interfaces: Sequence[str],
+        on_found: Callable[[str, str], None],
+    ) -> _Discovery: ...
 
 
 class _Session:
@@ -297,7 +313,7 @@ class Peer:
         host: str,
         port: int,
         secret: bytes,
-        discovery: str | None,
+        discovery: str | DiscoveryFactory | None,
         peers: Iterable[str],
         interfaces: Sequence[str],
         heartbeat_s: float,
@@ -317,6 +333,8 @@ class Peer:
         collect_idle_s: float = 0.002,
         collect_max_delay_s: float = 1.0,
         max_deferred_bytes: int = MAX_FRAME_BYTES + RECORD_OVERHEAD_BYTES,
+        requery_window_s: float = 60.0,
+        requery_interval_s: float | None = None,
     ) -> None:
         if not isinstance(mem, Memory):
             raise ConfigError(f"Peer needs a hybridsync.Memory, got {type(mem).__name__}")
@@ -327,8 +345,11 @@ class Peer:
         self._port_wanted = _count(port, "port", 0, 65535)
         self._key = space_key(secret, mem.space)
         self._space_tag = space_tag(secret, mem.space)
-        if discovery not in (None, "mdns"):
-            raise ConfigError(f"discovery must be None or 'mdns', got {discovery!r}")
+        if discovery is not None and discovery != "mdns" and (
+            isinstance(discovery, str) or not callable(discovery)
+        ):
+            raise ConfigError(f"discovery must be None, 'mdns' or a discovery factory, got "
+                              f"{discovery!r}")
         self._discovery_kind = discovery
         if isinstance(peers, str):
             raise ConfigError("peers must be a list of URLs, not one str")
@@ -367,6 +388,11 @@ class Peer:
         self._coalesce_s = float(coalesce_s)
         self._collect_idle_s = _positive(collect_idle_s, "collect_idle_s")
         self._collect_max_delay_s = _positive(collect_max_delay_s, "collect_max_delay_s")
+        self._requery_window_s = _positive(requery_window_s, "requery_window_s")
+        self._requery_interval_s = (
+            max(2.0, 2 * self._heartbeat_s) if requery_interval_s is None
+            else _positive(requery_interval_s, "requery_interval_s")
+        )
         self._max_deferred_bytes = _count(max_deferred_bytes, "max_deferred_bytes", 1, 1 << 40)
         self._rng = rng if rng is not None else random.Random(os.urandom(16))
         self._instance = os.urandom(_INSTANCE_BYTES)
@@ -393,15 +419,16 @@ class Peer:
         self._stopped = asyncio.Event()
         self._unobserve: Callable[[], None] | None = None
         self._yjs: YjsEndpoint | None = None  # the y-protocols endpoint (docs/interop.md)
-        self._requery_until = 0.0
-        self._last_requery = 0.0
+        self._requery_until = 0.0  # loop time until which the tick asks discovery again
+        self._last_requery = float("-inf")
+        self._requery_task: asyncio.Task[None] | None = None
         self._counters: dict[str, int] = dict.fromkeys(
             (
                 "accepted", "dialed", "dial_failures", "sessions_opened", "sessions_closed",
                 "handshake_failures", "handshake_timeouts", "rejected_busy", "duplicates",
                 "protocol_errors", "frames_rejected", "heartbeat_timeouts", "write_timeouts",
                 "goodbyes", "frames_deferred", "deferred_overflows", "compactions",
-                "compactions_forced", "compacted_entries",
+                "compactions_forced", "compacted_entries", "requeries",
             ),
             0,
         )
@@ -415,7 +442,7 @@ class Peer:
         host: str = "127.0.0.1",
         port: int = 0,
         secret: bytes,
-        discovery: str | None = None,
+        discovery: str | DiscoveryFactory | None = None,
         peers: Iterable[str] = (),
         interfaces: Sequence[str] = ("127.0.0.1",),
         heartbeat_s: float = 1.0,
@@ -435,6 +462,8 @@ class Peer:
         collect_idle_s: float = 0.002,
         collect_max_delay_s: float = 1.0,
         max_deferred_bytes: int = MAX_FRAME_BYTES + RECORD_OVERHEAD_BYTES,
+        requery_window_s: float = 60.0,
+        requery_interval_s: float | None = None,
         websocket: tuple[str, int] | None = None,
         websocket_token: str | None = None,
         websocket_readonly: bool = False,
@@ -447,6 +476,16 @@ class Peer:
 
         ``secret`` is the group secret (8–4096 bytes; use 32 random bytes): only peers of the
         same space holding it get a session. ``dead_after_s`` defaults to 4 × ``heartbeat_s``.
+
+        ``discovery`` is None, ``"mdns"`` (:class:`~hybridsync.discovery.MdnsDiscovery`) or a
+        :class:`DiscoveryFactory` (any callable with ``MdnsDiscovery``'s constructor
+        arguments returning an object with ``start``, ``requery`` and ``stop``). Each
+        address it reports is dialed (``discovered_attempts`` tries, then dropped until it
+        is reported again). When a session closes (a goodbye, a lost connection, a
+        heartbeat timeout) the peer asks discovery again at once, then every
+        ``requery_interval_s`` (default the larger of 2 s and 2 × ``heartbeat_s``) for
+        ``requery_window_s`` (default 60 s), so a peer that restarted elsewhere, or whose
+        partition healed, is found again; ``stats()["requeries"]`` counts the questions.
         ``coalesce_s`` (0–1 s, default 0.001): flushes after local changes and received
         frames run at most once per this interval (0: after every change, on the next loop
         iteration); the first after a quiet spell runs at once.
@@ -473,6 +512,7 @@ class Peer:
             max_record_bytes=max_record_bytes, discovered_attempts=discovered_attempts, rng=rng,
             coalesce_s=coalesce_s, collect_idle_s=collect_idle_s,
             collect_max_delay_s=collect_max_delay_s, max_deferred_bytes=max_deferred_bytes,
+            requery_window_s=requery_window_s, requery_interval_s=requery_interval_s,
         )
         self._listener = await serve_tcp(self._host, self._port_wanted, self._on_accept)
         if websocket is not None:
@@ -495,15 +535,26 @@ class Peer:
         self._ticker = asyncio.create_task(self._tick_loop(), name=f"hybridsync-tick-{mem.peer}")
         for url in self._static:
             self._add_target(url, static=True)
-        if self._discovery_kind == "mdns":
+        if self._discovery_kind is not None:
             try:
-                from hybridsync.discovery import MdnsDiscovery
+                factory: DiscoveryFactory
+                if self._discovery_kind == "mdns":
+                    from hybridsync.discovery import MdnsDiscovery
 
-                self._discovery = MdnsDiscovery(
-                    self._space_tag, self.instance, self.port,
-                    interfaces=self._interfaces, on_found=self._on_found,
-                )
-                await self._discovery.start()
+                    factory = MdnsDiscovery
+                else:
+                    assert not isinstance(self._discovery_kind, str)
+                    factory = self._discovery_kind
+                found = factory(self._space_tag, self.instance, self.port,
+                                interfaces=self._interfaces, on_found=self._on_found)
+                if not all(callable(getattr(found, m, None))
+                           for m in ("start", "requery", "stop")):
+                    raise ConfigError(f"the discovery factory returned {found!r}, which has "
+                                      "no start(), requery() and stop()")
+                self._discovery = found
+                await found.start()
+                # it has just asked the network: the next question waits for a drop or heal
+                self._last_requery = self._loop.time()
             except BaseException:
                 self._discovery = None
                 await self.stop()
@@ -860,7 +911,7 @@ class Peer:
                 self._collect_if_due(forced=True)  # busy all along: do not wait for a pause
             if (
                 self._discovery is not None and now < self._requery_until
-                and now - self._last_requery >= max(2.0, 2 * self._heartbeat_s)
+                and now - self._last_requery >= self._requery_interval_s
             ):
                 self._requery()
 
@@ -904,10 +955,18 @@ class Peer:
                 self._counters["compactions_forced"] += 1
 
     def _requery(self) -> None:
+        """Ask discovery again (once at a time): zeroconf stops asking ~14 s after it starts
+        and keeps a silently cut peer for ~20 min (DESIGN.md §5), so after a session drops
+        the peer asks at once and then every ``requery_interval_s`` for ``requery_window_s``
+        (a partition that heals within the window is found again without waiting for an
+        announcement)."""
         if self._discovery is None or self._stopping:
             return
         self._last_requery = self._loop.time()
-        self._spawn(self._discovery.requery(), "requery")
+        if self._requery_task is not None and not self._requery_task.done():
+            return  # the question in flight reports every peer again anyway
+        self._counters["requeries"] += 1
+        self._requery_task = self._spawn(self._discovery.requery(), "requery")
 
     # ---- connections ---------------------------------------------------------------------
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
@@ -1199,7 +1258,8 @@ class Peer:
         self._counters["sessions_closed"] += 1
         log.info("%s: session with %s closed (%s)", self.mem.peer, s.name, reason)
         if not self._stopping:
-            self._requery_until = self._loop.time() + 60.0
+            # a drop (or the heal after it) may need discovery's help to find the peer again
+            self._requery_until = self._loop.time() + self._requery_window_s
             self._requery()
 
     # ---- dialing -------------------------------------------------------------------------

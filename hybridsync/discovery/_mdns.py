@@ -176,8 +176,11 @@ class MdnsDiscovery:
         """
         if self._state != "started" or self._azc is None:
             return
-        if self._browser is not None:
-            await self._browser.async_cancel()
+        old, self._browser = self._browser, None
+        if old is not None:
+            await old.async_cancel()
+        if self._state != "started" or self._browser is not None:
+            return  # stopped meanwhile, or a concurrent requery already browses again
         self._reported.clear()
         self._start_browser()
 
