@@ -203,6 +203,14 @@ def yjs_client_id(peer: str, incarnation: int, generation: int = 0) -> int:
     return int.from_bytes(h, "big") or 1
 
 
+def _ids_in(cp: Checkpoint) -> dict[tuple[str, int], bytes]:
+    """The dots of compacted contributions a checkpoint still knows by id: its stubs and
+    the dots it keeps for folds and conflicts."""
+    known = {(c.author, c.seq): c.id for c, _ in cp.stubs}
+    known.update({(a, s): cid for cid, (a, s, _) in cp.gone.items()})
+    return known
+
+
 class Memory:
     """One replica of one space: fields, the causal log, and sans-I/O sync.
 
@@ -1180,15 +1188,19 @@ class Memory:
 
     def _rollback_request(self, peer: str, link: _Link) -> int | None:
         """The roll-back request to send ``peer`` now, if any: once per peer while we hold
-        late work and no roll-back runs, never again to a peer that could not serve it."""
+        late work and no roll-back runs, never again to a peer that could not serve it; to
+        the peer serving a roll-back, again while part of our compacted range is missing."""
         if link.asked > 0:
             link.asked -= 1  # (an unanswered request, or its answer, was lost: ask again)
             return None
-        if self._rollback is not None or not self._late_pool:
+        rb = self._rollback
+        if not self._late_pool or (rb is not None and (rb.peer != peer or not rb.need)):
             return None
         need = self._late_lamport()
-        if need is None or (peer, need) in self._rollback_failed:
+        if need is None or (rb is None and (peer, need) in self._rollback_failed):
             return None
+        # (during a roll-back: part of our compacted range it sent was lost, and what we
+        # state does not make it send again, as the dots we send it say we hold more)
         link.asked = 4 * self._retransmit_rounds
         return need
 
@@ -1220,7 +1232,9 @@ class Memory:
             link.asked = 0  # answered
         if need is None or self._rollback is not None or self._base_key is None:
             return
-        if cp is not None and not any(self._sorts_after(cp, d) for d in self._late_pool.values()):
+        known = _ids_in(cp) if cp is not None else {}
+        if cp is not None and not any(self._sorts_after(cp, d, known)
+                                      for d in self._late_pool.values()):
             self._rollback_failed.add((peer, need))  # its checkpoint holds none of them either
             return
         base = cp.compacted if cp is not None else {}
@@ -1232,19 +1246,30 @@ class Memory:
             self._rollback_failed.add((peer, need))
             return
         self._rollback = _RollBack(peer, incarnation, cp, missing)
+        if link is not None:
+            link.asked = 4 * self._retransmit_rounds  # until it re-serves what was lost
 
-    def _sorts_after(self, cp: Checkpoint, d: Draft) -> bool:
-        """Whether late draft ``d`` would be held after adopting ``cp``: inside it, or sorting
-        after its base (a tie in lamport time is settled by the id, when we can compute it)."""
+    def _sorts_after(self, cp: Checkpoint, d: Draft, known: dict[tuple[str, int], bytes]) -> bool:
+        """Whether late draft ``d`` would be held after adopting ``cp``: inside it, or
+        placed after its base. Every parent of ``d`` that ``cp`` folded must still be known
+        there by id (``known``: its stubs and the dots it keeps), or ``d`` could never be
+        verified; a tie in lamport time is settled by the id, computed from those."""
         if cp.compacted.get(d.author, 0) >= d.seq:
             return True
+        parents: list[bytes] = []
+        for dot in d.parent_dots:
+            if 0 < dot[1] <= cp.compacted.get(dot[0], 0):
+                pid = known.get(dot)
+                if pid is None:
+                    return False  # folded there too, and its id is gone
+                parents.append(pid)
         if d.lamport != cp.base[0]:
             return d.lamport > cp.base[0]
-        try:
-            c = self._log.resolve(d)
-        except IntegrityError:
-            return False
-        return c is not None and c.order_key > cp.base
+        if len(parents) != len(d.parent_dots):
+            return False  # (a parent after the base gives d a later lamport time)
+        c = Contribution.create(self.space, d.author, d.seq, tuple(parents), d.lamport, d.hlc,
+                                d.kind, d.payload, d.note)
+        return c.id[: len(d.id_prefix)] == d.id_prefix and c.order_key > cp.base
 
     def _abandon_rollback(self, why: str) -> None:
         rb = self._rollback

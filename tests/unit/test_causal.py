@@ -528,3 +528,26 @@ def test_parked_copy_of_a_contribution_is_not_applied_twice(make_memory: MakeMem
     assert len(store) == 3 and r.stats().log_length == 3
     assert len(r.conflicts()) == 2  # r#1 against w#1 and against w#2, nothing between w's
     assert all(set(c.authors) == {"r", "w"} for c in r.conflicts())
+
+
+def test_a_compacted_parent_kept_as_a_stub_is_found_by_its_dot() -> None:
+    """a#1 is the parent of b#1, which stays after a#1 and a#2 are compacted: a#1 is kept
+    as a stub although a#2 is a's chain stub, and a contribution that names a#1 (as b#1 does,
+    written by a member that saw only a#1) still resolves, in the log and after a restore
+    from its stubs (learned-star seed 12 refused such work as late)."""
+    a1, a2 = _log_chain("a", 2)
+    b1 = next(c for i in range(64) if (c := _contribution(
+        author="b", seq=1, parents=(a1.id,), lamport=2, payload=bytes([0, i]))).id > a2.id)
+    log = CausalLog(SPACE)
+    for c in (a1, a2, b1):
+        log.check(c)
+        log.add(c)
+    assert [c.id for c in log.compact(2, set())] == [a1.id, a2.id]
+    assert log.id_of("a", 1) == a1.id and log.id_of("a", 2) == a2.id
+    assert log.id_of("a", 3) is None and log.id_of("a", 0) is None
+    c2 = _contribution(author="c", seq=1, parents=(a1.id,), lamport=2, payload=b"\x00\x02")
+    assert log.resolve(_draft(c2, (("a", 1),))) == c2
+    again = CausalLog(SPACE)
+    again.restore(log.stubs(), log.compacted(), log.gone_dots())
+    assert again.id_of("a", 1) == a1.id and again.id_of("a", 2) == a2.id
+    assert again.resolve(_draft(c2, (("a", 1),))) == c2

@@ -213,6 +213,41 @@ def test_a_rollback_with_a_forged_contribution_restores_the_state(
     assert p0.stats().rejected > 0
 
 
+def test_a_rollback_whose_frames_were_lost_is_asked_for_again(
+    make_memory: MakeMemory,
+) -> None:
+    """p1 answers p0's request, but only the offer arrives: the contributions of p0's
+    compacted range that follow are lost, and so is everything p1 sends for a while. What p1
+    believes p0 holds may then never make it resend them (learned-star seed 40 stayed stuck
+    so): p0 asks again after a while, p1 serves again, and the roll-back completes."""
+    p0, p1, p2 = _setup(make_memory)
+    _late_at_p0(p0, p1, p2)
+    for f in p0.sync_to("p1"):  # carries the roll-back request
+        p1.receive("p0", f)
+    answer = p1.sync_to("p0")
+    assert decode_frame(answer[0]).offer and len(answer) > 1
+    p0.receive("p1", answer[0])  # the rest is lost
+    assert p0._rollback is not None and p0._rollback.need
+    asked_again = False
+    for _ in range(200):  # p1's frames keep being lost until p0 asks again
+        frames = p0.sync_to("p1")
+        asked_again = any(decode_frame(f).rollback for f in frames)
+        for f in frames:
+            p1.receive("p0", f)
+        if asked_again:
+            break
+        p1.sync_to("p0")
+    assert asked_again
+    answer = p1.sync_to("p0")
+    assert decode_frame(answer[0]).offer  # served again
+    for f in answer:
+        p0.receive("p1", f)
+    assert p0.stats().rollbacks == 1 and p0._rollback is None
+    sync_all([p0, p1, p2])
+    assert p0.fields["c"] == "written alone"
+    assert p0.state_digest() == p1.state_digest() == p2.state_digest()
+
+
 def test_a_garbage_offer_is_rejected_and_changes_nothing(make_memory: MakeMemory) -> None:
     p0, p1, p2 = _setup(make_memory)
     _late_at_p0(p0, p1, p2)
