@@ -1443,8 +1443,10 @@ class Memory:
         # on it): receivers then check the own chain from the parent dots alone, without
         # computing the causal past.
         own_prev = self._log.id_of(self.peer, seq - 1) if seq > 1 else None
+        extends = True  # c names exactly the heads (CausalLog.extends_heads)
         if own_prev is not None and own_prev not in parents:
             parents = (*parents, own_prev)
+            extends = False
         c = Contribution.create(
             self.space,
             self.peer,
@@ -1457,7 +1459,7 @@ class Memory:
             note,
         )
         self._store.append((c,))
-        self._log.add(c)
+        self._log.add(c, extends=extends)
         self._conflict_index.defer(c)
         if declared is not None:
             self._declare = False
@@ -1467,7 +1469,7 @@ class Memory:
             self._regions.refresh(self._regions.fold(c.order_key, c.id, decoded))
         if self._observers:
             self._events.append(
-                Change(c.hex_id, c.author, c.seq, True, c.kind, c.note,
+                Change(c.id.hex(), c.author, c.seq, True, c.kind, c.note,
                        self._fields.take_changed())
             )
         return c
@@ -1666,7 +1668,7 @@ class Memory:
         link.advertised = ours
         link.need_state = False
         self._frames_sent += len(frames)
-        self._bytes_sent += sum(len(f) for f in frames)
+        self._bytes_sent += sum(map(len, frames))
         return frames
 
     def resend(self, peer: str) -> None:

@@ -63,6 +63,9 @@ class CausalLog:
         self._off: dict[str, int] = {}  # author -> seqs compacted away before ``_dots[author]``
         self._vv: dict[str, int] = {}  # author -> off + len(self._dots[author]), kept in step
         self._stubs: set[bytes] = set()  # compacted contributions kept as parents-to-be
+        # compacted() until the next compaction or restore (adding a contribution to a
+        # chain never changes it: a new id is never a stub)
+        self._compacted: dict[str, int] | None = None
         self._gone: dict[bytes, Dot] = {}  # compacted ids still referenced by folds/conflicts
         self._max_lamport = 0  # the largest lamport held (always that of some head)
         self._heads: set[bytes] = set()
@@ -117,8 +120,12 @@ class CausalLog:
         return off + 1 if chain and chain[0] in self._stubs else off
 
     def compacted(self) -> dict[str, int]:
-        """The checkpoint's version vector: per author, the contributions compacted away."""
-        return {a: n for a in self._dots if (n := self.compacted_seq(a))}
+        """The checkpoint's version vector: per author, the contributions compacted away
+        (a copy; kept between compactions, ``sync_to`` asks for it on every call)."""
+        got = self._compacted
+        if got is None:
+            got = self._compacted = {a: n for a in self._dots if (n := self.compacted_seq(a))}
+        return dict(got)
 
     def is_compacted(self, dot: Dot) -> bool:
         """True when ``dot`` was held and is now folded into the checkpoint."""
@@ -385,6 +392,7 @@ class CausalLog:
         """
         if n <= 0:
             return []
+        self._compacted = None
         dropped_keys = self._order[:n]
         del self._order[:n]
         dropped = [self._by_id[cid] for _, cid in dropped_keys]
@@ -419,6 +427,7 @@ class CausalLog:
         return dropped
 
     def _forget(self, cid: bytes, keep: set[bytes]) -> None:
+        self._compacted = None
         c = self._by_id.pop(cid)
         self._causal.pop(cid, None)
         self._stubs.discard(cid)
@@ -447,6 +456,7 @@ class CausalLog:
         """Start an empty log from a checkpoint: its stubs, per-author compacted counts and
         the compacted dots still referenced. Heads are the stubs that no other stub follows."""
         assert not self._by_id, "restore() needs an empty log"
+        self._compacted = None
         for author, n in compacted.items():
             self._off[author] = n
             self._dots[author] = []

@@ -37,6 +37,8 @@ _LOCAL = "hybridsync-local"
 _PENDING_BYTES = 2 << 20
 _PENDING_WRITES = 8192
 _SMALL_BYTES = 4096
+# values pycrdt's Map.__setitem__ hands to yrs as they are (no shared type, no document)
+_PRIMITIVE = frozenset({type(None), bool, int, float, str, bytes})
 
 
 Path = tuple[str | int, ...]
@@ -138,11 +140,17 @@ class FieldsPlane:
         try:
             for ev in events:
                 path = ev.path
-                base = "/".join(map(str, path)) if path else ""
                 keys = getattr(ev, "keys", None)
+                if not path:  # the root map: its keys are the paths
+                    if isinstance(keys, dict) and keys:
+                        changed.extend(map(str, keys))
+                    else:
+                        changed.append("")
+                    continue
+                base = "/".join(map(str, path))
                 if isinstance(keys, dict) and keys:
                     for k in keys:
-                        changed.append(f"{base}/{k}" if base else str(k))
+                        changed.append(f"{base}/{k}")
                 else:
                     changed.append(base)
         except Exception:  # never into yrs: the paths are a report, the change stands
@@ -224,8 +232,11 @@ class FieldsPlane:
         captured = self._captured
         captured.clear()
         try:
-            with self.doc.transaction(origin=_LOCAL):
-                ymap[key] = value
+            with self.doc.transaction(origin=_LOCAL) as txn:
+                if type(value) in _PRIMITIVE:  # (as Map.__setitem__ does, without its wrapper)
+                    ymap.integrated.insert(txn._txn, key, value)
+                else:
+                    ymap[key] = value
         finally:
             if captured:
                 self._autocommit(self._take_update())  # type: ignore[arg-type]
@@ -250,7 +261,9 @@ class FieldsPlane:
         if self._pending_txn is None:
             self._open_pending()
         try:
-            ymap[key] = value
+            # a small value is a primitive (``_small_cost``): yrs inserts it as pycrdt's
+            # ``Map.__setitem__`` would, without its wrapper and nested transaction
+            ymap.integrated.insert(self._pending_txn._txn, key, value)
         finally:
             self.pending_writes += 1
             self._pending_bytes += cost

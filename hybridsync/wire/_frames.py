@@ -33,6 +33,7 @@ from typing import Any
 import msgpack
 
 from hybridsync.causal import ID_PREFIX_BYTES, KINDS, Contribution, Draft
+from hybridsync.causal._contribution import _packb as _pack_small
 from hybridsync.errors import FrameError
 
 __all__ = [
@@ -106,15 +107,20 @@ def encode_frame(
             aidx(author)
             vv_seqs.append(seq)
     body = []
+    get = index.get
+    size = 0
     for c in contributions:
+        size += len(c.payload) + 4 * len(c.note) + 12 * len(c.parents)
         parents: list[int] = []
         for p in c.parents:
             pa, ps = dot_of(p)
-            parents.append(aidx(pa))
+            pi = get(pa)
+            parents.append(aidx(pa) if pi is None else pi)
             parents.append(ps)
+        ai = get(c.author)
         body.append([
-            aidx(c.author), c.seq, parents, c.lamport, c.hlc, _KIND_CODE[c.kind], c.note,
-            c.payload, c.id[:ID_PREFIX_BYTES],
+            aidx(c.author) if ai is None else ai, c.seq, parents, c.lamport, c.hlc,
+            _KIND_CODE[c.kind], c.note, c.payload, c.id[:ID_PREFIX_BYTES],
         ])
     # The sender holds whatever it sends, so its vv already names every author above.
     assert vv_seqs is None or len(vv_seqs) == len(authors), "vv must cover the frame's authors"
@@ -134,8 +140,16 @@ def encode_frame(
         if len(frame) == 6:
             frame.append(None)
         frame.append(rollback)
+    if size <= _SMALL_FRAME and len(authors) <= 64 and len(body) <= 64:
+        small: bytes = _pack_small(frame)  # (a kept packer: packb makes one per call)
+        return small
     out: bytes = msgpack.packb(frame, use_bin_type=True)
     return out
+
+
+# Frames whose payloads, notes and parents total at most about this are packed by a kept
+# packer (its buffer starts at 1 MiB and would keep whatever a larger frame grew it to)
+_SMALL_FRAME = 64 << 10
 
 
 def encode_checkpoint_frame(incarnation: int, checkpoint: bytes, *, offer: bool = False) -> bytes:
