@@ -1271,12 +1271,14 @@ class Memory:
                                 d.kind, d.payload, d.note)
         return c.id[: len(d.id_prefix)] == d.id_prefix and c.order_key > cp.base
 
-    def _abandon_rollback(self, why: str) -> None:
+    def _abandon_rollback(self, why: str, *, changed: bool = False) -> None:
+        """Give the roll-back up; not ask that peer again for the same late work, unless it
+        ``changed`` (restarted or compacted since its offer: its new state may serve)."""
         rb = self._rollback
         assert rb is not None
         need = self._late_lamport()
         log.info("roll-back from %s abandoned: %s", rb.peer, why)
-        if need is not None:
+        if need is not None and not changed:
             self._rollback_failed.add((rb.peer, need))
         self._rollback = None
         for link in self._links.values():
@@ -1726,7 +1728,7 @@ class Memory:
             if decoded.checkpoint is not None:
                 self._commit_pending()  # adoption rebuilds the fields document
                 if self._rollback is not None and self._rollback.peer == name:
-                    self._abandon_rollback("it sent a newer checkpoint")
+                    self._abandon_rollback("it sent a newer checkpoint", changed=True)
                 self._adopt_checkpoint(decoded.checkpoint, name)
                 link = self._links.get(name) or self._link(name)
                 self._frames_received += 1
@@ -1821,7 +1823,7 @@ class Memory:
             rb = self._rollback
             if rb is not None and rb.peer == name:
                 if rb.incarnation != decoded.incarnation:
-                    self._abandon_rollback("it restarted")
+                    self._abandon_rollback("it restarted", changed=True)
                 elif decoded.vv is not None and any(
                     decoded.vv.get(a, 0) < n for a, n in self._log.compacted().items()
                 ):

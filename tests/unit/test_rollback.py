@@ -248,6 +248,40 @@ def test_a_rollback_whose_frames_were_lost_is_asked_for_again(
     assert p0.state_digest() == p1.state_digest() == p2.state_digest()
 
 
+def test_a_rollback_given_up_because_the_server_compacted_is_asked_again(
+    make_memory: MakeMemory,
+) -> None:
+    """p1 offers the empty state (it never compacted), then compacts and sends its new
+    checkpoint before the roll-back completes: p0 gives that roll-back up, but p1 changed,
+    so p0 asks it again and rolls back to the new checkpoint, which holds p2's late work
+    (learned-star seed 174 gave p1 up for good)."""
+    p0, p1, p2 = _setup(make_memory)
+    _late_at_p0(p0, p1, p2)
+    for f in p0.sync_to("p1"):
+        p1.receive("p0", f)
+    answer = p1.sync_to("p0")
+    p0.receive("p1", answer[0])  # the empty offer; the rest is lost
+    assert p0._rollback is not None and p0._rollback.checkpoint is None
+    for f in p1.sync_to("p2"):
+        p2.receive("p1", f)
+    sync_pair(p1, p2)
+    assert p1.collect() > 0
+    plain = [f for f in p1.sync_to("p0") if decode_frame(f).checkpoint]
+    assert plain and not decode_frame(plain[0]).offer
+    p0.receive("p1", plain[0])
+    assert p0._rollback is None and p0.stats().rollbacks == 0
+    for _ in range(200):
+        for f in p0.sync_to("p1"):
+            p1.receive("p0", f)
+        for f in p1.sync_to("p0"):
+            p0.receive("p1", f)
+        if p0.stats().rollbacks:
+            break
+    assert p0.stats().rollbacks == 1 and p0.fields["c"] == "written alone"
+    sync_all([p0, p1, p2])
+    assert p0.state_digest() == p1.state_digest() == p2.state_digest()
+
+
 def test_a_garbage_offer_is_rejected_and_changes_nothing(make_memory: MakeMemory) -> None:
     p0, p1, p2 = _setup(make_memory)
     _late_at_p0(p0, p1, p2)
