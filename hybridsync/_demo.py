@@ -7,9 +7,19 @@ folder) and runs a :class:`~hybridsync.peer.Peer` that finds the others by mDNS 
 their stdin) and reads their status (one JSON object per line on their stdout), which it
 turns into the live view. The story: the planner writes a goal and tasks, the workers
 claim tasks, append to a shared scratchpad and fill their rows of a shared buffer; the
-critic loses the network (its peer stops) and edits on its own while the others edit too;
-it comes back, and every replica converges to the same state digest, with the concurrent
-writes reported as conflicts on every replica.
+critic's network link is cut silently and it edits on its own while the others edit too;
+the link comes back, and every replica converges to the same state digest, with the
+concurrent writes reported as conflicts on every replica.
+
+The cut is a real one for the sessions: every byte of the critic's sessions crosses a
+:class:`_Link` in the critic's process (a relay in front of its listener, announced by mDNS
+instead of the listener, and one relay towards each peer it finds), and cutting the link
+stops relaying without closing anything, so no goodbye and no FIN reach anyone. Every
+peer's heartbeat notices the silence (``dead_after_s``), the sessions close, the peers
+re-query mDNS and redial, and once the link is back the redial (or the next re-query) heals
+the mesh. mDNS itself is multicast on loopback and does not cross the link: during the cut
+the others still hear the critic's announcements (their dials into the cut fail), while the
+critic ignores what it hears until the link is back.
 
 Every wait is bounded (``step_timeout_s``); a stuck demo prints what it was waiting for and
 the agents' logs, and exits 1.
@@ -26,6 +36,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -42,6 +53,135 @@ AGENTS = ("planner", "researcher", "critic")
 SPACE = "demo"
 SCRATCHPAD = "scratchpad"
 BUFFER_SHAPE = (64, 32)  # each agent keeps its own buffer "kv/<name>" (float16)
+HEARTBEAT_S = 0.5  # the agents' heartbeat; a session silent for 4 of them is closed
+RETIRE_AFTER_S = 300.0  # a member silent this long stops blocking compaction (docs/gc.md)
+_CHUNK = 1 << 16
+
+
+# ==== the critic's network link ================================================================
+class _Link:
+    """A network link the demo can cut, inside one agent's process.
+
+    :meth:`front` puts a relay in front of the agent's listener (mDNS announces the relay's
+    port), :meth:`egress` one in front of each address the agent dials, so every byte of
+    the agent's sessions crosses a relay of this link. :meth:`cut` makes the relays stop
+    reading and writing, hold new connections without opening their other side, and hold
+    closes: to both ends the link is silent, exactly as a pulled cable (TCP flow control
+    pushes back on the senders). :meth:`heal` releases what was held, in order.
+    """
+
+    def __init__(self) -> None:
+        self.up = asyncio.Event()
+        self.up.set()
+        self.cuts = 0
+        self._egress: dict[str, str] = {}
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def is_up(self) -> bool:
+        return self.up.is_set()
+
+    def cut(self) -> None:
+        if self.up.is_set():
+            self.cuts += 1
+        self.up.clear()
+
+    def heal(self) -> None:
+        self.up.set()
+
+    def front(self, port: int) -> int:
+        """A relay to ``127.0.0.1:port``; returns the relay's port."""
+        return self._relay_to("127.0.0.1", port)
+
+    def egress(self, url: str) -> str:
+        """The URL of a relay to ``url`` (one per address, made on first use)."""
+        from hybridsync.transport import format_url, parse_url
+
+        if url not in self._egress:
+            host, port = parse_url(url)
+            self._egress[url] = format_url("127.0.0.1", self._relay_to(host, port))
+        return self._egress[url]
+
+    def _relay_to(self, host: str, port: int) -> int:
+        # The socket listens at once (connections wait in its backlog), so the port can be
+        # announced or dialed before the server task below runs.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        sock.setblocking(False)
+
+        async def serve() -> None:
+            server = await asyncio.start_server(
+                lambda r, w: self._accept(r, w, host, port), sock=sock)
+            self._servers.append(server)
+
+        self._spawn(serve())
+        return int(sock.getsockname()[1])
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      host: str, port: int) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self.up.wait()
+            try:
+                up_reader, up_writer = await asyncio.open_connection(host, port)
+            except OSError:
+                return
+            self._writers.add(up_writer)
+            try:
+                await asyncio.gather(self._pipe(reader, up_writer),
+                                     self._pipe(up_reader, writer))
+            finally:
+                self._writers.discard(up_writer)
+                up_writer.close()
+        except asyncio.CancelledError:
+            pass  # close(): a handler of start_server must not end cancelled
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        while True:
+            await self.up.wait()
+            try:
+                chunk = await src.read(_CHUNK)
+            except OSError:
+                chunk = b""
+            await self.up.wait()  # a cut during the read holds this chunk (or the close)
+            if not chunk:
+                with contextlib.suppress(OSError):
+                    if dst.can_write_eof():
+                        dst.write_eof()
+                return
+            try:
+                dst.write(chunk)
+                await dst.drain()
+            except OSError:
+                return
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in list(self._writers):
+            w.close()
+        for server in self._servers:
+            await server.wait_closed()
 
 
 # ==== the agent process ========================================================================
@@ -54,10 +194,13 @@ def _set_path(fields: Any, path: Sequence[str], value: Any) -> None:
 
 async def _agent(args: argparse.Namespace) -> int:
     import hybridsync as hs
+    from hybridsync.discovery import MdnsDiscovery
     from hybridsync.peer import Peer
 
     secret = Path(args.secret_file).read_bytes().strip()
-    mem = hs.Memory(SPACE, args.name, path=args.path, members=AGENTS)
+    retire_ms = None if args.retire_after_s is None else max(1, round(args.retire_after_s * 1e3))
+    mem = hs.Memory(SPACE, args.name, path=args.path, members=AGENTS,
+                    retire_after_ms=retire_ms)
     kv_name = f"kv/{args.name}"
     loop = asyncio.get_running_loop()
     out_lock = asyncio.Lock()
@@ -67,21 +210,34 @@ async def _agent(args: argparse.Namespace) -> int:
             sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
             sys.stdout.flush()
 
-    async def start_peer() -> Peer:
-        return await Peer.start(mem, host="127.0.0.1", port=0, secret=secret,
-                                discovery="mdns", interfaces=["127.0.0.1"], heartbeat_s=0.5)
+    link = _Link() if args.link else None
 
-    first = await start_peer()
-    peer: Peer | None = first
+    def discovery(space_tag: str, peer_id: str, port: int, *, interfaces: Sequence[str],
+                  on_found: Callable[[str, str], None]) -> MdnsDiscovery:
+        """mDNS; behind a link, it announces the link's front and dials through the link
+        (and hears nothing while the link is cut)."""
+        if link is None:
+            return MdnsDiscovery(space_tag, peer_id, port, interfaces=interfaces,
+                                 on_found=on_found)
+
+        def found(url: str, peer: str) -> None:
+            if link.is_up:
+                on_found(link.egress(url), peer)
+
+        return MdnsDiscovery(space_tag, peer_id, link.front(port), interfaces=interfaces,
+                             on_found=found)
+
+    peer = await Peer.start(mem, host="127.0.0.1", port=0, secret=secret,
+                            discovery=discovery, interfaces=["127.0.0.1"],
+                            heartbeat_s=HEARTBEAT_S)
     wire = {"in": 0, "out": 0}
     seen: dict[tuple[str, str], tuple[int, int]] = {}
 
     def wire_bytes() -> tuple[int, int]:
         """Bytes on the wire over every session so far (closed ones included)."""
         live = {}
-        if peer is not None:
-            for info in peer.sessions.values():
-                live[(info.peer, info.url)] = (info.bytes_in, info.bytes_out)
+        for info in peer.sessions.values():
+            live[(info.peer, info.url)] = (info.bytes_in, info.bytes_out)
         for key, (bi, bo) in list(seen.items()):
             if key not in live:  # closed: keep what it carried
                 wire["in"] += bi
@@ -96,10 +252,15 @@ async def _agent(args: argparse.Namespace) -> int:
         text = mem.text(SCRATCHPAD).value if SCRATCHPAD in mem.regions() else ""
         buffers = sorted(n for n, kind in mem.regions().items() if kind == "buffer")
         wire_in, wire_out = wire_bytes()
+        mem.stable_frontier()  # (brings retirement up to date)
+        counters = peer.stats()
         return {
-            "type": "status", "name": args.name, "online": peer is not None,
-            "url": peer.url if peer is not None else "",
-            "sessions": sorted(peer.sessions) if peer is not None else [],
+            "type": "status", "name": args.name,
+            "net": "up" if link is None or link.is_up else "cut",
+            "url": peer.url, "sessions": sorted(peer.sessions),
+            "heartbeat_timeouts": counters["heartbeat_timeouts"],
+            "requeries": counters["requeries"], "sessions_opened": counters["sessions_opened"],
+            "retired": list(mem.stats().retired), "retire_after_s": args.retire_after_s,
             "commits": len(mem.history()), "digest": mem.state_digest(),
             "conflicts": [c.detail for c in mem.conflicts()],
             "goal": fields.get("goal"), "tasks": fields.get("tasks", {}),
@@ -113,7 +274,6 @@ async def _agent(args: argparse.Namespace) -> int:
             await asyncio.sleep(args.status_interval_s)
 
     async def execute(cmd: dict[str, Any]) -> None:
-        nonlocal peer
         op = cmd.get("op")
         if op == "write":
             with mem.transaction(note=str(cmd.get("note", ""))):
@@ -127,13 +287,13 @@ async def _agent(args: argparse.Namespace) -> int:
                     buf = mem.buffer(kv_name, shape=BUFFER_SHAPE, dtype="float16")
                     r = int(cmd["row"])
                     buf.array[r % BUFFER_SHAPE[0]] = r
-        elif op == "offline":
-            if peer is not None:
-                p, peer = peer, None
-                await p.stop()
-        elif op == "online":
-            if peer is None:
-                peer = await start_peer()
+        elif op in ("cut", "heal"):
+            if link is None:
+                raise ValueError(f"{args.name} has no link to {op} (start it with --link)")
+            if op == "cut":
+                link.cut()
+            else:
+                link.heal()
         else:
             raise ValueError(f"unknown command {op!r}")
 
@@ -143,7 +303,7 @@ async def _agent(args: argparse.Namespace) -> int:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     reporting = asyncio.create_task(reporter())
-    await emit({"type": "ready", "name": args.name, "url": first.url})
+    await emit({"type": "ready", "name": args.name, "url": peer.url})
 
     async def commands() -> None:
         while True:
@@ -166,8 +326,11 @@ async def _agent(args: argparse.Namespace) -> int:
     finally:
         for t in (reading, stopping):
             t.cancel()
-        if peer is not None:
-            await peer.stop()
+        if link is not None:
+            link.heal()  # (a goodbye must be able to leave)
+        await peer.stop()
+        if link is not None:
+            await link.close()
         reporting.cancel()
         await asyncio.gather(reporting, reading, stopping, return_exceptions=True)
         final = status()
@@ -184,6 +347,11 @@ def agent_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--secret-file", required=True)
     p.add_argument("--path", required=True)
     p.add_argument("--status-interval-s", type=float, default=0.25)
+    p.add_argument("--link", action="store_true",
+                   help="route every session through a link the orchestrator can cut")
+    p.add_argument("--retire-after-s", type=float, default=None,
+                   help="Memory(retire_after_ms=...): a member silent this long stops "
+                   "blocking compaction (default never)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {args.name} %(name)s %(levelname)s %(message)s")
@@ -225,7 +393,7 @@ class _View:
     def table(self, agents: Sequence[_Agent], title: str, *, force: bool = False) -> None:
         now = time.monotonic()
         key = tuple((a.status.get("digest"), tuple(a.status.get("sessions", ())),
-                     a.status.get("online"), a.status.get("commits")) for a in agents)
+                     a.status.get("net"), a.status.get("commits")) for a in agents)
         if not force and (now - self._last_at < self.pace_s or
                           (key == self._last_key and now - self._last_at < 5 * self.pace_s)):
             return
@@ -250,7 +418,8 @@ class _View:
                 for t, v in sorted(s["tasks"].items()) if isinstance(v, dict)
             ) or "-"
             wire = f"{_kib(s['wire_in'])}/{_kib(s['wire_out'])}"
-            self.say(f"  {a.name:<11}{'online' if s['online'] else 'OFFLINE':<9}"
+            net = "up" if s["net"] == "up" else "CUT"
+            self.say(f"  {a.name:<11}{net:<9}"
                      f"{sessions:<22}{s['commits']:>7}  {s['digest'][:8]:<9}"
                      f"{len(s['conflicts']):>5}  {wire:>13}  {s['scratch_lines']:>4} "
                      f"{len(s['buffers']):>2}/{len(AGENTS)}  {tasks}")
@@ -262,8 +431,9 @@ def _kib(n: int) -> str:
 
 class _Orchestrator:
     def __init__(self, workdir: Path, out: TextIO, *, pace_s: float, step_timeout_s: float,
-                 python: str) -> None:
+                 python: str, retire_after_s: float | None = RETIRE_AFTER_S) -> None:
         self.workdir = workdir
+        self.retire_after_s = retire_after_s
         self.view = _View(out, time.monotonic(), pace_s)
         self.step_timeout_s = step_timeout_s
         self.python = python
@@ -285,10 +455,14 @@ class _Orchestrator:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for name in AGENTS:
             log_path = self.workdir / f"{name}.log"
+            extra = ["--link"] if name == AGENTS[2] else []  # the critic's link can be cut
+            if self.retire_after_s is not None:
+                extra += ["--retire-after-s", repr(self.retire_after_s)]
             with log_path.open("wb") as log_fh:
                 proc = await asyncio.create_subprocess_exec(
                     self.python, "-m", "hybridsync._demo", "agent", "--name", name,
                     "--secret-file", str(secret_file), "--path", str(self.workdir / f"{name}.db"),
+                    *extra,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     stderr=log_fh, env=env,
                 )
@@ -377,6 +551,11 @@ class _Orchestrator:
         return all(set(self.agents[n].status.get("sessions", ())) >= set(names) - {n}
                    for n in names)
 
+    def apart(self, name: str) -> bool:
+        """No agent lists a session with ``name``, and ``name`` lists none."""
+        return not self.agents[name].status.get("sessions") and all(
+            name not in a.status.get("sessions", ()) for a in self.ordered)
+
     async def shutdown(self) -> None:
         for a in self.ordered:
             if a.exited is None and a.proc.stdin is not None:
@@ -447,41 +626,53 @@ async def _story(o: _Orchestrator) -> dict[str, Any]:
     o.view.table(o.ordered, "both claims everywhere", force=True)
 
     say()
-    say(f"== {critic} loses the network; everyone keeps working ==")
-    await o.do(critic, {"op": "offline"})
-    await o.until(lambda: not o.meshed([planner, critic]) and not o.meshed([researcher, critic]),
-                  f"sessions with {critic} to close", title=f"{critic} goes offline")
-    await o.do(critic, {
-        "op": "write", "note": "t1 looks blocked",
-        "set": [[["tasks", "t1", "status"], "blocked"]],
-        "append": [f"{critic}: t1 looks blocked to me (offline)"], "row": 4})
-    await o.do(researcher, {
-        "op": "write", "note": "t1 done",
-        "set": [[["tasks", "t1", "status"], "done"]],
-        "append": [f"{researcher}: t1 is done"], "row": 5})
-    await o.do(planner, {
-        "op": "write", "note": "new date",
-        "set": [[["goal"], "ship v1 on Friday"], [["tasks", "t3", "owner"], planner]],
-        "append": [f"{planner}: moved the date, I take t3"], "row": 6})
+    say(f"== {critic}'s network link is cut: no goodbye, no FIN, just silence ==")
+    say(f"   (the others still list a session with {critic} until their heartbeat has heard "
+        f"nothing for {4 * HEARTBEAT_S:g} s; so does {critic})")
+    cut_at = time.monotonic()
+    await o.do(critic, {"op": "cut"})
+    ids = [
+        (critic, await o.send(critic, {
+            "op": "write", "note": "t1 looks blocked",
+            "set": [[["tasks", "t1", "status"], "blocked"]],
+            "append": [f"{critic}: t1 looks blocked to me (cut off)"], "row": 4})),
+        (researcher, await o.send(researcher, {
+            "op": "write", "note": "t1 done",
+            "set": [[["tasks", "t1", "status"], "done"]],
+            "append": [f"{researcher}: t1 is done"], "row": 5})),
+        (planner, await o.send(planner, {
+            "op": "write", "note": "new date",
+            "set": [[["goal"], "ship v1 on Friday"], [["tasks", "t3", "owner"], planner]],
+            "append": [f"{planner}: moved the date, I take t3"], "row": 6})),
+    ]
+    for n, i in ids:
+        await o.acked(n, i)
+    await o.until(lambda: o.apart(critic), f"heartbeats to close every session with {critic}",
+                  title="heartbeats listen to the silence")
+    noticed_s = time.monotonic() - cut_at
+    o.view.table(o.ordered, f"heartbeats closed every session with {critic}", force=True)
     await o.until(lambda: o.converged([planner, researcher], commits=o.writes - 1),
                   "the connected two to converge", title="partitioned")
-    await o.hold(3.0, f"{critic} is apart")
+    await o.hold(1.0, f"{critic} is cut off")
     if o.converged():
-        raise DemoFailed(f"{critic} cannot hold the others' writes while offline")
+        raise DemoFailed(f"{critic} cannot hold the others' writes while cut off")
 
     say()
-    say(f"== {critic} rejoins (mDNS finds it again) ==")
+    say(f"== the link comes back: re-query (mDNS) and redial find {critic} again ==")
     rejoined_at = time.monotonic()
-    await o.do(critic, {"op": "online"})
+    await o.do(critic, {"op": "heal"})
     await o.until(o.meshed, "the mesh to heal", title="rejoining")
+    mesh_s = time.monotonic() - rejoined_at
     await o.until(o.converged, "convergence after the heal", title="anti-entropy")
     heal_s = time.monotonic() - rejoined_at
     o.view.table(o.ordered, "converged", force=True)
-    return {"heal_s": heal_s}
+    return {"heal_s": heal_s, "mesh_s": mesh_s, "noticed_s": noticed_s}
 
 
-async def _run(workdir: Path, out: TextIO, *, pace_s: float, step_timeout_s: float) -> int:
+async def _run(workdir: Path, out: TextIO, *, pace_s: float, step_timeout_s: float,
+               retire_after_s: float | None) -> int:
     o = _Orchestrator(workdir, out, pace_s=pace_s, step_timeout_s=step_timeout_s,
+                      retire_after_s=retire_after_s,
                       python=sys.executable)
     started = time.monotonic()
     say = o.view.say
@@ -519,15 +710,29 @@ async def _run(workdir: Path, out: TextIO, *, pace_s: float, step_timeout_s: flo
     tasks = " ".join(f"{t}:{v.get('status')}@{v.get('owner', '-')}"
                      for t, v in sorted(ref["tasks"].items()))
     say(f"final tasks: {tasks}")
-    say(f"{AGENTS[2]} caught up {facts['heal_s']:.1f} s after it came back; "
-        f"demo took {time.monotonic() - started:.1f} s")
+    counts = ", ".join(f"{n} {f['heartbeat_timeouts']}" for n, f in finals.items())
+    say(f"the cut: heartbeat timeouts {counts} (every session with {AGENTS[2]} closed "
+        f"{facts['noticed_s']:.1f} s after the cut)")
+    counts = ", ".join(f"{n} {f['requeries']}" for n, f in finals.items())
+    say(f"the heal: mDNS re-queries {counts}; the mesh was whole again "
+        f"{facts['mesh_s']:.1f} s after the link came back, and {AGENTS[2]} caught up "
+        f"{facts['heal_s']:.1f} s after it")
+    retired = sorted({m for f in finals.values() for m in f["retired"]})
+    if ref["retire_after_s"] is None:
+        say("retirement: off (a member that never comes back blocks compaction)")
+    else:
+        say(f"retirement: a member silent for {ref['retire_after_s']:g} s stops blocking "
+            f"compaction (docs/gc.md); retired now: {', '.join(retired) or 'nobody'}")
+    say(f"demo took {time.monotonic() - started:.1f} s")
     return 0 if ok else 1
 
 
 def run_demo(out: TextIO | None = None, *, pace_s: float = 1.0, step_timeout_s: float = 30.0,
-             keep: str | None = None) -> int:
+             keep: str | None = None, retire_after_s: float | None = RETIRE_AFTER_S) -> int:
     """Run the demo; returns the exit status (0 converged, 1 failed). ``keep`` is a folder
-    that keeps the agents' databases and logs (default: a temporary folder, removed)."""
+    that keeps the agents' databases and logs (default: a temporary folder, removed).
+    ``retire_after_s`` is each agent's ``Memory(retire_after_ms=...)`` in seconds (None:
+    never retire)."""
     out = out or sys.stdout
     if keep is not None:
         workdir = Path(keep)
@@ -535,10 +740,12 @@ def run_demo(out: TextIO | None = None, *, pace_s: float = 1.0, step_timeout_s: 
         for name in AGENTS:
             for suffix in (".db", ".db-wal", ".db-shm"):
                 (workdir / f"{name}{suffix}").unlink(missing_ok=True)
-        return asyncio.run(_run(workdir, out, pace_s=pace_s, step_timeout_s=step_timeout_s))
+        return asyncio.run(_run(workdir, out, pace_s=pace_s, step_timeout_s=step_timeout_s,
+                                retire_after_s=retire_after_s))
     tmp = Path(tempfile.mkdtemp(prefix="hybridsync-demo-"))
     try:
-        return asyncio.run(_run(tmp, out, pace_s=pace_s, step_timeout_s=step_timeout_s))
+        return asyncio.run(_run(tmp, out, pace_s=pace_s, step_timeout_s=step_timeout_s,
+                                retire_after_s=retire_after_s))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -397,9 +397,10 @@ def _add_demo(sub: Any) -> None:
         description="Starts three agents (planner, researcher, critic), each a separate "
         "process with its own SQLite replica and an encrypted TCP peer; they find each other "
         "by mDNS on 127.0.0.1 (nothing leaves this machine). They write fields, a shared "
-        "scratchpad text and their own buffers; the critic loses the network and keeps "
-        "editing, then rejoins. A live table shows who has what, the bytes on the wire and "
-        "the conflicts; the demo ends by itself (about 15-30 s) with a summary.",
+        "scratchpad text and their own buffers; the critic's network link is cut silently "
+        "(no goodbye: the heartbeats notice) and it keeps editing; the link comes back and "
+        "re-query and redial heal the mesh. A live table shows who has what, the bytes on "
+        "the wire and the conflicts; the demo ends by itself (about 15-30 s) with a summary.",
         epilog="Exit status: 0 every replica converged to the same state, 1 it did not "
         "(or a step timed out).",
     )
@@ -413,6 +414,10 @@ def _add_demo(sub: Any) -> None:
     p.add_argument("--keep", metavar="DIR",
                    help="keep the agents' databases and logs in DIR (then try: "
                    "hybridsync inspect DIR/critic.db)")
+    p.add_argument("--retire-after", type=float, metavar="SECONDS", default=300.0,
+                   help="each agent leaves a member silent this long out of compaction "
+                   "(default 300; see hybridsync peer --retire-after and docs/gc.md, "
+                   "Retirement)")
     p.set_defaults(handler=_demo)
 
 
@@ -421,8 +426,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.pace_s < 0 or args.step_timeout_s <= 0:
         raise ConfigError("--pace-s must be >= 0 and --step-timeout-s > 0")
+    retire_ms = _retire_after_ms(args.retire_after)
+    assert retire_ms is not None
     return run_demo(sys.stdout, pace_s=args.pace_s, step_timeout_s=args.step_timeout_s,
-                    keep=args.keep)
+                    keep=args.keep, retire_after_s=retire_ms / 1000)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -335,6 +335,13 @@ def test_inspect_of_a_missing_or_foreign_file_is_exit_1(tmp_path: Path) -> None:
 
 
 # ---- demo ---------------------------------------------------------------------------------
+def _per_agent(summary: str, label: str) -> dict[str, int]:
+    """``label planner 1, researcher 1, critic 2`` in the summary, as a dict."""
+    m = re.search(label + r" ((?:(?:planner|researcher|critic) \d+(?:, )?){3})", summary)
+    assert m is not None, f"no {label!r} line in the summary:\n{summary}"
+    return {n: int(c) for n, c in re.findall(r"(planner|researcher|critic) (\d+)", m[1])}
+
+
 def test_the_demo_runs_three_processes_to_convergence(tmp_path: Path) -> None:
     proc = run_cli(
         "demo",
@@ -349,12 +356,25 @@ def test_the_demo_runs_three_processes_to_convergence(tmp_path: Path) -> None:
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     assert "every agent has a session with the two others" in out
-    assert "critic rejoins" in out and "OFFLINE" in out
+    assert "critic's network link is cut" in out and "the link comes back" in out
+    # The live view shows the silent cut as it happens: the critic's link is CUT while the
+    # others still list a session with it, until their heartbeats close them all.
+    cut_rows = re.findall(r"^  critic +CUT .*$", out, re.M)
+    assert cut_rows, out
+    assert re.search(r"^  planner +up +critic,researcher .*$", out[out.index("CUT"):], re.M)
+    assert "heartbeats closed every session with critic" in out
     assert "2 different states" in out  # the critic was apart while editing
     summary = out[out.index("== summary ==") :]
     digests = re.findall(r"(planner|researcher|critic) ([0-9a-f]{12})", summary)
     assert len(digests) == 3 and len({d for _, d in digests}) == 1, summary
     assert "conflict (reported identically by all 3): fields 'tasks/t1/status'" in summary
+    # Heartbeats (not a goodbye) ended the sessions with the critic, on both sides of the
+    # cut, and every agent asked mDNS again afterwards.
+    timeouts = _per_agent(summary, "heartbeat timeouts")
+    assert timeouts["planner"] >= 1 and timeouts["researcher"] >= 1, summary
+    assert timeouts["critic"] >= 2, summary
+    assert all(n >= 1 for n in _per_agent(summary, "mDNS re-queries").values()), summary
+    assert "retirement: a member silent for 300 s stops blocking compaction" in summary
     # The three stored replicas agree byte for byte with what the processes reported.
     stored = {
         inspect_store(str(tmp_path / "demo" / f"{n}.db"))["state_digest"]
@@ -374,3 +394,46 @@ def test_a_demo_step_that_times_out_fails_cleanly_with_the_agents_logs(tmp_path:
         db = tmp_path / "demo" / f"{name}.db"
         if db.exists():
             hs.Memory("demo", name, path=str(db)).close()
+
+
+def test_a_demo_agent_retires_members_that_never_show_up(tmp_path: Path) -> None:
+    """``--retire-after-s`` reaches the agent's Memory: alone, the planner retires the two
+    declared members it never heard of (the demo passes 300 s; here 0.3 s)."""
+    key = _secret(tmp_path)
+    err = (tmp_path / "planner.err").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hybridsync._demo", "agent", "--name", "planner",
+         "--secret-file", str(key), "--path", str(tmp_path / "planner.db"),
+         "--retire-after-s", "0.3", "--status-interval-s", "0.05"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(json.dumps({"op": "write", "id": 1, "set": [[["goal"], "alone"]]})
+                         + "\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + DEADLINE_S
+        retired: list[str] = []
+        statuses = 0
+        while retired != ["critic", "researcher"]:
+            assert time.monotonic() < deadline, f"not retired after {statuses} statuses"
+            line = proc.stdout.readline()
+            assert line, "the agent exited"
+            msg = json.loads(line)
+            if msg["type"] == "status":
+                statuses += 1
+                assert msg["retire_after_s"] == 0.3
+                retired = msg["retired"]
+    finally:
+        proc.stdin.close()  # end of commands: the agent stops
+        proc.wait(timeout=DEADLINE_S)
+        proc.stdout.close()
+        err.close()
+    assert proc.returncode == 0, (tmp_path / "planner.err").read_text()
+
+
+def test_a_bad_demo_retire_after_is_a_usage_error() -> None:
+    proc = run_cli("demo", "--retire-after", "0", timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--retire-after must be a number of seconds" in proc.stderr
+    assert "hybridsync demo:" not in proc.stdout  # nothing was started
