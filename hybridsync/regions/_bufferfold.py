@@ -114,6 +114,9 @@ class BufferFold:
         self._creator: bytes | None = None  # the write that set the layout
         self.deleted = False
         self._deleted_by: bytes | None = None
+        # the latest deletion among the entries folded so far, kept after a re-creation: a
+        # write made without seeing it is not applied, even onto the re-created region
+        self._last_delete: bytes | None = None
         self._touched: list[npt.NDArray[np.int64]] | None = []  # None: every block
         # garbage collection: the state after the entries compacted away (None: nothing yet)
         self._base: _Base | None = None
@@ -225,6 +228,7 @@ class BufferFold:
                 self._reset(self.layout)
             self._winner.clear()
             self.deleted, self._deleted_by = True, e.cid
+            self._last_delete = e.cid
             return
         layout = e.delta.layout
         if self.deleted:
@@ -238,6 +242,17 @@ class BufferFold:
                 return
             self.deleted, self._deleted_by = False, None
             self._creator = None  # re-created by this write, with its own layout
+        elif self._last_delete is not None and not self._hb(self._last_delete, e.cid):
+            # Re-created since by a write that saw the deletion, but this one did not: its
+            # author's later writes were made on a value without it, so applying it here
+            # would let them overwrite it silently (G2). Skip it and say so, as above.
+            e.issues.append(FoldIssue(
+                "edit-of-deleted-region", e.cid, e.key,
+                "write made concurrently with the region's deletion; not applied (the region "
+                "was re-created since)",
+                self._last_delete,
+            ))
+            return
         if self._creator is None:
             if layout != self.layout:
                 self._reset(layout)
@@ -291,6 +306,7 @@ class BufferFold:
         base = self._base
         self._touched = None
         self._winner.clear()
+        self._last_delete = None  # (a deletion in the base is in every later write's past)
         if base is None:
             if self.layout is not None:
                 self._reset(self.layout)
@@ -352,9 +368,12 @@ class BufferFold:
             return []
         current = self._snapshot(with_data=True)
         winner, touched = dict(self._winner), self._touched
+        last_delete = self._last_delete
         self._replay_entries(m)
         self._base = self._snapshot(with_data=False)
         self._load(current)
+        compacted = {e.cid for e in self._entries[:m]}
+        self._last_delete = None if last_delete in compacted else last_delete
         self._winner = {i: k for i, k in winner.items() if k > upto}
         self._touched = touched
         gone = {e.cid for e in self._entries[:m]}

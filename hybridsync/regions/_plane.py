@@ -44,6 +44,7 @@ class RegionsPlane:
     # ---- handles -------------------------------------------------------------------------
     def text(self, name: str) -> TextRegion:
         check_region_name(name)
+        self._check_no_pending_delete("text", name)
         if name in self.buffers:
             raise ConfigError(f"{name!r} is a buffer region, not a text")
         if name not in self.texts:
@@ -52,6 +53,7 @@ class RegionsPlane:
 
     def buffer(self, name: str, shape: Any, dtype: Any, codec: str | None = None) -> BufferRegion:
         check_region_name(name)
+        self._check_no_pending_delete("buffer", name)
         if name in self.texts:
             raise ConfigError(f"{name!r} is a text region, not a buffer")
         layout = buffer_layout(shape, dtype, codec)
@@ -61,6 +63,14 @@ class RegionsPlane:
         else:
             st.open(name, layout, any_codec=codec is None)
         return BufferRegion(self, name)
+
+    def _check_no_pending_delete(self, kind: str, name: str) -> None:
+        """A handle taken between ``delete_region`` and the cycle that commits it would write
+        into a region the cycle then deletes: its edits would vanish. Refuse it instead."""
+        if any(p.region == name for p in self._deletes):
+            call = f"mem.text({name!r})" if kind == "text" else f"mem.buffer({name!r}, shape=...)"
+            raise ConfigError(f"region {name!r} is deleted (delete_region, not yet committed): "
+                              f"commit, then {call} re-creates it")
 
     def delete(self, name: str) -> None:
         check_region_name(name)

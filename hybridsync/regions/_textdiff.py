@@ -466,11 +466,19 @@ def _contexts(rope: Rope, sh: _Shape, x: int) -> int:
     The prefix holds it when it ends at ``x``, the suffix when it starts where the old middle
     ends; an empty context (the hunk was at the start or the end of the text) holds at the
     start (the end) of the text. One context counts only for an old middle that is empty
-    (an insert) or at least ``ONE_CONTEXT_MIN`` long.
+    (an insert) or at least ``ONE_CONTEXT_MIN`` long. A context shorter than that was cut
+    short by the start (the end) of its author's text and holds only at the start (the end).
     """
     p, s, end = sh.prefix, sh.suffix, x + sh.old_len
-    before = (x >= len(p) and rope.slice(x - len(p), x) == p) if p else x == 0
-    after = rope.slice(end, end + len(s)) == s if s else end == len(rope)
+    # A context shorter than ONE_CONTEXT_MIN was cut short by the start (the end) of its
+    # author's text: it is that text's first (last) characters, and holds only there. Taken
+    # as a free-standing context, two characters such as "1⟧" match text its author never
+    # saw, inside a concurrent edit: the hunk would land there with no conflict.
+    before = ((x >= len(p) and rope.slice(x - len(p), x) == p
+               and (len(p) >= ONE_CONTEXT_MIN or x == len(p))) if p else x == 0)
+    after = ((rope.slice(end, end + len(s)) == s
+              and (len(s) >= ONE_CONTEXT_MIN or end + len(s) == len(rope))) if s
+             else end == len(rope))
     if before and after:
         return 2
     if 0 < sh.old_len < ONE_CONTEXT_MIN:

@@ -5,7 +5,8 @@ not given, the workload, the fault plan and every network draw, each from its ow
 the seed. Time is simulated (ticks), the network is a per-link packet simulator with delay,
 loss, duplication, reordering, clogging and partitions, and peers crash and restart from their
 stores. A run has a safety phase with faults, then a liveness phase that heals and demands
-convergence; checkers (separate from the code under test) verify G1–G4 and a failure prints
+convergence; checkers (separate from the code under test) verify G1–G4 (for fields, texts and
+buffers) and a failure prints
 the command that replays it::
 
     python -m hybridsync.sim --seed 42            # options drawn from the seed
@@ -27,11 +28,14 @@ from hybridsync.sim._checkers import (
     OpRecord,
     PendingBatch,
     Recorder,
+    RegionEdit,
+    RegionStats,
     RunFingerprint,
     WriteRecord,
     check_causal_order,
     check_convergence,
     check_policy_independence,
+    check_region_writes,
     check_writes,
     fingerprint,
 )
@@ -62,6 +66,8 @@ __all__ = [
     "PeerStats",
     "PendingBatch",
     "Recorder",
+    "RegionEdit",
+    "RegionStats",
     "RunFingerprint",
     "RunResult",
     "SimOptions",
@@ -74,6 +80,7 @@ __all__ = [
     "check_convergence",
     "check_policies",
     "check_policy_independence",
+    "check_region_writes",
     "check_writes",
     "fingerprint",
     "plan_faults",

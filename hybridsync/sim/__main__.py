@@ -72,6 +72,8 @@ def build_parser(prog: str = "python -m hybridsync.sim") -> argparse.ArgumentPar
                    help="frame size limit of every replica's sync_to (>= 1024)")
     g.add_argument("--large-value-rate", type=float,
                    help="writes per tick of a value sized around --max-frame-bytes")
+    g.add_argument("--rich-region-rate", type=float,
+                   help="operations per tick of the richer text and buffer workload")
     return p
 
 
@@ -80,7 +82,7 @@ _OPTION_NAMES = (
     "routing", "gossip_fanout", "batch_size", "partitions", "crashes", "write_rate",
     "rollbacks", "region_rate", "mode", "epochs", "burst_ops", "tick_ms", "group_commit",
     "flush_probability", "commit_interval_ms", "fill_batches", "fill_mode", "max_frame_bytes",
-    "large_value_rate",
+    "large_value_rate", "rich_region_rate",
 )
 
 

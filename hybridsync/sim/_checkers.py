@@ -12,24 +12,31 @@ that replays the run.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from hybridsync.causal import Contribution
 from hybridsync.errors import GuaranteeViolation
 from hybridsync.replica import Change, Conflict, Memory
 
 __all__ = [
+    "MARKER",
     "ROLLBACK_MARK",
     "OpRecord",
     "PendingBatch",
     "Recorder",
+    "RegionEdit",
+    "RegionStats",
     "RunFingerprint",
     "WriteRecord",
     "check_causal_order",
     "check_convergence",
     "check_policy_independence",
+    "check_region_writes",
     "check_writes",
     "fingerprint",
 ]
@@ -74,6 +81,44 @@ class OpRecord:
     contribution: str | None
     touched: tuple[tuple[str, Path], ...]
     rolled_back: bool = False
+
+
+@dataclass(slots=True)
+class RegionEdit:
+    """One operation of the richer text and buffer workload, on one replica incarnation.
+
+    Texts carry unique marker tokens (``⟦r12⟧``): ``inserted`` are the markers the edit added,
+    ``removed`` those it took out of the text it saw (a word-span delete, a paragraph or whole
+    rewrite, a ``delete_region``), ``kept`` those a rewrite handed over again with the rest of
+    the text. A buffer edit wrote the float32 ``values`` at element ``start``. ``contribution``
+    is the local contribution that committed it (set once a cycle did); ``lost`` means its
+    incarnation crashed first (never committed, so losing it is no G2 violation).
+    """
+
+    op: int
+    tick: int
+    peer: str
+    kind: str  # insert | delete | rewrite | grow | paragraph | block | delete_region
+    plane: str  # "text" | "buffer"
+    region: str
+    inserted: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    kept: tuple[str, ...] = ()
+    start: int = 0
+    values: bytes = b""
+    deleted: bool = False
+    contribution: str | None = None
+    lost: bool = False
+
+    def describe(self) -> str:
+        where = f"{self.plane} {self.region!r}"
+        what = (f"wrote {len(self.values) // 4} values at {self.start}" if self.values
+                else "deleted the region" if self.deleted
+                else f"inserted {list(self.inserted[:3])}" if self.inserted
+                else f"removed {len(self.removed)} markers")
+        cid = self.contribution[:12] if self.contribution else "uncommitted"
+        return (f"op {self.op} ({self.kind}) by {self.peer} at tick {self.tick}: {where} "
+                f"{what} in {cid}")
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -532,6 +577,194 @@ def check_writes(
     return by_conflict
 
 
+# ---- G2 for texts and buffers -----------------------------------------------------------------
+# The richer region workload's text markers: unique tokens, delimited by spaces.
+MARKER = re.compile("⟦r[0-9]+⟧")
+
+
+def _conflicted(listed: Sequence[Conflict]) -> dict[tuple[str, str], set[str]]:
+    """``(plane, region) -> contributions`` named by a text or buffer conflict."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for c in listed:
+        if c.plane in ("text", "buffer"):
+            out.setdefault((c.plane, c.location), set()).update(c.contributions)
+    return out
+
+
+@dataclass(slots=True)
+class RegionStats:
+    """What :func:`check_region_writes` saw: markers checked, those with a concurrent edit of
+    their text (*contended*), and the contended ones damaged without a conflict."""
+
+    markers: int = 0
+    contended: int = 0
+    damaged: list[str] = field(default_factory=list)
+    buffer_writes: int = 0
+
+
+def check_region_writes(
+    mem: Memory, edits: Sequence[RegionEdit], *, replay: str = "",
+    stats: RegionStats | None = None,
+) -> int:
+    """G2 for texts and buffers on ``mem`` (a converged replica): every committed region edit
+    is in the value or was reported. Returns the number of edits explained by a conflict.
+
+    Texts: every marker a committed edit inserted is in the final text exactly once, unless a
+    committed edit removed it (its author saw it: a word-span delete, a paragraph or whole
+    rewrite, a ``delete_region``) or a text conflict of that region (``hunk-failed``,
+    ``edit-of-deleted-region``) names a contribution that wrote it (its insert, or a rewrite
+    that handed it over again). Absent markers explained that way are fine; a marker twice
+    needs the conflict. Markers of edits that were never committed (their incarnation crashed
+    before a cycle) must be absent.
+
+    What merging diffs cannot promise (docs/diffsync.md, "Damage of concurrent edits"): when
+    an edit of the same text was concurrent with one of the marker's writers or removers, a
+    diff trimmed into the marker or a short context that matched text its author never saw
+    can damage it without a conflict. Such markers are *contended*: their damage is counted
+    in ``stats.damaged``, not raised. A marker whose writers and removers had no concurrent
+    edit of their text must be exact.
+
+    Buffers: the values a committed write put at its elements are still there, except at
+    elements a later write overwrote (its contribution causally after, or the same
+    contribution and a later operation; a ``delete_region`` overwrites every element), unless
+    a buffer conflict of that region (``block-overwritten``, ``edit-of-deleted-region``)
+    names the write's contribution.
+
+    Conflicts older than the newest ``max_conflicts`` are no longer listed: an edit whose
+    contribution sorts at or before the oldest listed one is excused, as in
+    :func:`check_writes`. Contributions folded into a checkpoint are not in ``history()``;
+    two of them are taken in operation order.
+    """
+    history = mem.history()
+    causality = _Causality(history, compacted=mem.compacted_upto is not None)
+    listed = mem.conflicts()
+    named = _conflicted(listed)
+    beyond_cap = -1
+    if len(listed) >= mem.max_conflicts:
+        beyond_cap = len(history) if not listed else max(
+            (causality.pos.get(cid, -1) for cid in listed[0].contributions), default=-1)
+
+    def capped(cids: Iterable[str]) -> bool:
+        return any(causality.pos.get(c, len(history)) <= beyond_cap for c in cids)
+
+    values = {(k, n): v for k, n, v in mem.region_bytes()}
+    failures: list[str] = []
+    by_conflict = 0
+    if stats is None:
+        stats = RegionStats()
+    committed = [e for e in edits if e.contribution is not None]
+    for name in sorted({e.region for e in edits if e.plane == "text"}):
+        data = values.get(("text", name))
+        counts: dict[str, int] = {}
+        for m in MARKER.findall(data.decode() if data is not None else ""):
+            counts[m] = counts.get(m, 0) + 1
+        writers: dict[str, set[str]] = {}
+        inserted: dict[str, RegionEdit] = {}
+        removed: set[str] = set()
+        removers: dict[str, set[str]] = {}
+        for e in committed:
+            if e.plane != "text" or e.region != name:
+                continue
+            assert e.contribution is not None
+            for m in e.inserted:
+                inserted[m] = e
+                writers.setdefault(m, set()).add(e.contribution)
+            for m in e.kept:
+                writers.setdefault(m, set()).add(e.contribution)
+            removed.update(e.removed)
+            for m in e.removed:
+                removers.setdefault(m, set()).add(e.contribution)
+        conflicted = named.get(("text", name), set())
+        # contributions of this text's edits that have a concurrent edit of the same text
+        cids = sorted({e.contribution for e in committed
+                       if e.plane == "text" and e.region == name and e.contribution})
+        contended = {a for a in cids if any(
+            a != b and not causality.before(a, b) and not causality.before(b, a) for b in cids)}
+        for m, e in inserted.items():
+            n = counts.get(m, 0)
+            if n == 1 or (n == 0 and m in removed):
+                continue
+            if writers[m] & conflicted or capped(writers[m]):
+                by_conflict += 1
+                continue
+            witnesses = writers[m] | removers.get(m, set())
+            if witnesses & contended:
+                # merging concurrent diffs: the documented residual damage (docs/diffsync.md)
+                stats.damaged.append(f"{m} {'missing' if n == 0 else f'x{n}'} in {name!r}")
+                continue
+            what = "missing" if n == 0 else f"there {n} times"
+            failures.append(f"{e.describe()}: marker {m} is {what} in text {name!r} (no "
+                            "edit that saw it removed it, no conflict names its writers, no "
+                            "edit of the text was concurrent with its writers)")
+        stats.markers += len(inserted)
+        stats.contended += sum(1 for m in inserted
+                               if (writers[m] | removers.get(m, set())) & contended)
+        known = set(inserted)
+        for e in edits:
+            if e.lost and e.plane == "text" and e.region == name:
+                known.update(e.inserted)
+                failures.extend(f"{e.describe()}: marker {m} of an edit its crash took before "
+                                f"any cycle committed it is in text {name!r}"
+                                for m in e.inserted if counts.get(m))
+        strays = sorted(m for m in counts if m not in known)
+        if strays and contended:
+            # pieces of two markers joined by a concurrent diff (``⟦r6`` + ``3⟧``): damage of
+            # the same kind, counted with it
+            stats.damaged.extend(f"{m} made of pieces in {name!r}" for m in strays)
+        elif strays:
+            failures.append(f"text {name!r} holds markers no edit inserted: {strays[:3]}")
+    for name in sorted({e.region for e in committed if e.plane == "buffer"}):
+        data = values.get(("buffer", name))
+        final = None if data is None else np.frombuffer(data, dtype=np.uint32)
+        writes = [e for e in committed if e.plane == "buffer" and e.region == name]
+        conflicted = named.get(("buffer", name), set())
+        for i, w in enumerate(writes):
+            if w.deleted:
+                continue
+            stats.buffer_writes += 1
+            assert w.contribution is not None
+            mine = np.frombuffer(w.values, dtype=np.uint32)
+            keep = np.ones(mine.size, dtype=bool)  # elements no later write overwrote
+            for y in writes[i + 1:]:
+                assert y.contribution is not None
+                later = (y.contribution == w.contribution
+                         or causality.before(w.contribution, y.contribution)
+                         or (w.contribution not in causality.pos
+                             and y.contribution not in causality.pos))
+                if not later:
+                    continue
+                if y.deleted:
+                    keep[:] = False
+                    break
+                lo, hi = max(w.start, y.start), min(w.start + mine.size,
+                                                    y.start + len(y.values) // 4)
+                if lo < hi:
+                    keep[lo - w.start:hi - w.start] = False
+            if not keep.any():
+                continue
+            if final is not None and np.array_equal(
+                final[w.start:w.start + mine.size][keep], mine[keep]
+            ):
+                continue
+            if w.contribution in conflicted or capped((w.contribution,)):
+                by_conflict += 1
+                continue
+            where = "the region is gone" if final is None else (
+                f"{int((final[w.start:w.start + mine.size][keep] != mine[keep]).sum())} of "
+                f"{int(keep.sum())} elements differ")
+            failures.append(f"{w.describe()}: lost silently ({where}; no later write "
+                            "overwrote them, no conflict names it)")
+    if failures:
+        extra = len(failures) - _MAX_REPORTED
+        more = f" (and {extra} more)" if extra > 0 else ""
+        exc = GuaranteeViolation(
+            f"G2 no silent loss (texts and buffers) on {mem.peer}: "
+            + "; ".join(failures[:_MAX_REPORTED]) + more, replay=replay)
+        exc.details = failures  # type: ignore[attr-defined]
+        raise exc
+    return by_conflict
+
+
 # ---- G3 causal order of application ----------------------------------------------------------
 def check_causal_order(
     recorder: Recorder, memories: Mapping[str, Memory], *, replay: str = ""
@@ -618,7 +851,8 @@ def check_causal_order(
 # ---- G4 policy independence ------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RunFingerprint:
-    """What must not depend on routing, batching or delivery order."""
+    """What must not depend on routing, batching or delivery order: the fields, the history,
+    the conflicts and the bytes of every text and buffer region."""
 
     label: str
     fields_json: str
@@ -626,6 +860,8 @@ class RunFingerprint:
     history: tuple[str, ...]
     conflicts: tuple[Conflict, ...]
     described: tuple[str, ...] = ()  # "author#seq 'note'" per history entry, for messages
+    # (kind, name, value bytes) of every existing text and buffer region
+    regions: tuple[tuple[str, str, bytes], ...] = ()
 
 
 def fingerprint(label: str, mem: Memory) -> RunFingerprint:
@@ -634,6 +870,7 @@ def fingerprint(label: str, mem: Memory) -> RunFingerprint:
         label, mem.fields_json(), mem.fields.to_dict(),
         tuple(c.hex_id for c in history), tuple(mem.conflicts()),
         tuple(f"{c.author}#{c.seq} {c.note!r}" for c in history),
+        tuple(mem.region_bytes()),
     )
 
 
@@ -662,6 +899,12 @@ def check_policy_independence(runs: Sequence[RunFingerprint], *, replay: str = "
         if run.fields_json != ref.fields_json or run.fields != ref.fields:
             problems.append(f"fields differ: {_short(ref.fields_json, 200)} vs "
                             f"{_short(run.fields_json, 200)}")
+        if run.regions != ref.regions:
+            a = {(k, n): v for k, n, v in ref.regions}
+            b = {(k, n): v for k, n, v in run.regions}
+            differ = sorted(f"{k} {n!r}" for k, n in set(a) | set(b)
+                            if a.get((k, n)) != b.get((k, n)))
+            problems.append(f"region bytes differ: {', '.join(differ)}")
         if run.conflicts != ref.conflicts:
             problems.append("conflicts() differ")
         if problems:

@@ -89,6 +89,13 @@ class SimOptions:
     ``batch_size``); ``large_value_rate`` is the rate of writes (per tick, their own stream)
     of a value sized around ``max_frame_bytes`` (a half to twice it), so single
     contributions near and above the frame limit travel too.
+
+    ``rich_region_rate`` is the rate (per tick, drawn from its own stream
+    ``f"{seed}-rich-regions-option"`` on about 40 % of the seeds) of the richer text and buffer
+    workload (``Workload``, its own stream of operations): marked inserts, word-span deletes,
+    whole rewrites with ``set()``, texts grown past the rope's 2,048-character chunks, several
+    peers editing the same paragraph or buffer block in one tick, block writes, and
+    ``delete_region``; its writes are checked for G2 (``check_region_writes``).
     """
 
     seed: int
@@ -118,6 +125,7 @@ class SimOptions:
     fill_mode: str = "count"
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     large_value_rate: float = 0.0
+    rich_region_rate: float = 0.0
 
     def __post_init__(self) -> None:
         check_int(self.seed, "seed", 0, (1 << 63) - 1)
@@ -171,6 +179,13 @@ class SimOptions:
         ):
             raise ConfigError(f"large_value_rate must be a number of writes per tick in "
                               f"[0, 4], got {self.large_value_rate!r}")
+        if (
+            isinstance(self.rich_region_rate, bool)
+            or not isinstance(self.rich_region_rate, int | float)
+            or not 0.0 <= self.rich_region_rate <= 16.0
+        ):
+            raise ConfigError(f"rich_region_rate must be a number of ops per tick in "
+                              f"[0, 16], got {self.rich_region_rate!r}")
 
     # ---- drawing from the seed ------------------------------------------------------------
     @classmethod
@@ -220,6 +235,7 @@ class SimOptions:
             drawn.update(group_commit=True, flush_probability=flush,
                          write_rate=group_write_rate)
         drawn.update(cls._draw_coverage(seed, group_commit=group_commit is True))
+        drawn.update(cls._draw_rich_regions(seed))
         drawn.update({k: v for k, v in overrides.items() if v is not None})
         drawn.pop("seed", None)
         return cls(seed=seed, **drawn)
@@ -251,6 +267,15 @@ class SimOptions:
         if fill and group_commit:
             drawn.update(fill_batches=fills, fill_mode=fill_mode)
         return drawn
+
+    @staticmethod
+    def _draw_rich_regions(seed: int) -> dict[str, Any]:
+        """The richer text and buffer workload on about 40 % of the seeds, from its own
+        stream ``f"{seed}-rich-regions-option"`` (both draws are made for every seed)."""
+        rng = random.Random(f"{seed}-rich-regions-option")
+        on = rng.random() < 0.4
+        rate = rng.choice((0.3, 0.6, 1.0))
+        return {"rich_region_rate": rate} if on else {}
 
     def replace(self, **changes: Any) -> SimOptions:
         return dataclasses.replace(self, **changes)

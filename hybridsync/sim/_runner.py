@@ -27,6 +27,7 @@ from hybridsync.sim._checkers import (
     check_causal_order,
     check_convergence,
     check_policy_independence,
+    check_region_writes,
     check_writes,
     fingerprint,
 )
@@ -247,7 +248,8 @@ def run(
                         fill_batches=options.fill_batches, fill_mode=options.fill_mode,
                         fill_steps=options.ticks if interleaved else options.epochs,
                         large_value_rate=options.large_value_rate,
-                        large_value_bytes=options.max_frame_bytes)
+                        large_value_bytes=options.max_frame_bytes,
+                        rich_region_rate=options.rich_region_rate)
     result = RunResult(options, True, None, replay, 0, [], 0, 0, 0, 0, 0, 0, [], None, 0.0)
     try:
         if options.mode == "interleaved":
@@ -408,6 +410,10 @@ def _check_all(sim: Simulation, workload: Workload, result: RunResult, replay: s
             f"pending ({len(lost)} batch(es))", replay=replay)
     result.explained_by_conflict = check_writes(ref, workload.writes,
                                                 [*workload.ops, *rebased], replay=replay)
+    if workload.rich is not None:  # G2 for the richer workload's text and buffer edits
+        workload.rich.settle(_memory_of(sim))
+        result.explained_by_conflict += check_region_writes(ref, workload.rich.edits,
+                                                            replay=replay)
     result.conflicts = len(ref.conflicts())
 
 

@@ -17,6 +17,15 @@ fill bursts (``f"{seed}-fill"``: one peer writes small sets until its group-comm
 passes its limit and the replica commits the full batch by itself) and large values
 (``f"{seed}-large"``: single writes sized around the frame limit).
 
+Texts and buffers: small edits of two texts and one buffer (``region_rate``, stream
+``f"{seed}-regions"``; checked for convergence), and the richer workload
+(``rich_region_rate``, :class:`RichRegions`, stream ``f"{seed}-rich-regions"``): marked
+inserts, word-span deletes, whole rewrites with ``set()``, texts grown past the rope's chunks,
+two or three peers editing the same paragraph or buffer block in one tick, block writes and
+``delete_region``, each recorded (:class:`~hybridsync.sim.RegionEdit`) with the local
+contribution that committed it, and checked for G2 by
+:func:`~hybridsync.sim.check_region_writes`.
+
 Crediting: a write is recorded (:class:`WriteRecord`, checked by G2) with the contribution
 that committed it. Without group commit that is the contribution its operation created. With
 group commit (``Memory(group_commit=True)``) a small set outside a transaction joins the
@@ -30,25 +39,30 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from hybridsync.errors import GuaranteeViolation, SimulationError
 from hybridsync.fields import FieldList, FieldMap
 from hybridsync.fields._plane import _PENDING_BYTES, _PENDING_WRITES, _SMALL_BYTES
-from hybridsync.replica import Memory
+from hybridsync.replica import Change, Memory
 from hybridsync.sim._checkers import (
+    MARKER,
     ROLLBACK_MARK,
     OpRecord,
     Path,
     PendingBatch,
     Recorder,
+    RegionEdit,
     WriteRecord,
 )
 
 __all__ = ["BATCH_LIMIT_BYTES", "BATCH_LIMIT_WRITES", "BUFFER", "HOT_KEYS", "LIST_KEYS",
-           "TEXTS", "Workload"]
+           "RICH_BUFFER", "RICH_TEXTS", "TEXTS", "RichRegions", "Workload"]
 
 # The replica commits a pending group-commit batch by itself when the next small set would
 # take it past either limit (hybridsync/fields/_plane.py): fill bursts go past them.
@@ -143,6 +157,7 @@ class Workload:
         region_rate: float = 0.0, group_commit: bool = False, defer_regions: bool = False,
         fill_batches: int = 0, fill_mode: str = "count", fill_steps: int = 0,
         large_value_rate: float = 0.0, large_value_bytes: int = 1024,
+        rich_region_rate: float = 0.0,
     ) -> None:
         """``defer_regions`` leaves text and buffer edits to the next cycle (a poll, a sync
         round, a transaction) instead of committing each at once. ``fill_batches`` fill
@@ -160,13 +175,16 @@ class Workload:
         self._fill_at = set(self._fill_rng.sample(range(fill_steps),
                                                   min(fill_batches, fill_steps)))
         self._steps = 0
+        # the richer text and buffer workload (its own streams), when its rate is set
+        self.rich = (RichRegions(seed, rich_region_rate, defer=defer_regions)
+                     if rich_region_rate > 0.0 else None)
         self.large_value_rate = float(large_value_rate)
         self.large_value_bytes = large_value_bytes
         self.write_rate = float(write_rate)
         self.region_rate = float(region_rate)
         self.rollbacks = rollbacks
         self._op_table = _GROUP_OPS if group_commit else _OPS
-        self.region_ops = 0
+        self._region_ops = 0
         self.ops: list[OpRecord] = []
         self.writes: list[WriteRecord] = []
         self.skipped = 0
@@ -185,6 +203,11 @@ class Workload:
         self.full_batches = 0
         self.fill_credited = 0  # writes of fill bursts credited to a committed batch
         self.large_writes = 0
+
+    @property
+    def region_ops(self) -> int:
+        """Text and buffer operations run (the small edits and the richer workload's)."""
+        return self._region_ops + (self.rich.ops if self.rich is not None else 0)
 
     @property
     def fill_at(self) -> tuple[int, ...]:
@@ -220,6 +243,8 @@ class Workload:
         if self._batched:
             self._check_open_batches(memory_of)
         self._region_step(peers, memory_of, count)
+        if self.rich is not None:
+            self.rich.step(peers, memory_of, count, tick)
         done = 0
         for _ in range(n):
             op_rng = self.next_op()
@@ -502,7 +527,7 @@ class Workload:
             mem = memory_of(peers[rng.randrange(len(peers))])
             if mem is None:
                 continue
-            self.region_ops += 1
+            self._region_ops += 1
             if rng.random() < 0.6:
                 text = mem.text(rng.choice(TEXTS))
                 value = text.value
@@ -642,3 +667,304 @@ class Workload:
             return {k: self._value(rng, False, depth + 1)
                     for k in rng.sample(NESTED_KEYS, rng.randint(0, 3))}
         return [self._value(rng, False, depth + 1) for _ in range(rng.randint(0, 3))]
+
+
+# ---- the richer text and buffer workload (its own streams; checked by G1-G4) ---------------
+RICH_TEXTS = ("doc", "journal")
+RICH_BUFFER = "weights"
+RICH_BUFFER_SHAPE = (8192,)  # float32: 32 KiB, eight 4 KiB blocks
+BLOCK_VALUES = 1024  # float32 values in one 4,096-byte block
+# Texts grow past the rope's 2,048-character chunks, up to a few of them (diffs stay cheap).
+MAX_RICH_TEXT = 24_000
+_WORDS = ("alpha", "beta", "gamma", "the", "of", "and", "plan", "agent", "memory", "note",
+          "tool", "call", "step", "é", "naïve", "中文", "😀", "Ω", "ß", "e\u0301", "👩\u200d💻")
+_TOKEN = re.compile(r"\S+")
+_RICH_OPS = (
+    ("insert", 28),
+    ("delete", 14),
+    ("rewrite", 7),
+    ("grow", 5),
+    ("paragraph", 14),
+    ("block", 18),
+    ("same_block", 8),
+    ("delete_region", 3),
+)
+
+
+class _LocalLog:
+    """The local contributions of one replica incarnation, in order (its own observer):
+    the contribution that committed a region edit is the first ``multi`` one after it."""
+
+    def __init__(self, mem: Memory) -> None:
+        self.mem = mem
+        self.entries: list[tuple[str, str]] = []  # (contribution, kind)
+        mem.observe(self._on_change, paths=False)
+
+    def _on_change(self, change: Change) -> None:
+        if change.local:
+            self.entries.append((change.contribution, change.kind))
+
+    def committed_after(self, index: int) -> str | None:
+        for cid, kind in self.entries[index:]:
+            if kind == "multi":
+                return cid
+        return None
+
+
+class RichRegions:
+    """The richer region workload: marked text edits, whole rewrites, concurrent edits of one
+    paragraph or block, block writes and region deletes, each recorded (:class:`RegionEdit`)
+    with the contribution that committed it."""
+
+    def __init__(self, seed: int, rate: float, *, defer: bool) -> None:
+        self._rng = random.Random(f"{seed}-rich-regions")
+        self.rate = float(rate)
+        self.defer = defer
+        self.edits: list[RegionEdit] = []
+        self.ops = 0
+        self._uid = 0
+        self._logs: dict[int, _LocalLog] = {}  # id(Memory) -> its log
+        # edits not yet credited: (edit, the incarnation's log, its length at the edit)
+        self._waiting: list[tuple[RegionEdit, _LocalLog, int]] = []
+
+    def _log(self, mem: Memory) -> _LocalLog:
+        log = self._logs.get(id(mem))
+        if log is None or log.mem is not mem:
+            log = self._logs[id(mem)] = _LocalLog(mem)
+        return log
+
+    # ---- running -------------------------------------------------------------------------
+    def step(self, peers: tuple[str, ...], memory_of: Callable[[str], Memory | None],
+             count: int | None, tick: int) -> None:
+        """This tick's operations: one draw for their number (or ``count`` x the rate), one
+        private generator each."""
+        if count is None:
+            n = int(self.rate) + (1 if self._rng.random() < self.rate - int(self.rate) else 0)
+        else:
+            n = max(1, round(count * self.rate))
+        for _ in range(n):
+            rng = random.Random(self._rng.getrandbits(64))
+            kind = rng.choices([k for k, _ in _RICH_OPS], weights=[w for _, w in _RICH_OPS])[0]
+            start = rng.randrange(len(peers))
+            order = [peers[(start + i) % len(peers)] for i in range(len(peers))]
+            live = [(p, m) for p in order if (m := memory_of(p)) is not None]
+            if not live:
+                continue
+            self.ops += 1
+            self.settle(memory_of)
+            if kind in ("paragraph", "same_block"):
+                # up to three peers edit the same paragraph or block before any of them syncs
+                k = rng.randint(2, 3)
+                shared = rng.random()
+                for peer, mem in live[:k]:
+                    if kind == "paragraph":
+                        self._text_op(rng, peer, mem, "paragraph", tick, shared)
+                    else:
+                        self._buffer_op(rng, peer, mem, tick, block=int(shared * 8))
+                continue
+            peer, mem = live[0]
+            if kind == "delete_region":
+                self._delete_region(rng, peer, mem, tick)
+            elif kind == "block":
+                self._buffer_op(rng, peer, mem, tick, block=None)
+            else:
+                self._text_op(rng, peer, mem, kind, tick, rng.random())
+
+    def _record(self, mem: Memory, edit: RegionEdit) -> None:
+        """Commit now (unless deferred to the next cycle) and note what committed it."""
+        log = self._log(mem)
+        index = len(log.entries)
+        self.edits.append(edit)
+        if edit.inserted or edit.removed or edit.values or edit.deleted or edit.kept:
+            self._waiting.append((edit, log, index))
+        if edit.removed:
+            # a marker inserted on this incarnation and not yet committed is gone before any
+            # cycle saw it: it was never committed
+            gone = set(edit.removed)
+            for other, olog, _ in self._waiting:
+                if olog is log and other is not edit and other.contribution is None and (
+                    gone & set(other.inserted)
+                ):
+                    other.inserted = tuple(m for m in other.inserted if m not in gone)
+        if not self.defer or edit.deleted:
+            # (a deletion commits at once even when edits wait for a cycle: a handle taken
+            # while it is pending is refused, and the next operation may want one)
+            mem.commit()
+
+    def settle(self, memory_of: Callable[[str], Memory | None]) -> int:
+        """Credit every waiting edit whose incarnation has committed since; one whose
+        incarnation crashed first is lost. Returns how many still wait."""
+        still: list[tuple[RegionEdit, _LocalLog, int]] = []
+        for edit, log, index in self._waiting:
+            cid = log.committed_after(index)
+            if cid is not None:
+                edit.contribution = cid
+            elif memory_of(edit.peer) is not log.mem:
+                edit.lost = True
+            else:
+                still.append((edit, log, index))
+        self._waiting = still
+        return len(still)
+
+    @property
+    def waiting(self) -> list[RegionEdit]:
+        return [e for e, _, _ in self._waiting]
+
+    # ---- texts -----------------------------------------------------------------------------
+    def _marker(self) -> str:
+        self._uid += 1
+        return f"⟦r{self._uid}⟧"
+
+    def _words(self, rng: random.Random, n: int, *, markers: float) -> tuple[str, list[str]]:
+        """``n`` words, each a fresh marker with probability ``markers`` (at least one)."""
+        out: list[str] = []
+        made: list[str] = []
+        for i in range(n):
+            if rng.random() < markers or (i == n - 1 and not made):
+                m = self._marker()
+                made.append(m)
+                out.append(m)
+            else:
+                out.append(rng.choice(_WORDS))
+        return " ".join(out), made
+
+    def _text_op(self, rng: random.Random, peer: str, mem: Memory, kind: str, tick: int,
+                 shared: float) -> None:
+        name = RICH_TEXTS[int(shared * 1000) % len(RICH_TEXTS)]
+        text = mem.text(name)
+        value = text.value
+        op = len(self.edits)
+        if kind == "grow" and len(value) > MAX_RICH_TEXT:
+            kind = "rewrite"
+        if kind == "insert" or (kind == "delete" and not value.strip()):
+            starts = [t.start() for t in _TOKEN.finditer(value)]
+            at = rng.choice([*starts, len(value)])
+            marker = self._marker()
+            extra, more = self._words(rng, rng.randint(0, 3), markers=0.2) if (
+                rng.random() < 0.4) else ("", [])
+            piece = marker + (" " + extra if extra else "")
+            if at < len(value):
+                text.insert(at, piece + " ")
+            else:
+                text.insert(at, (" " if value and not value[-1].isspace() else "") + piece)
+            self._record(mem, RegionEdit(op, tick, peer, "insert", "text", name,
+                                         inserted=(marker, *more)))
+        elif kind == "delete":
+            tokens = list(_TOKEN.finditer(value))
+            i = rng.randrange(len(tokens))
+            j = min(len(tokens), i + rng.randint(1, 8))
+            begin = tokens[i].start()
+            end = tokens[j].start() if j < len(tokens) else len(value)
+            removed = tuple(MARKER.findall(value, begin, end))
+            text.delete(begin, end - begin)
+            self._record(mem, RegionEdit(op, tick, peer, "delete", "text", name,
+                                         removed=removed))
+        elif kind == "grow":
+            body, made = self._words(rng, rng.randint(400, 1000), markers=0.03)
+            text.append(("\n\n" if value else "") + body)
+            self._record(mem, RegionEdit(op, tick, peer, "grow", "text", name,
+                                         inserted=tuple(made)))
+        elif kind == "rewrite":
+            self._rewrite(rng, peer, mem, name, value, tick, op)
+        else:
+            self._paragraph(rng, peer, mem, name, value, tick, op, shared)
+
+    def _rewrite(self, rng: random.Random, peer: str, mem: Memory, name: str, value: str,
+                 tick: int, op: int) -> None:
+        """A whole new text with ``set()``: each paragraph kept, dropped or replaced by a
+        fresh one (all of them replaced one time in ten), sometimes one more added."""
+        paragraphs = value.split("\n\n") if value else []
+        whole = rng.random() < 0.1
+        out: list[str] = []
+        made: list[str] = []
+        kept: list[str] = []
+        for para in paragraphs:
+            roll = rng.random()
+            if not whole and roll < 0.5:
+                out.append(para)
+                kept.extend(MARKER.findall(para))
+            elif not whole and roll < 0.7:
+                continue
+            else:
+                body, new = self._words(rng, rng.randint(3, 30), markers=0.15)
+                out.append(body)
+                made.extend(new)
+        if not out or rng.random() < 0.3:
+            body, new = self._words(rng, rng.randint(3, 30), markers=0.15)
+            out.append(body)
+            made.extend(new)
+        new_value = "\n\n".join(out)
+        removed = tuple(m for m in MARKER.findall(value) if m not in set(kept))
+        mem.text(name).set(new_value)
+        self._record(mem, RegionEdit(op, tick, peer, "rewrite", "text", name,
+                                     inserted=tuple(made), removed=removed, kept=tuple(kept)))
+
+    def _paragraph(self, rng: random.Random, peer: str, mem: Memory, name: str, value: str,
+                   tick: int, op: int, shared: float) -> None:
+        """An edit of paragraph number ``shared`` (the same on every peer of one operation):
+        a marked insert, a word-span delete or a replacement of the whole paragraph."""
+        spans: list[tuple[int, int]] = []
+        pos = 0
+        for para in value.split("\n\n"):
+            spans.append((pos, pos + len(para)))
+            pos += len(para) + 2
+        begin, end = spans[int(shared * len(spans))]
+        text = mem.text(name)
+        roll = rng.random()
+        tokens = list(_TOKEN.finditer(value, begin, end))
+        if roll < 0.45 or not tokens:
+            at = rng.choice([t.start() for t in tokens] + [end])
+            marker = self._marker()
+            if at < end:
+                text.insert(at, marker + " ")
+            else:
+                text.insert(at, (" " if at > begin else "") + marker)
+            self._record(mem, RegionEdit(op, tick, peer, "paragraph", "text", name,
+                                         inserted=(marker,)))
+        elif roll < 0.75:
+            i = rng.randrange(len(tokens))
+            j = min(len(tokens), i + rng.randint(1, 5))
+            stop = tokens[j].start() if j < len(tokens) else end
+            removed = tuple(MARKER.findall(value, tokens[i].start(), stop))
+            text.delete(tokens[i].start(), stop - tokens[i].start())
+            self._record(mem, RegionEdit(op, tick, peer, "paragraph", "text", name,
+                                         removed=removed))
+        else:
+            body, made = self._words(rng, rng.randint(3, 20), markers=0.2)
+            removed = tuple(MARKER.findall(value, begin, end))
+            text.set(value[:begin] + body + value[end:])
+            self._record(mem, RegionEdit(op, tick, peer, "paragraph", "text", name,
+                                         inserted=tuple(made), removed=removed))
+
+    # ---- buffers and deletes -----------------------------------------------------------------
+    def _buffer_op(self, rng: random.Random, peer: str, mem: Memory, tick: int,
+                   block: int | None) -> None:
+        """A write of a whole block, of part of ``block``, or (``block`` None) of a span that
+        may cross blocks; values are exact in float32."""
+        size = RICH_BUFFER_SHAPE[0]
+        if block is None and rng.random() < 0.5:
+            block = rng.randrange(size // BLOCK_VALUES)
+        if block is None:
+            start = rng.randrange(size)
+            length = rng.randint(1, min(2500, size - start))
+        elif rng.random() < 0.5:
+            start, length = block * BLOCK_VALUES, BLOCK_VALUES
+        else:
+            start = block * BLOCK_VALUES + rng.randrange(BLOCK_VALUES)
+            length = rng.randint(1, block * BLOCK_VALUES + BLOCK_VALUES - start)
+        values = np.array([rng.randint(-2048, 2048) / 8 for _ in range(length)],
+                          dtype=np.float32)
+        mem.buffer(RICH_BUFFER, shape=RICH_BUFFER_SHAPE, dtype="float32").write(start, values)
+        self._record(mem, RegionEdit(len(self.edits), tick, peer, "block", "buffer",
+                                     RICH_BUFFER, start=start, values=values.tobytes()))
+
+    def _delete_region(self, rng: random.Random, peer: str, mem: Memory, tick: int) -> None:
+        names = [n for n in (*RICH_TEXTS, RICH_BUFFER) if n in mem.regions()]
+        if not names:
+            return
+        name = rng.choice(names)
+        plane = "buffer" if name == RICH_BUFFER else "text"
+        removed = tuple(MARKER.findall(mem.text(name).value)) if plane == "text" else ()
+        mem.delete_region(name)
+        self._record(mem, RegionEdit(len(self.edits), tick, peer, "delete_region", plane, name,
+                                     removed=removed, deleted=True))

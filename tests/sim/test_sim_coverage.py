@@ -38,7 +38,7 @@ from hybridsync.wire import decode_frame
 
 TIME_LIMIT_S = 60.0
 COVERAGE = ("commit_interval_ms", "fill_batches", "fill_mode", "max_frame_bytes",
-            "large_value_rate")
+            "large_value_rate", "rich_region_rate")  # (the last from its own stream too)
 SLICE_SEEDS = range(45)
 SOAK_SEEDS = range(820_000, 821_200)
 SOAK_CHUNK = 40

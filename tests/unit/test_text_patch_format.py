@@ -216,8 +216,8 @@ def test_both_contexts_beat_nearer_candidates_with_one() -> None:
     """Of two places holding the old middle, the one with both contexts around it wins even
     when the other (one context) is nearer to where the author saw it."""
     base = "<<A>>text<<B>>  <<A>>text<<Z>>"
-    hunks = [Hunk(0, 0, 13, 13, ((EQUAL, "A>>"), (DELETE, "text"), (INSERT, "TEXT"),
-                                  (EQUAL, "<<Z")))]
+    hunks = [Hunk(0, 0, 15, 15, ((EQUAL, "<A>>"), (DELETE, "text"), (INSERT, "TEXT"),
+                                  (EQUAL, "<<Z>")))]
     assert apply_patch(base, hunks) == ("<<A>>text<<B>>  <<A>>TEXT<<Z>>", [])
 
 
