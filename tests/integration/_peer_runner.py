@@ -14,6 +14,14 @@ then answers one JSON line per command:
 - ``{"op": "lags"}``: every convergence lag seen so far, in ms.
 - ``{"op": "keys"}``: every key of the fields.
 - ``{"op": "connect", "url": u}``: ``peer.connect(u)``.
+- ``{"op": "text", "name": n, "value": v}``: set the text region ``n`` to ``v``; with
+  ``"old": o`` instead, replace the first ``o`` in it by ``"new"`` (an error if absent);
+  one commit.
+- ``{"op": "buffer", "name": n, "shape": [r, c], "row": i, "value": x}``: fill row ``i``
+  of the float32 buffer ``n`` with ``x``; one commit.
+- ``{"op": "regions", "buffers": {n: shape}}``: every region as folded (kind, name, blake2b
+  of its bytes), each text's value, the rows of the float32 buffers named (a row's value
+  if it is uniform, else ``null``), and the conflicts (plane, kind, location, detail).
 - ``{"op": "stop"}``: ``peer.stop()``, close the memory, exit.
 
 ``time.monotonic_ns`` is one system-wide clock on Linux (namespaces included), so a writer's
@@ -24,10 +32,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 import time
 from typing import Any
+
+import numpy as np
 
 import hybridsync as hs
 
@@ -110,6 +121,37 @@ class Runner:
             return {"lags_ms": self.lags_ms}
         if op == "keys":
             return {"keys": sorted(self.mem.fields.to_dict())}
+        if op == "text":
+            region = self.mem.text(cmd["name"])
+            if "value" in cmd:
+                region.set(cmd["value"])
+            elif cmd["old"] in region.value:
+                region.set(region.value.replace(cmd["old"], cmd["new"], 1))
+            else:
+                return {"error": f"{cmd['old']!r} is not in text {cmd['name']!r}"}
+            self.mem.commit()
+            return {"ok": True}
+        if op == "buffer":
+            buf = self.mem.buffer(cmd["name"], shape=tuple(cmd["shape"]), dtype="float32")
+            buf.array[cmd["row"]] = cmd["value"]
+            self.mem.commit()
+            return {"ok": True}
+        if op == "regions":
+            kinds = self.mem.regions()
+            rows: dict[str, list[float | None]] = {}
+            for name, shape in cmd.get("buffers", {}).items():
+                if kinds.get(name) == "buffer":
+                    arr = self.mem.buffer(name, shape=tuple(shape), dtype="float32").array
+                    rows[name] = [float(r[0]) if bool(np.all(r == r[0])) else None
+                                  for r in arr.reshape(arr.shape[0], -1)]
+            return {
+                "bytes": [[kind, name, hashlib.blake2b(data, digest_size=16).hexdigest()]
+                          for kind, name, data in self.mem.region_bytes()],
+                "texts": {n: self.mem.text(n).value for n, k in kinds.items() if k == "text"},
+                "rows": rows,
+                "conflicts": [[c.plane, c.kind, c.location, c.detail]
+                              for c in self.mem.conflicts()],
+            }
         if op == "connect":
             return {"remote": await self.peer.connect(cmd["url"], timeout_s=cmd["within_s"])}
         if op == "stop":

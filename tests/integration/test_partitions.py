@@ -1,4 +1,5 @@
-"""Real peers in network namespaces: partitions, random loss, heartbeats, heals (issue 4).
+"""Real peers in network namespaces: partitions, random loss, heartbeats, heals (issue 4);
+fields everywhere, and texts and a buffer across one cut.
 
 Each test builds its own lab (``_netns.NetLab``: namespaces on a bridge, nftables faults;
 DESIGN.md §5) and runs every peer as a process inside its namespace (``_peer_runner.py``
@@ -147,6 +148,66 @@ def test_partition_both_sides_write_then_heal_converges() -> None:
             expected = set().union(*(written_keys(f"p{i}", writes) for i in range(4)))
             for p in cluster.peers:
                 assert set(p.ask("keys")["keys"]) == expected
+        finally:
+            cluster.close()
+
+
+def test_texts_and_a_buffer_written_on_both_sides_of_a_cut_converge_byte_for_byte() -> None:
+    """Regions across a real cut: every node edits its own line of one shared text and fills
+    its own row (one 4 KiB block) of one shared buffer while the network is split in two;
+    p0 and p2 (on opposite sides) also overwrite the same block. After the heal every replica
+    holds the same region bytes, every line edit, every row, and the same conflicts."""
+    shape = [5, 1024]  # float32: one row is one 4,096-byte block
+    filler = "".join(f"  filler {k}\n" for k in range(6))  # keeps the edits' contexts apart
+    initial = "# notes\n" + "".join(f"p{i}: todo\n{filler}" for i in range(4))
+    with NetLab(4) as lab:
+        cluster = _cluster(lab, 4)
+        try:
+            ok, states, _ = cluster.wait(
+                lambda ss: all(len(s["sessions"]) == 3 for s in ss), within_s=30
+            )
+            assert ok, [s["sessions"] for s in states]
+            p0 = cluster.peers[0]
+            p0.ask("text", name="notes", value=initial)
+            p0.ask("buffer", name="kv", shape=shape, row=4, value=-1.0)
+            ok, states, _ = cluster.wait_converged(within_s=30)
+            assert ok, [s["digest"] for s in states]
+
+            lab.partition([[0, 1], [2, 3]])
+            ok, states, _ = cluster.wait(  # heartbeats: no session crosses the cut any more
+                lambda ss: ss[0]["sessions"] == ["p1"] and ss[3]["sessions"] == ["p2"],
+                within_s=30,
+            )
+            assert ok, [s["sessions"] for s in states]
+            for i, p in enumerate(cluster.peers):
+                p.ask("text", name="notes", old=f"p{i}: todo", new=f"p{i}: done, apart")
+                p.ask("buffer", name="kv", shape=shape, row=i, value=float(i + 1))
+            cluster.peers[0].ask("buffer", name="kv", shape=shape, row=4, value=100.0)
+            cluster.peers[2].ask("buffer", name="kv", shape=shape, row=4, value=200.0)
+            ok, states, _ = cluster.wait(
+                lambda ss: ss[0]["digest"] == ss[1]["digest"] and ss[2]["digest"] == ss[3][
+                    "digest"] != ss[0]["digest"],
+                within_s=30,
+            )
+            assert ok, [s["digest"] for s in states]
+            side = cluster.peers[1].ask("regions", buffers={"kv": shape})
+            assert "p0: done, apart" in side["texts"]["notes"]
+            assert "p2: done, apart" not in side["texts"]["notes"]  # not across the cut
+
+            lab.heal()
+            ok, states, _ = cluster.wait_converged(within_s=60)
+            assert ok, [(s["digest"], s["sessions"]) for s in states]
+            views = [p.ask("regions", buffers={"kv": shape}) for p in cluster.peers]
+            assert all(v["bytes"] == views[0]["bytes"] for v in views), views
+            assert all(v == views[0] for v in views)  # texts, rows and conflicts too
+            view = views[0]
+            assert view["texts"]["notes"] == "# notes\n" + "".join(
+                f"p{i}: done, apart\n{filler}" for i in range(4))
+            rows = view["rows"]["kv"]
+            assert rows[:4] == [1.0, 2.0, 3.0, 4.0]
+            assert rows[4] in (100.0, 200.0)  # one of the concurrent overwrites, everywhere
+            assert [c[:3] for c in view["conflicts"]] == [
+                ["buffer", "block-overwritten", "kv"]], view["conflicts"]
         finally:
             cluster.close()
 
