@@ -314,7 +314,13 @@ class FieldsPlane:
             raise TransactionError("internal: a remote update is applied with writes pending")
         self._remote = True
         try:
-            self.doc.apply_update(update)
+            doc = self.doc
+            if _RAW_APPLY and doc._txn is None and doc._Model is None and (
+                not doc._allow_multithreading
+            ):
+                _apply_raw(doc, update)
+            else:
+                doc.apply_update(update)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # pycrdt's PanicException derives from BaseException
@@ -324,6 +330,46 @@ class FieldsPlane:
 
     def to_py(self) -> dict[str, Any]:
         return self.view.to_py()
+
+
+def _apply_raw(doc: pycrdt.Doc[Any], update: bytes) -> None:
+    """``doc.apply_update(update)`` for a document without a model, not shared between
+    threads and outside any transaction, as pycrdt does it (observers find the transaction
+    as the document's current one; their errors are raised after the commit) without its
+    wrappers: about 1.5 µs less per remote update."""
+    raw = doc._doc
+    txn = raw.create_transaction()
+    wrapper = pycrdt.Transaction(doc, txn)
+    wrapper._leases = 1  # (entered: nested ``doc.transaction()`` reuse it)
+    doc._txn = wrapper
+    try:
+        raw.apply_update(txn, update)
+    finally:  # (committed also after a refusal, as pycrdt's Transaction.__exit__ does)
+        try:
+            txn.commit()
+            if doc._exceptions:
+                exceptions = tuple(doc._exceptions)
+                doc._exceptions.clear()
+                raise ExceptionGroup("Observer callback error", exceptions)
+        finally:
+            doc._txn = None
+            wrapper._txn = None
+            txn.drop()
+
+
+def _raw_apply_ok() -> bool:
+    """Whether this pycrdt has what :func:`_apply_raw` relies on (else ``apply_update``)."""
+    try:
+        doc: pycrdt.Doc[Any] = pycrdt.Doc()
+        raw = doc._doc
+        return (doc._txn is None and doc._Model is None and doc._allow_multithreading is False
+                and isinstance(doc._exceptions, list) and callable(raw.create_transaction)
+                and callable(raw.apply_update) and hasattr(pycrdt, "Transaction"))
+    except Exception:  # pragma: no cover - another pycrdt
+        return False
+
+
+_RAW_APPLY = _raw_apply_ok()
 
 
 def _small_cost(key: str, value: Any) -> int | None:
