@@ -1,17 +1,20 @@
 """A Hypothesis state machine over 2–5 replicas and an adversarial network.
 
-Rules write, delete, write nested values, run (and roll back) transactions, restart a replica
-from its store, and move frames: ``sync_to`` puts frames into per-link in-flight bags; a
+Rules write, delete, write nested values, run (and roll back) transactions, edit texts
+(inserts of any non-surrogate text, deletes, whole rewrites with ``set()``), write buffer
+blocks, delete regions, commit, restart a replica from its store (uncommitted text and buffer
+edits die with it), and move frames: ``sync_to`` puts frames into per-link in-flight bags; a
 frame is delivered, duplicated or dropped in any order. No honest frame may ever be
 rejected, and no replica may apply a contribution before its parents (G3). At the end every
 frame still in flight is delivered and a bounded, fair pump must bring every replica to the
-same fields, heads, history and conflicts (G1).
+same fields, heads, history, region bytes and conflicts (G1).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -39,6 +42,9 @@ VALUES = st.one_of(
     st.dictionaries(SUBKEYS, SCALARS | _NESTED, max_size=2),
 )
 INDEX = st.integers(0, 4)
+TEXTS = st.sampled_from(["notes", "plan"])
+PIECES = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
+BUFFER_SHAPE = (2048,)  # float32: two 4 KiB blocks
 
 
 class Rollback(Exception):
@@ -136,11 +142,47 @@ class ReplicasUnderChaos(RuleBasedStateMachine):
         the old incarnation may still arrive."""
         k = i % len(self.mems)
         old = self.mems[k]
-        before = (old.fields_json(), old.heads, [c.id for c in old.history()])
+        before = (old.fields_json(), old.heads, [c.id for c in old.history()],
+                  old.region_bytes())
         old.close()
         self.mems[k] = self._open(k)
         new = self.mems[k]
-        assert (new.fields_json(), new.heads, [c.id for c in new.history()]) == before
+        assert (new.fields_json(), new.heads, [c.id for c in new.history()],
+                new.region_bytes()) == before
+
+    # ---- texts and buffers ---------------------------------------------------------------
+    @rule(i=INDEX, name=TEXTS, at=st.integers(0, 64), piece=PIECES)
+    def text_insert(self, i: int, name: str, at: int, piece: str) -> None:
+        self._mem(i).text(name).insert(at, piece)
+
+    @rule(i=INDEX, name=TEXTS, at=st.integers(0, 64), length=st.integers(1, 16))
+    def text_delete(self, i: int, name: str, at: int, length: int) -> None:
+        self._mem(i).text(name).delete(at, length)
+
+    @rule(i=INDEX, name=TEXTS, pieces=st.lists(PIECES, max_size=4))
+    def text_rewrite(self, i: int, name: str, pieces: list[str]) -> None:
+        """A whole new text: some of the old one's words kept, new pieces between them."""
+        text = self._mem(i).text(name)
+        words = text.value.split(" ")
+        text.set(" ".join(w for k, w in enumerate(words) if k % 2 == 0) + "".join(pieces))
+
+    @rule(i=INDEX, block=st.integers(0, 1), start=st.integers(0, 1023),
+          values=st.lists(st.integers(-64, 64), min_size=1, max_size=1024))
+    def buffer_write(self, i: int, block: int, start: int, values: list[int]) -> None:
+        at = block * 1024 + start
+        data = np.array(values[: BUFFER_SHAPE[0] - at], dtype=np.float32) / 4
+        self._mem(i).buffer("kv", shape=BUFFER_SHAPE).write(at, data)
+
+    @rule(i=INDEX, name=st.sampled_from(["notes", "plan", "kv"]))
+    def delete_region(self, i: int, name: str) -> None:
+        mem = self._mem(i)
+        if name in mem.regions():
+            mem.delete_region(name)
+            mem.commit()  # (a handle asked for while the deletion is pending is refused)
+
+    @rule(i=INDEX)
+    def commit(self, i: int) -> None:
+        self._mem(i).commit()
 
     # ---- the network -------------------------------------------------------------------
     @rule(i=INDEX, j=INDEX)
@@ -201,6 +243,11 @@ class ReplicasUnderChaos(RuleBasedStateMachine):
         self.deliver_everything_in_flight()
         sync_all(self.mems, max_rounds=500)
         assert_converged(self.mems)
+        regions = self.mems[0].region_bytes()
+        conflicts = self.mems[0].conflicts()
+        for mem in self.mems[1:]:
+            assert mem.region_bytes() == regions, "region bytes differ (G1)"
+            assert mem.conflicts() == conflicts, "conflicts differ (G1)"
         for mem in self.mems:
             assert mem.sync_to(next(m.peer for m in self.mems if m is not mem)) == []
 
