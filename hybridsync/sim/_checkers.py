@@ -797,7 +797,9 @@ def check_causal_order(
         # Garbage collection folds a causal prefix into a checkpoint: what it compacted is
         # neither in history() nor replayed, and parents inside it are held as stubs (any
         # incarnation may have compacted; the checks below then allow for it).
-        compacted = any(m.compacted_upto is not None for m in memories.values())
+        # (this incarnation's checkpoints count even if every replica rolled back since)
+        compacted = seg.newest_base is not None or any(
+            m.compacted_upto is not None for m in memories.values())
         def in_checkpoint(pid: str, base: tuple[int, bytes] | None = seg.base) -> bool:
             key = keys.get(pid)
             return base is not None and (key is None or key <= base)
