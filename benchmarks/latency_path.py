@@ -16,10 +16,12 @@ the two sides) are timed by wrappers (``--no-breakdown`` leaves them out: the wr
 Modes: ``warm`` (writes back to back), ``spaced`` (a sleep of ``--interval-ms`` between
 writes, as in the network benchmark: the path then runs with colder caches) and ``evict``
 (spaced, and 8 MiB of memory touched between writes: colder still, closer to a busy
-machine). Run it in two trees for a before/after::
+machine). ``--before PATH`` compares with another tree (e.g. ``git archive`` of an older
+commit unpacked at PATH): both run in child processes, alternated ``--rounds`` times, and
+the table shows the median of each side's run medians::
 
     python -m benchmarks.latency_path --mode warm --mode spaced
-    PYTHONPATH=/tmp/other-tree python benchmarks/latency_path.py   # the other tree
+    python -m benchmarks.latency_path --mode warm --before /tmp/old-tree --rounds 3
 
 ``--profile FILE`` writes a cProfile of the warm loop (``python -m pstats FILE``).
 """
@@ -204,8 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-breakdown", action="store_true")
     p.add_argument("--profile", metavar="FILE")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--before", metavar="PATH", help="another tree to compare with")
+    p.add_argument("--rounds", type=int, default=3, help="alternated runs per tree (--before)")
     args = p.parse_args(argv)
     modes = args.mode or ["warm", "spaced"]
+    if args.before:
+        return _compare(args, modes, argv if argv is not None else sys.argv[1:])
     results: dict[str, dict[str, float]] = {}
     for mode in modes:
         n = args.samples if mode == "warm" else args.spaced_samples
@@ -224,6 +230,59 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         label = f"  {n}" if n in INNER else n
         print(f"| {label} | " + " | ".join(f"{results[m].get(n, 0):.1f}" for m in modes) + " |")
+    return 0
+
+
+def _compare(args: argparse.Namespace, modes: list[str], argv: list[str]) -> int:
+    """Run this benchmark in the tree at ``--before`` and in this one, alternated."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent.parent
+    before = Path(args.before).resolve()
+    if not (before / "hybridsync" / "__init__.py").is_file():
+        print(f"--before {before}: no hybridsync package there", file=sys.stderr)
+        return 2
+    child: list[str] = []
+    skip = False
+    for a in argv:  # the same arguments, without --before/--rounds/--json
+        if skip:
+            skip = False
+            continue
+        if a in ("--before", "--rounds"):
+            skip = True
+            continue
+        if a.startswith(("--before=", "--rounds=")) or a == "--json":
+            continue
+        child.append(a)
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {"before": [], "after": []}
+    for _ in range(args.rounds):
+        for side, tree in (("before", before), ("after", here)):
+            env = {**os.environ, "PYTHONPATH": str(tree)}
+            out = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), *child, "--json"],
+                env=env, cwd=tree, capture_output=True, text=True, check=True, timeout=3600,
+            ).stdout
+            got = json.loads(out.strip().splitlines()[-1])
+            if not str(got["hybridsync"]).startswith(str(tree)):
+                print(f"{side}: imported {got['hybridsync']}, not {tree}", file=sys.stderr)
+                return 2
+            runs[side].append(got["results"])
+    print(f"before: {before}; after: {here}; {args.rounds} alternated runs each; "
+          f"{'default Memory' if args.default else 'group commit'}; median of the runs' "
+          "medians, µs")
+    print("| stage | " + " | ".join(f"{m} before | {m} after | {m} Δ" for m in modes) + " |")
+    print("|---|" + "---:|" * (3 * len(modes)))
+    names = list(dict.fromkeys(n for r in runs["after"] for m in modes for n in r[m]))
+    for n in names:
+        cells = []
+        for m in modes:
+            old = statistics.median(r[m].get(n, 0.0) for r in runs["before"])
+            new = statistics.median(r[m].get(n, 0.0) for r in runs["after"])
+            cells += [f"{old:.1f}", f"{new:.1f}", f"{new - old:+.1f}"]
+        label = f"  {n}" if n in INNER else n
+        print(f"| {label} | " + " | ".join(cells) + " |")
     return 0
 
 
