@@ -253,6 +253,7 @@ async def _agent(args: argparse.Namespace) -> int:
         buffers = sorted(n for n, kind in mem.regions().items() if kind == "buffer")
         wire_in, wire_out = wire_bytes()
         mem.stable_frontier()  # (brings retirement up to date)
+        replica = mem.stats()
         counters = peer.stats()
         return {
             "type": "status", "name": args.name,
@@ -260,8 +261,9 @@ async def _agent(args: argparse.Namespace) -> int:
             "url": peer.url, "sessions": sorted(peer.sessions),
             "heartbeat_timeouts": counters["heartbeat_timeouts"],
             "requeries": counters["requeries"], "sessions_opened": counters["sessions_opened"],
-            "retired": list(mem.stats().retired), "retire_after_s": args.retire_after_s,
-            "commits": len(mem.history()), "digest": mem.state_digest(),
+            "retired": list(replica.retired), "retire_after_s": args.retire_after_s,
+            # contributions held, compacted ones included (history() lists the retained)
+            "commits": sum(replica.version_vector.values()), "digest": mem.state_digest(),
             "conflicts": [c.detail for c in mem.conflicts()],
             "goal": fields.get("goal"), "tasks": fields.get("tasks", {}),
             "scratch_lines": len(text.splitlines()), "buffers": buffers,
