@@ -73,7 +73,6 @@ class _Link:
     def __init__(self) -> None:
         self.up = asyncio.Event()
         self.up.set()
-        self.cuts = 0
         self._egress: dict[str, str] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -84,8 +83,6 @@ class _Link:
         return self.up.is_set()
 
     def cut(self) -> None:
-        if self.up.is_set():
-            self.cuts += 1
         self.up.clear()
 
     def heal(self) -> None:
