@@ -45,10 +45,11 @@ class DeafLeaf(hs.Memory):
 class AmnesicReplica(hs.Memory):
     """Logs remote contributions of p1 but never applies their payload (acks, drops)."""
 
-    def _apply(self, c: Contribution, *, local: bool, store: bool = True) -> None:
+    def _apply(self, c: Contribution, *, local: bool, store: bool = True,
+               now: int | None = None) -> None:
         if self.peer == "p2" and c.author == "p1" and c.kind == "fields":
             c = dataclasses.replace(c, payload=b"\x00\x00")  # an empty Yjs update
-        super()._apply(c, local=local, store=store)
+        super()._apply(c, local=local, store=store, now=now)
 
 
 class RegionBitFlipper(hs.Memory):
