@@ -328,14 +328,18 @@ def make_patch(
     on each side, widened until the hunk can only apply at its place: see :func:`_close`);
     positions count code points in the text with the earlier hunks applied. Every hunk is
     literal (its old text is in its diffs); :func:`encode_patch` elides long ones.
+    ``margin`` is at least ``ONE_CONTEXT_MIN``: the applier reads a shorter context as one
+    cut short by the start or the end of the text (:func:`_contexts`).
     """
+    if margin < ONE_CONTEXT_MIN:
+        raise ValueError(f"margin must be at least {ONE_CONTEXT_MIN}, got {margin}")
     rope = shadow if isinstance(shadow, Rope) else Rope.of(shadow)
     p, s = trimmed if trimmed is not None else trim(rope, new)
     if p == len(rope) == len(new):
         return []
     mid_a, mid_b = rope.slice(p, len(rope) - s), new[p : len(new) - s]
     diffs = _middle_diffs(mid_a, mid_b, unit)
-    return _hunks(rope, new, p, diffs, max(1, margin))
+    return _hunks(rope, new, p, diffs, margin)
 
 
 def _hunks(

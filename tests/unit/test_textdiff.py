@@ -627,3 +627,13 @@ def test_span_replacements_give_hunks_that_apply_exactly_in_place() -> None:
         assert rope == new
         assert apply_patch(text, hunks) == (new, [])
         text = new
+
+
+@pytest.mark.parametrize("margin", [0, 1, _textdiff.ONE_CONTEXT_MIN - 1])
+def test_a_margin_the_applier_would_read_as_cut_short_is_refused(margin: int) -> None:
+    """The applier takes a context shorter than ONE_CONTEXT_MIN for one cut short by the
+    text's start or end (it holds only there), so hunks are never made with one."""
+    with pytest.raises(ValueError, match="margin"):
+        _textdiff.make_patch("alpha beta gamma", "alpha BETA gamma", margin=margin)
+    assert _textdiff.make_patch("alpha beta gamma", "alpha BETA gamma",
+                                margin=_textdiff.ONE_CONTEXT_MIN)
