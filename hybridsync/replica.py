@@ -647,7 +647,9 @@ class Memory:
     def stats(self) -> ReplicaStats:
         """Content bytes (fields JSON and region values) and metadata bytes: everything else
         the replica keeps — retained contributions (payloads and headers), stubs, the Yjs
-        document's overhead, the fields checkpoint, buffer bases, the conflict archive."""
+        document's overhead, the fields checkpoint unless the live document holds exactly
+        it, dropped ranges, buffer bases, the conflict archive. What is kept both in memory
+        and in the store counts once."""
         fields_bytes = len(self.fields_json().encode())
         content = fields_bytes + self._regions.content_bytes()
         log_bytes = 0
