@@ -385,21 +385,31 @@ def test_coverage_soak(chunk: int) -> None:
     unknown: list[str] = []
     known: list[str] = []
     for seed in SOAK_SEEDS[chunk * SOAK_CHUNK:(chunk + 1) * SOAK_CHUNK]:
-        options = _shaped(seed, scale="default")
-        gc, declared = seed % 5 == 0, seed % 10 == 0
-        factory = _low_gc(options.peers, declared=declared) if gc else None
-        result = run(options, memory_factory=factory, raise_on_violation=False,
-                     time_limit_s=TIME_LIMIT_S * 2)
+        result = soak_seed(seed)
         if result.ok:
             _check_shape(result)
             continue
+        gc, declared = seed % 5 == 0, seed % 10 == 0
         bug = _open_bug(result, learned=gc and not declared)
-        (known if bug else unknown).append(f"{bug or result.violation}\n  replay: "
-                                           f"{result.replay}")
+        replay = result.replay if not gc else (
+            f"python -c \"import sys; sys.path.insert(0, 'tests/sim'); import "
+            f"test_sim_coverage as t; print(t.soak_seed({seed}).violation)\"  (GC at 4, "
+            f"members {'declared' if declared else 'learned'}; without GC: {result.replay})")
+        (known if bug else unknown).append(f"{bug or result.violation}\n  replay: {replay}")
     if unknown:
         pytest.fail(f"{len(unknown)} seed(s) failed:\n" + "\n".join(unknown), pytrace=False)
     if known:
         pytest.xfail(f"{len(known)} seed(s) hit open core bugs:\n" + "\n".join(known))
+
+
+def soak_seed(seed: int) -> RunResult:
+    """Run one coverage-soak seed exactly as the soak does (every fifth with GC at 4, members
+    declared on every tenth): the replay of a soak failure, GC factory included."""
+    options = _shaped(seed, scale="default")
+    gc, declared = seed % 5 == 0, seed % 10 == 0
+    factory = _low_gc(options.peers, declared=declared) if gc else None
+    return run(options, memory_factory=factory, raise_on_violation=False,
+               time_limit_s=TIME_LIMIT_S * 2)
 
 
 def _low_gc(peers: int, *, declared: bool) -> Callable[..., hs.Memory]:
