@@ -447,16 +447,16 @@ def _soak(options: list[SimOptions], **kw: Any) -> None:
             f"python -c \"import sys; sys.path.insert(0, 'tests/sim'); import "
             f"test_group_commit_sim as t; print(t.gc_seed({o.seed}).violation)\"")
         (known if bug else unknown).append(f"{bug or result.violation}\n  replay: {replay}")
+    if unknown:
+        pytest.fail(f"{len(unknown)} seed(s) failed:\n" + "\n".join(unknown), pytrace=False)
+    if known:
+        pytest.xfail(f"{len(known)} seed(s) hit open core bugs:\n" + "\n".join(known))
 
 
 def gc_seed(seed: int) -> RunResult:
     """One seed of the group-commit GC slice and soak, GC factory included (a replay)."""
     return run(_gc_options(seed), memory_factory=_gc_factory, raise_on_violation=False,
                time_limit_s=60.0)
-    if unknown:
-        pytest.fail(f"{len(unknown)} seed(s) failed:\n" + "\n".join(unknown), pytrace=False)
-    if known:
-        pytest.xfail(f"{len(known)} seed(s) hit open core bugs:\n" + "\n".join(known))
 
 
 # ---- open core bugs the sweeps found (strict xfail: a fix turns them red) ------------------------
