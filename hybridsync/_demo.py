@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from hybridsync.errors import HybridSyncError
+from hybridsync.transport._relay import relay
 
 __all__ = ["AGENTS", "agent_main", "run_demo"]
 
@@ -55,7 +56,6 @@ SCRATCHPAD = "scratchpad"
 BUFFER_SHAPE = (64, 32)  # each agent keeps its own buffer "kv/<name>" (float16)
 HEARTBEAT_S = 0.5  # the agents' heartbeat; a session silent for 4 of them is closed
 RETIRE_AFTER_S = 300.0  # a member silent this long stops blocking compaction (docs/gc.md)
-_CHUNK = 1 << 16
 
 
 # ==== the critic's network link ================================================================
@@ -136,8 +136,8 @@ class _Link:
                 return
             self._writers.add(up_writer)
             try:
-                await asyncio.gather(self._pipe(reader, up_writer),
-                                     self._pipe(up_reader, writer))
+                await asyncio.gather(relay(reader, up_writer, self.up),
+                                     relay(up_reader, writer, self.up))
             finally:
                 self._writers.discard(up_writer)
                 up_writer.close()
@@ -148,25 +148,6 @@ class _Link:
             writer.close()
             if task is not None:
                 self._tasks.discard(task)
-
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        while True:
-            await self.up.wait()
-            try:
-                chunk = await src.read(_CHUNK)
-            except OSError:
-                chunk = b""
-            await self.up.wait()  # a cut during the read holds this chunk (or the close)
-            if not chunk:
-                with contextlib.suppress(OSError):
-                    if dst.can_write_eof():
-                        dst.write_eof()
-                return
-            try:
-                dst.write(chunk)
-                await dst.drain()
-            except OSError:
-                return
 
     async def close(self) -> None:
         for server in self._servers:

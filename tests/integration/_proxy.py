@@ -22,10 +22,11 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from hybridsync.transport._relay import relay
+
 __all__ = ["PartitionProxy"]
 
 _T = TypeVar("_T")
-_CHUNK = 1 << 16
 
 
 class PartitionProxy:
@@ -129,21 +130,7 @@ class PartitionProxy:
             up_writer.close()
 
     async def _relay(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        while True:
-            await self._open.wait()
-            try:
-                chunk = await src.read(_CHUNK)
-            except OSError:
-                chunk = b""
-            await self._open.wait()  # a cut during the read holds this chunk (or the close)
-            if not chunk:
-                with contextlib.suppress(OSError):
-                    if dst.can_write_eof():
-                        dst.write_eof()
-                return
-            try:
-                dst.write(chunk)
-                await dst.drain()
-            except OSError:
-                return
-            self.bytes_relayed += len(chunk)
+        await relay(src, dst, self._open, self._count)
+
+    def _count(self, n: int) -> None:
+        self.bytes_relayed += n
