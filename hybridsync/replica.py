@@ -348,6 +348,16 @@ class Memory:
         self._rollback_failed: set[tuple[str, int]] = set()
         self._rollbacks = 0
         self._auto_collect = True
+        # the bytes trigger (G5, docs/gc.md; off unless gc_min_bytes is set): compact once
+        # the stable prefix weighs max(gc_min_bytes, content / 2); the retained bytes are
+        # counted incrementally (_retained_bytes), the limit once per compaction
+        self._gc_min_bytes: int | None = None
+        self._gc_limit = 0
+        self._gc_limit_key: tuple[Any, ...] | None = None
+        self._gc_counted: tuple[Any, ...] | None = None
+        self._gc_counted_vv: dict[str, int] = {}
+        self._gc_retained = 0
+        self._gc_retained_len = 0
         self._replay_store()
 
     # ---- restart -------------------------------------------------------------------------
@@ -719,12 +729,16 @@ class Memory:
         self._dispatch()
         return n
 
-    def _collect(self, min_entries: int) -> int:
+    def _collect(self, min_entries: int, min_bytes: int | None = None) -> int:
+        """Compact the stable prefix if it holds at least ``min_entries`` contributions or
+        (``min_bytes``) weighs at least that many bytes."""
         frontier = self._frontier()
         if frontier is None:
             return 0
         n = self._log.stable_prefix(frontier)
-        if n < min_entries:
+        if n < min_entries and not (
+            n and min_bytes is not None and self._prefix_bytes(n) >= min_bytes
+        ):
             return 0
         # group commit: the compaction rebuilds the fields document; pending writes commit
         # first (after the stable prefix: nobody has acknowledged them yet)
@@ -760,19 +774,93 @@ class Memory:
 
     @property
     def collect_due(self) -> bool:
-        """True when at least ``gc_min_entries`` contributions at the head of the order are
-        stable: :meth:`collect` would compact them. Cheap while the log is shorter than that
-        (a length check); otherwise it computes the stable frontier. Always False with
-        ``gc_min_entries=None``."""
-        if self._gc_min is None or len(self._log) < self._gc_min:
+        """True when :meth:`collect` would compact: at least ``gc_min_entries``
+        contributions at the head of the order are stable, or (:attr:`gc_min_bytes` set) the
+        stable prefix weighs at least half the content and that many bytes. Cheap while the log is
+        shorter than that and lighter than that (a length check and the bytes of what
+        arrived since the last call); otherwise it computes the stable frontier. Always
+        False with ``gc_min_entries=None``."""
+        if self._gc_min is None:
+            return False
+        limit = self._gc_bytes_limit()
+        if len(self._log) < self._gc_min and (limit is None or self._retained_bytes() < limit):
             return False
         frontier = self._frontier()
-        return frontier is not None and self._log.stable_prefix(frontier) >= self._gc_min
+        if frontier is None:
+            return False
+        n = self._log.stable_prefix(frontier)
+        return n >= self._gc_min or (
+            n > 0 and limit is not None and self._prefix_bytes(n) >= limit)
 
     def _maybe_collect(self) -> None:
-        if self._auto_collect and self._gc_min is not None and len(self._log) >= self._gc_min \
-                and self._rollback is None:
-            self._collect(max(1, self._gc_min))
+        if not self._auto_collect or self._gc_min is None or self._rollback is not None:
+            return
+        limit = self._gc_bytes_limit()
+        if len(self._log) >= self._gc_min or (
+                limit is not None and self._retained_bytes() >= limit):
+            self._collect(max(1, self._gc_min), limit)
+
+    @staticmethod
+    def _entry_bytes(c: Contribution) -> int:
+        """What a retained contribution adds to ``stats().metadata_bytes``."""
+        return len(c.payload) + 32 * (1 + len(c.parents)) + len(c.author) + 24 + len(c.note)
+
+    def _prefix_bytes(self, n: int) -> int:
+        """The bytes of the first ``n`` contributions of the total order."""
+        return sum(self._entry_bytes(c) for c in self._log.ordered()[:n])
+
+    def _retained_bytes(self) -> int:
+        """The bytes of every retained contribution. Counted incrementally: only what the
+        version vector gained since the last call is measured, unless the log changed
+        otherwise (a compaction, a checkpoint adopted, a roll-back), then all of it."""
+        log_ = self._log
+        vv = log_.vv
+        key = (self._base_key, self._compacted, self._rollbacks)
+        if key == self._gc_counted:
+            before = self._gc_counted_vv
+            grown = [(a, before.get(a, 0), s) for a, s in vv.items() if s != before.get(a, 0)]
+            if all(s > old >= log_.compacted_seq(a) for a, old, s in grown):
+                added = [c for a, old, s in grown for c in log_.chain(a, old, s)]
+                if self._gc_retained_len + len(added) == len(log_):
+                    self._gc_retained += sum(self._entry_bytes(c) for c in added)
+                    self._gc_retained_len = len(log_)
+                    if grown:
+                        self._gc_counted_vv = dict(vv)
+                    return self._gc_retained
+        self._gc_retained = sum(self._entry_bytes(c) for c in log_.ordered())
+        self._gc_retained_len = len(log_)
+        self._gc_counted = key
+        self._gc_counted_vv = dict(vv)
+        return self._gc_retained
+
+    def _gc_bytes_limit(self) -> int | None:
+        """The bytes trigger's limit: half the content as of the last compaction, at least
+        :attr:`gc_min_bytes`; None while the trigger is off. Recomputed once per compaction
+        (it measures the content)."""
+        if self._gc_min_bytes is None:
+            return None
+        key = (self._base_key, self._compacted, self._rollbacks, self._gc_min_bytes)
+        if key != self._gc_limit_key:
+            content = len(self.fields_json().encode()) + self._regions.content_bytes()
+            self._gc_limit = max(self._gc_min_bytes, content // 2)
+            self._gc_limit_key = key
+        return self._gc_limit
+
+    @property
+    def gc_min_bytes(self) -> int | None:
+        """The bytes trigger (off by default, ``None``): with an int, ``receive`` (and
+        :attr:`collect_due`) also compact once the stable prefix weighs at least half the
+        content as of the last compaction, and at least this many bytes, so metadata stays
+        within a constant factor of the content between compactions too (G5, docs/gc.md).
+        Compaction points then follow frame sizes and delivery, and so do the contributions
+        a replica writes after compacting its fields checkpoint (docs/gc.md, G5)."""
+        return self._gc_min_bytes
+
+    @gc_min_bytes.setter
+    def gc_min_bytes(self, value: int | None) -> None:
+        if value is not None:
+            _check_int(value, "gc_min_bytes", 1024, 1 << 40)
+        self._gc_min_bytes = value
 
     def _compact(self, n: int, *, fields: bool = False) -> None:
         dropped = self._log.ordered()[:n]

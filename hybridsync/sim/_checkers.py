@@ -191,15 +191,22 @@ class Recorder:
         self._receiving: set[str] = set()
         # contributions the replica made on its own: re-based writes (checkpoint adoption)
         self._rebased: dict[str, tuple[str, tuple[str, ...]]] = {}  # id -> (peer, paths)
+        # G4: the id of every dot any replica applied (the latest wins: a re-base reuses its
+        # dot), so runs that compacted at different points still compare every contribution
+        self._dots: dict[tuple[str, int], str] = {}
 
     def attach(self, peer: str, mem: Memory, replayed: Iterable[Contribution]) -> None:
         """Start recording a fresh incarnation; ``replayed`` is its store, in store order."""
         seg = _Segment(peer, mem.incarnation, list(replayed), mem.compacted_upto,
                        newest_base=mem.compacted_upto, memory=mem)
         local = self._local.setdefault(peer, [])
+        dots = self._dots
+        for c in seg.replayed:
+            dots.setdefault((c.author, c.seq), c.hex_id)
 
         def on_change(change: Change) -> None:
             seg.applied.append((change.contribution, change.local))
+            dots[(change.author, change.seq)] = change.contribution
             if change.local:
                 local.append(change)
                 batch = self._credit(seg, change) if seg.batches else None
@@ -288,6 +295,11 @@ class Recorder:
     def local_changes(self, peer: str) -> list[Change]:
         """Local commits of ``peer`` across its incarnations, in commit order."""
         return self._local.setdefault(peer, [])
+
+    def applied_dots(self) -> dict[tuple[str, int], str]:
+        """``(author, seq) -> hex id`` of every contribution any replica reported applying
+        (or replayed from its store), the latest report of a dot winning."""
+        return dict(self._dots)
 
     def applied_count(self) -> int:
         return sum(len(s.applied) for s in self._segments)
@@ -853,51 +865,120 @@ def check_causal_order(
 # ---- G4 policy independence ------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RunFingerprint:
-    """What must not depend on routing, batching or delivery order: the fields, the history,
-    the conflicts and the bytes of every text and buffer region."""
+    """What must not depend on routing, batching or delivery order: the fields, the bytes of
+    every text and buffer region, the conflicts, the version vector, the heads, every
+    contribution the run applied, and the retained history.
+
+    Garbage collection compacts when the stable prefix is long or heavy enough, and what is
+    stable when depends on frame sizes and delivery: two policies may hold different
+    checkpoints, so ``history()`` legitimately differs before the later checkpoint of the two
+    (``base``). :func:`check_policy_independence` compares the retained history after it, in
+    order, and ``applied``: the id of every dot the run's replicas applied (recorded while
+    they applied it, compacted or not). A contribution's id covers its lamport time, author
+    and payload, so equal ``applied`` maps mean the same contributions, hence the same total
+    order ``(lamport, id)`` over all of them."""
 
     label: str
     fields_json: str
     fields: dict[str, Any]
-    history: tuple[str, ...]
+    history: tuple[str, ...]  # retained history() ids, in order
     conflicts: tuple[Conflict, ...]
     described: tuple[str, ...] = ()  # "author#seq 'note'" per history entry, for messages
     # (kind, name, value bytes) of every existing text and buffer region
     regions: tuple[tuple[str, str, bytes], ...] = ()
+    heads: tuple[str, ...] = ()
+    version_vector: tuple[tuple[str, int], ...] = ()
+    base: tuple[int, bytes] | None = None  # compacted_upto: history() is what sorts after it
+    order_keys: tuple[tuple[int, bytes], ...] = ()  # per history entry
+    # (author, seq, hex id) of every contribution within the version vector that the run
+    # applied; empty when no recorder was given
+    applied: tuple[tuple[str, int, str], ...] = ()
 
 
-def fingerprint(label: str, mem: Memory) -> RunFingerprint:
+def fingerprint(label: str, mem: Memory, recorder: Recorder | None = None) -> RunFingerprint:
+    """``mem``'s fingerprint; with the run's ``recorder``, every contribution applied in the
+    run (compacted or not) within ``mem``'s version vector."""
     history = mem.history()
+    vv = mem.version_vector
+    applied: tuple[tuple[str, int, str], ...] = ()
+    if recorder is not None:
+        dots = recorder.applied_dots()
+        applied = tuple(sorted((a, s, h) for (a, s), h in dots.items() if s <= vv.get(a, 0)))
     return RunFingerprint(
         label, mem.fields_json(), mem.fields.to_dict(),
         tuple(c.hex_id for c in history), tuple(mem.conflicts()),
         tuple(f"{c.author}#{c.seq} {c.note!r}" for c in history),
         tuple(mem.region_bytes()),
+        heads=tuple(sorted(mem.heads)),
+        version_vector=tuple(sorted(vv.items())),
+        base=mem.compacted_upto,
+        order_keys=tuple(c.order_key for c in history),
+        applied=applied,
     )
 
 
-def _describe_at(run: RunFingerprint, i: int) -> str:
-    if i >= len(run.history):
+def _suffix(run: RunFingerprint, cut: tuple[int, bytes] | None) -> list[int]:
+    """Positions of ``run``'s history entries that sort after ``cut``."""
+    return [i for i, k in enumerate(run.order_keys or [None] * len(run.history))
+            if cut is None or k is None or k > cut]
+
+
+def _describe_at(run: RunFingerprint, positions: Sequence[int], i: int) -> str:
+    if i >= len(positions):
         return "nothing"
-    return f"{run.history[i][:12]} ({run.described[i] if i < len(run.described) else '?'})"
+    j = positions[i]
+    return f"{run.history[j][:12]} ({run.described[j] if j < len(run.described) else '?'})"
+
+
+def _history_problem(ref: RunFingerprint, run: RunFingerprint) -> str | None:
+    """The retained histories after the later checkpoint of the two, compared in order."""
+    bases = [b for b in (ref.base, run.base) if b is not None]
+    cut = max(bases) if bases else None
+    pa, pb = _suffix(ref, cut), _suffix(run, cut)
+    a, b = [ref.history[i] for i in pa], [run.history[i] for i in pb]
+    if a == b:
+        return None
+    common = sum(1 for x, y in zip(a, b, strict=False) if x == y)
+    first = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                 min(len(a), len(b)))
+    after = "" if cut is None else " after the later checkpoint"
+    return (f"history(){after} differs ({len(a)} vs {len(b)} contributions, {common} equal "
+            f"positions); first difference at position {first}: "
+            f"{_describe_at(ref, pa, first)} vs {_describe_at(run, pb, first)}")
+
+
+def _applied_problem(ref: RunFingerprint, run: RunFingerprint) -> str | None:
+    if not ref.applied or not run.applied or ref.applied == run.applied:
+        return None
+    a = {(x, s): h for x, s, h in ref.applied}
+    b = {(x, s): h for x, s, h in run.applied}
+    differ = sorted(d for d in set(a) | set(b) if a.get(d) != b.get(d))
+    shown = ", ".join(f"{x}#{s} ({a.get((x, s), 'none')[:12]} vs {b.get((x, s), 'none')[:12]})"
+                      for x, s in differ[:_MAX_REPORTED])
+    return f"the contributions applied differ at {len(differ)} dot(s): {shown}"
 
 
 def check_policy_independence(runs: Sequence[RunFingerprint], *, replay: str = "") -> None:
-    """G4: the same workload under every policy gives the same state and ``history()``."""
+    """G4: the same workload under every policy gives the same state, conflicts, version
+    vector, heads and contributions, and the same ``history()`` after the later of two
+    runs' checkpoints (compaction points may differ between policies; what they fold is
+    compared through the state and ``applied``)."""
     if not runs:
         return
     ref = runs[0]
     for run in runs[1:]:
         problems: list[str] = []
-        if run.history != ref.history:
-            common = sum(1 for a, b in zip(ref.history, run.history, strict=False) if a == b)
-            first = next((i for i, (a, b) in enumerate(
-                zip(ref.history, run.history, strict=False)) if a != b),
-                min(len(ref.history), len(run.history)))
-            problems.append(f"history() differs ({len(ref.history)} vs {len(run.history)} "
-                            f"contributions, {common} equal positions); first difference at "
-                            f"position {first}: {_describe_at(ref, first)} vs "
-                            f"{_describe_at(run, first)}")
+        history = _history_problem(ref, run)
+        if history is not None:
+            problems.append(history)
+        applied = _applied_problem(ref, run)
+        if applied is not None:
+            problems.append(applied)
+        if run.version_vector != ref.version_vector:
+            problems.append(f"version vectors differ: {dict(ref.version_vector)} vs "
+                            f"{dict(run.version_vector)}")
+        if run.heads != ref.heads:
+            problems.append(f"heads differ: {_ids(ref.heads)} vs {_ids(run.heads)}")
         if run.fields_json != ref.fields_json or run.fields != ref.fields:
             problems.append(f"fields differ: {_short(ref.fields_json, 200)} vs "
                             f"{_short(run.fields_json, 200)}")

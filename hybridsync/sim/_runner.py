@@ -383,7 +383,8 @@ def _local_changes(sim: Simulation) -> Callable[[str], list[Any]]:
 def _check_all(sim: Simulation, workload: Workload, result: RunResult, replay: str) -> None:
     memories = sim.memories()
     ref = memories[sim.peers[0]]
-    result.fingerprint = fingerprint(f"{sim.routing}/batch={sim.batch_size}", ref)
+    result.fingerprint = fingerprint(f"{sim.routing}/batch={sim.batch_size}", ref,
+                                     sim.recorder)
     check_convergence(memories, replay=replay, conflicts=False)
     assert sim.recorder is not None
     result.applied_checked = check_causal_order(sim.recorder, memories, replay=replay)

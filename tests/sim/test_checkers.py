@@ -18,6 +18,8 @@ from hybridsync.causal import Contribution
 from hybridsync.errors import GuaranteeViolation
 from hybridsync.sim import (
     OpRecord,
+    Recorder,
+    RunFingerprint,
     SimOptions,
     Simulation,
     WriteRecord,
@@ -29,6 +31,7 @@ from hybridsync.sim import (
     fingerprint,
     run,
 )
+from hybridsync.testing import sync_pair
 
 # ---- broken replicas ---------------------------------------------------------------------------
 
@@ -309,3 +312,101 @@ def test_fingerprints_of_different_states_differ() -> None:
     check_policy_independence([fa, fa])
     with pytest.raises(GuaranteeViolation, match="b differs from a"):
         check_policy_independence([fa, fb])
+
+
+# ---- G4 under garbage collection: compaction points differ, contributions may not --------------
+def _pair_run(collect_at: tuple[int, ...], *, writes: int = 40) -> tuple[hs.Memory, Recorder]:
+    """Two replicas, the same writes in the same causal shape; ``collect()`` on both after
+    the rounds in ``collect_at`` (the fields stay under the 4 KB below which a compaction
+    does not compact the fields checkpoint, so no contribution depends on it)."""
+    recorder = Recorder()
+    a, b = (hs.Memory("g4", p, clock=lambda: 0, incarnation=i + 1, gc_min_entries=None)
+            for i, p in enumerate("ab"))
+    recorder.attach("a", a, [])
+    recorder.attach("b", b, [])
+    for r in range(writes):
+        a.fields[f"k{r % 7}"] = r
+        b.text("t").set(f"line {r}\n" * 3)
+        b.commit()
+        sync_pair(a, b)
+        if r in collect_at:
+            a.collect()
+            b.collect()
+    sync_pair(a, b)
+    return a, recorder
+
+
+def _gc_prints() -> tuple[RunFingerprint, RunFingerprint]:
+    a1, rec1 = _pair_run((9, 29))
+    a2, rec2 = _pair_run((19,))
+    return fingerprint("early", a1, rec1), fingerprint("late", a2, rec2)
+
+
+def test_runs_that_compacted_at_different_points_agree() -> None:
+    f1, f2 = _gc_prints()
+    assert f1.base is not None and f2.base is not None and f1.base != f2.base
+    assert f1.history != f2.history  # what the check used to compare: it differs legitimately
+    assert f1.applied == f2.applied and len(f1.applied) == 80
+    check_policy_independence([f1, f2])
+    check_policy_independence([f2, f1])
+
+
+def test_a_different_order_after_the_later_checkpoint_is_caught() -> None:
+    f1, f2 = _gc_prints()
+    assert len(f2.history) >= 4
+    # two retained contributions swapped: same ids, another order
+    h, k, d = list(f2.history), list(f2.order_keys), list(f2.described)
+    for seq in (h, k, d):
+        seq[-1], seq[-2] = seq[-2], seq[-1]
+    swapped = dataclasses.replace(f2, label="swapped", history=tuple(h), order_keys=tuple(k),
+                                  described=tuple(d))
+    with pytest.raises(GuaranteeViolation,
+                       match=r"swapped differs from early: history\(\) after the later "
+                             r"checkpoint differs .*first difference at position"):
+        check_policy_independence([f1, swapped])
+
+
+def test_a_different_contribution_inside_a_checkpoint_is_caught() -> None:
+    f1, f2 = _gc_prints()
+    # the first contribution, folded into both checkpoints: only ``applied`` still names it
+    author, seq, cid = f2.applied[0]
+    assert cid not in f1.history and cid not in f2.history
+    other = dataclasses.replace(
+        f2, label="other", applied=((author, seq, "ff" * 32), *f2.applied[1:]))
+    with pytest.raises(GuaranteeViolation,
+                       match=rf"the contributions applied differ at 1 dot\(s\): {author}#{seq}"):
+        check_policy_independence([f1, other])
+
+
+def test_a_different_version_vector_heads_or_value_is_caught() -> None:
+    f1, f2 = _gc_prints()
+    cases = {
+        "version vectors differ": dataclasses.replace(
+            f2, version_vector=(("a", 41), ("b", 40))),
+        "heads differ": dataclasses.replace(f2, heads=("00" * 32,)),
+        "fields differ": dataclasses.replace(f2, fields_json='{"k0":-1}'),
+        "region bytes differ": dataclasses.replace(f2, regions=(("text", "t", b"x"),)),
+    }
+    for what, broken in cases.items():
+        with pytest.raises(GuaranteeViolation, match=what):
+            check_policy_independence([f1, broken])
+
+
+def test_a_fields_checkpoint_compaction_changes_the_writers_next_contribution() -> None:
+    """Why the bytes trigger is off by default (docs/gc.md, G5): once a replica compacted its
+    fields checkpoint, its next contribution declares the cut and is written for the
+    compacted document, so the same write gets another id than on a replica that had not
+    compacted yet. Compaction points that follow delivery make G4's contributions (and the
+    order among concurrent ones, text tie-breaks, conflicts) follow delivery too."""
+    ids = []
+    for compact in (False, True):
+        a, b = (hs.Memory("g4", p, clock=lambda: 0, incarnation=i + 1, gc_min_entries=None)
+                for i, p in enumerate("ab"))
+        for r in range(600):  # a fields state well past 4 KB
+            a.fields[f"k{r % 300}"] = f"value {r}"
+        sync_pair(a, b)
+        if compact:
+            assert a.collect() > 0
+        a.fields["after"] = 1
+        ids.append(a.history()[-1].hex_id)
+    assert ids[0] != ids[1]

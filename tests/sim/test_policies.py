@@ -1,9 +1,11 @@
 """G4 policy independence: one seed, every routing policy and batch size, one history.
 
 ``epochs`` mode puts every write on a fixed tick grid after convergence, so a write's causal
-past does not depend on the network; the checker then demands byte-identical fields and the
-same ``history()`` ids under mesh, star and gossip with batch sizes 1 and 512 (duplication,
-loss and delivery order differ between them, drawn per message).
+past does not depend on the network; the checker then demands byte-identical fields and
+regions, the same conflicts, version vector, heads and contributions (every dot's id, as
+applied), and the same ``history()`` ids after the later checkpoint of two runs under mesh,
+star and gossip with batch sizes 1 and 512 (duplication, loss and delivery order differ
+between them, drawn per message; garbage collection compacts at different points).
 """
 
 from __future__ import annotations
@@ -38,7 +40,11 @@ def _check(options: SimOptions, expect_ok: Callable[[RunResult], None]) -> None:
     assert [(r.options.routing, r.options.batch_size) for r in results] == list(POLICIES)
     prints = [r.fingerprint for r in results]
     assert all(p is not None for p in prints)
-    assert len({(p.fields_json, p.history) for p in prints if p is not None}) == 1
+    # the same state and contributions; history() itself may differ before the later of two
+    # checkpoints (the policies compact at different points: check_policy_independence)
+    assert len({(p.fields_json, p.version_vector, p.heads, p.applied)
+                for p in prints if p is not None}) == 1
+    assert all(p is not None and p.applied for p in prints)
     assert all(r.stats is not None for r in results)
     messages = {r.stats.messages for r in results if r.stats is not None}
     assert len(messages) > 1  # the policies really did route differently

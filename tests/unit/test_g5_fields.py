@@ -82,3 +82,35 @@ def test_a_store_that_lost_the_checkpoint_is_reported() -> None:
         for f in b.sync_to("a"):
             a.receive("b", f)
         a.collect()
+
+
+def test_the_bytes_trigger_compacts_without_a_collect_and_is_off_by_default() -> None:
+    """``gc_min_bytes``: ``receive`` compacts once the stable prefix weighs half the content
+    (at least that many bytes), long before ``gc_min_entries`` (256) contributions; a driver
+    with ``auto_collect`` off sees it in ``collect_due``."""
+    ratios: dict[int | None, float] = {}
+    for trigger in (None, 16 << 10):
+        rng = random.Random(3)
+        a = hs.Memory("g5", "a", clock=lambda: 0, incarnation=1)
+        b = hs.Memory("g5", "b", clock=lambda: 0, incarnation=2)
+        assert a.gc_min_bytes is None
+        a.gc_min_bytes = b.gc_min_bytes = trigger
+        b.auto_collect = False
+        for i in range(60):
+            with a.transaction():
+                for _ in range(100):
+                    a.fields[f"k{rng.randrange(300):04d}"] = f"v{rng.randrange(100_000)}"
+            if i % 20 == 19:
+                _sync(a, b)
+        assert a.stats().compacted == (0 if trigger is None else 60)
+        assert b.collect_due is (trigger is not None)
+        ratios[trigger] = _ratio(a)
+    assert ratios[16 << 10] <= 2.0 < 10 < ratios[None], ratios
+
+
+@pytest.mark.parametrize("bad", [0, 1023, -1, 1.5, "16k", True])
+def test_a_bad_gc_min_bytes_is_refused(bad: object) -> None:
+    m = hs.Memory("g5", "a", clock=lambda: 0, incarnation=1)
+    with pytest.raises(hs.ConfigError, match="gc_min_bytes"):
+        m.gc_min_bytes = bad  # type: ignore[assignment]
+    assert m.gc_min_bytes is None
