@@ -388,15 +388,27 @@ class Memory:
 
     def text(self, name: str) -> TextRegion:
         """The text region ``name`` (created if absent): hand over whole new texts with
-        ``set``; the next cycle (``commit``, ``sync_to``, a transaction's end) commits the diff."""
+        ``set``; the next cycle (``commit``, ``sync_to``, a transaction's end) commits the diff.
+        After ``delete_region(name)`` it commits the deletion first, then re-creates the
+        region (inside a transaction: ``ConfigError``, re-create it after the transaction)."""
+        self._commit_deletion_of(name)
         return self._regions.text(name)
 
     def buffer(
         self, name: str, *, shape: Any, dtype: Any = "float32", codec: str | None = None
     ) -> BufferRegion:
         """The numpy-backed buffer region ``name`` (created if absent); write in place.
-        ``codec="q4"`` (float16 only) stores and ships it 4-bit quantized (docs/q4.md)."""
+        ``codec="q4"`` (float16 only) stores and ships it 4-bit quantized (docs/q4.md).
+        After ``delete_region(name)`` it commits the deletion first, as :meth:`text` does."""
+        self._commit_deletion_of(name)
         return self._regions.buffer(name, shape, dtype, codec)
+
+    def _commit_deletion_of(self, name: str) -> None:
+        """A deletion of ``name`` still waiting for the cycle is committed now (outside a
+        transaction), so a handle taken now writes into the re-created region."""
+        if not self._fields.in_transaction and isinstance(name, str) \
+                and self._regions.deletion_pending(name):
+            self.commit()
 
     def delete_region(self, name: str) -> None:
         """Delete a text or buffer region, leaving a tombstone: an edit concurrent with the

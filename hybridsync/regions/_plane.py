@@ -64,13 +64,17 @@ class RegionsPlane:
             st.open(name, layout, any_codec=codec is None)
         return BufferRegion(self, name)
 
+    def deletion_pending(self, name: str) -> bool:
+        """Whether ``delete_region(name)`` waits for the next cycle."""
+        return any(p.region == name for p in self._deletes)
+
     def _check_no_pending_delete(self, kind: str, name: str) -> None:
         """A handle taken between ``delete_region`` and the cycle that commits it would write
         into a region the cycle then deletes: its edits would vanish. Refuse it instead."""
         if any(p.region == name for p in self._deletes):
             call = f"mem.text({name!r})" if kind == "text" else f"mem.buffer({name!r}, shape=...)"
-            raise ConfigError(f"region {name!r} is deleted (delete_region, not yet committed): "
-                              f"commit, then {call} re-creates it")
+            raise ConfigError(f"region {name!r} is deleted in this transaction (delete_region): "
+                              f"{call} re-creates it after the transaction commits")
 
     def delete(self, name: str) -> None:
         check_region_name(name)
@@ -88,7 +92,7 @@ class RegionsPlane:
         call = f"mem.text({name!r})" if kind == "text" else f"mem.buffer({name!r}, shape=...)"
         if epoch != self.epochs.get(name, 0) and any(p.region == name for p in self._deletes):
             raise ConfigError(f"{kind} region {name!r} is deleted (delete_region, not yet "
-                              f"committed): commit, then {call} re-creates it")
+                              f"committed): {call} re-creates it")
         if st.fold.deleted and st.fold._deleted_by != gone:
             raise ConfigError(f"{kind} region {name!r} was deleted (contribution "
                               f"{st.fold._deleted_by.hex()[:16]}) after this handle was "
