@@ -98,8 +98,9 @@ def run(mib: float, fraction: float, cycles: int, codec: str, seed: int = 4,
     def clock() -> int:
         return now[0]
 
-    a = hs.Memory("w4", "a", clock=clock, incarnation=1)
-    b = hs.Memory("w4", "b", clock=clock, incarnation=2)
+    # (GC at 256 as recorded: the default is on only with declared members)
+    a = hs.Memory("w4", "a", clock=clock, incarnation=1, gc_min_entries=256)
+    b = hs.Memory("w4", "b", clock=clock, incarnation=2, gc_min_entries=256)
     kv = a.buffer("kv", shape=shape, dtype="float16", codec=None if codec == "raw" else codec)
     work = kv.array
     for start in range(0, blocks, 4096):  # 32 MiB of float32 temporaries at a time

@@ -414,9 +414,9 @@ _COMMANDS: dict[str, Callable[[_Node, dict[str, Any]], Awaitable[dict[str, Any]]
 async def _child_hybridsync(args: argparse.Namespace) -> None:
     import hybridsync as hs
 
-    options: dict[str, Any] = {"group_commit": args.group_commit}
-    if args.no_gc:
-        options["gc_min_entries"] = None
+    # GC as recorded (256 stable contributions; the default is on only with declared members)
+    options: dict[str, Any] = {"group_commit": args.group_commit,
+                               "gc_min_entries": None if args.no_gc else 256}
     mem = hs.Memory(SPACE, args.name, **options)
     node = _HsNode(mem)
     peers = [args.connect] if args.connect else []

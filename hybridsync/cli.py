@@ -189,7 +189,8 @@ def _add_peer(sub: Any) -> None:
                    help="a peer to keep a session with, tcp://host:port (repeatable)")
     p.add_argument("--member", action="append", default=[], dest="members", metavar="NAME",
                    help="a peer name of the space known in advance (repeatable): no "
-                   "compaction leaves it behind before it is heard of (docs/gc.md)")
+                   "compaction leaves it behind before it is heard of; without any, the "
+                   "peer never compacts by itself (docs/gc.md)")
     p.add_argument("--retire-after", type=float, metavar="SECONDS",
                    help="leave a member out of the compaction frontier once it has "
                    "acknowledged nothing new for this long (default: never, so one member "

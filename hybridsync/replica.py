@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 import numpy as np
@@ -62,6 +62,7 @@ log = logging.getLogger("hybridsync")
 _MAX_NAME_BYTES = 256
 _MISSING = object()
 _FIELDS_COMPACT_MIN_BYTES = 4096
+GC_MIN_ENTRIES = 256  # gc_min_entries="auto" with declared members
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +237,7 @@ class Memory:
         retransmit_rounds: int = 8,
         max_pending: int = 20_000,
         commit_interval_ms: int | None = 1_000,
-        gc_min_entries: int | None = 256,
+        gc_min_entries: int | None | Literal["auto"] = "auto",
         retire_after_ms: int | None = None,
         members: Iterable[str] = (),
         max_conflicts: int = 10_000,
@@ -251,10 +252,6 @@ class Memory:
             None if commit_interval_ms is None
             else _check_int(commit_interval_ms, "commit_interval_ms", 1, 1 << 40)
         )
-        self._gc_min = (
-            None if gc_min_entries is None
-            else _check_int(gc_min_entries, "gc_min_entries", 1, 1 << 40)
-        )
         self._max_conflicts = _check_int(max_conflicts, "max_conflicts", 0, 1 << 40)
         if retire_after_ms is not None:
             _check_int(retire_after_ms, "retire_after_ms", 1, 1 << 50)
@@ -266,6 +263,16 @@ class Memory:
         except TypeError:
             raise ConfigError(f"members must be an iterable of peer names, got {members!r}") \
                 from None
+        # "auto": compaction by itself only when the members are declared. With members
+        # learned as they are heard of, a replica that compacts before it has heard of a
+        # peer that wrote concurrently cannot always take that peer's work any more
+        # (docs/gc.md, "Declared members"): an explicit gc_min_entries opts in anyway.
+        if gc_min_entries == "auto":
+            gc_min_entries = GC_MIN_ENTRIES if declared else None
+        self._gc_min = (
+            None if gc_min_entries is None
+            else _check_int(gc_min_entries, "gc_min_entries", 1, 1 << 40)
+        )
         if not isinstance(group_commit, bool):
             raise ConfigError(f"group_commit must be a bool, got {group_commit!r}")
         self.group_commit = group_commit

@@ -132,7 +132,8 @@ def overwrites(
     every key exists, and b's at the end. With ``gc_min_bytes`` (the bytes trigger) nothing
     calls ``collect()``: a's and b's ratios are sampled after every sync."""
     rng = random.Random(seed)
-    a, b = (hs.Memory("g5", p, clock=lambda: 0, incarnation=i + 1) for i, p in enumerate("ab"))
+    a, b = (hs.Memory("g5", p, clock=lambda: 0, incarnation=i + 1, members=("a", "b"))
+            for i, p in enumerate("ab"))
     a.gc_min_bytes = b.gc_min_bytes = gc_min_bytes
     ratios: list[float] = []
     for i in range(0, n, 100):

@@ -91,8 +91,8 @@ def test_the_bytes_trigger_compacts_without_a_collect_and_is_off_by_default() ->
     ratios: dict[int | None, float] = {}
     for trigger in (None, 16 << 10):
         rng = random.Random(3)
-        a = hs.Memory("g5", "a", clock=lambda: 0, incarnation=1)
-        b = hs.Memory("g5", "b", clock=lambda: 0, incarnation=2)
+        a = hs.Memory("g5", "a", clock=lambda: 0, incarnation=1, members=("a", "b"))
+        b = hs.Memory("g5", "b", clock=lambda: 0, incarnation=2, members=("a", "b"))
         assert a.gc_min_bytes is None
         a.gc_min_bytes = b.gc_min_bytes = trigger
         b.auto_collect = False

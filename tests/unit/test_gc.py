@@ -429,3 +429,39 @@ def test_compaction_leaves_no_contribution_in_the_conflict_index() -> None:
         held = {c.id for c in m.history()}
         assert all(c.id in held for c in index._backlog)
         assert set(index._writes) <= held
+
+
+def test_by_default_a_replica_compacts_by_itself_only_with_declared_members() -> None:
+    """``gc_min_entries="auto"``: with members learned as they are heard of, a replica alone
+    is its own only member and would fold its own work at once; two such replicas that
+    compacted before they met could never take each other's work
+    (tests/unit/test_gc_found_by_stateful.py). So by default only declared members turn
+    compaction on; an explicit ``gc_min_entries`` opts in with members learned."""
+    clock = ManualClock(1_700_000_000_000)
+
+    def make(peer: str, inc: int, **kw: Any) -> hs.Memory:
+        return hs.Memory("s", peer, clock=clock, incarnation=inc, **kw)
+
+    learned = [make("a", 1), make("b", 2)]
+    for i, m in enumerate(learned):
+        for j in range(300):  # past the default threshold, each alone
+            m.fields[f"{m.peer}{j % 7}"] = i * 1000 + j
+    assert [m.stats().compacted for m in learned] == [0, 0]
+    assert not learned[0].collect_due
+    sync_all(learned)  # they meet: nothing was compacted, both take everything
+    assert learned[0].fields_json() == learned[1].fields_json()
+    assert len(learned[0].fields.to_dict()) == 14
+
+    declared = [make(p, i + 10, members=("a", "b")) for i, p in enumerate("ab")]
+    for j in range(300):
+        declared[0].fields[f"k{j % 7}"] = j
+    sync_all(declared)
+    assert all(m.stats().compacted > 0 for m in declared)  # 256 stable: compacted by itself
+
+    opted_in = make("a", 20, gc_min_entries=4)
+    for j in range(6):
+        opted_in.fields["k"] = j
+    assert opted_in.collect_due  # alone, its own work is stable at once
+    assert opted_in.collect() > 0
+    with pytest.raises(hs.ConfigError):
+        make("a", 21, gc_min_entries="sometimes")  # type: ignore[arg-type]
