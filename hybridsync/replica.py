@@ -63,6 +63,7 @@ _MAX_NAME_BYTES = 256
 _MISSING = object()
 _FIELDS_COMPACT_MIN_BYTES = 4096
 GC_MIN_ENTRIES = 256  # gc_min_entries="auto" with declared members
+GC_MIN_BYTES = 16 << 10  # and its bytes trigger (Memory.gc_min_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +238,7 @@ class Memory:
         retransmit_rounds: int = 8,
         max_pending: int = 20_000,
         commit_interval_ms: int | None = 1_000,
-        gc_min_entries: int | None | Literal["auto"] = "auto",
+        gc_min_entries: int | Literal["auto"] | None = "auto",
         retire_after_ms: int | None = None,
         members: Iterable[str] = (),
         max_conflicts: int = 10_000,
@@ -267,7 +268,8 @@ class Memory:
         # learned as they are heard of, a replica that compacts before it has heard of a
         # peer that wrote concurrently cannot always take that peer's work any more
         # (docs/gc.md, "Declared members"): an explicit gc_min_entries opts in anyway.
-        if gc_min_entries == "auto":
+        auto = gc_min_entries == "auto"
+        if auto:
             gc_min_entries = GC_MIN_ENTRIES if declared else None
         self._gc_min = (
             None if gc_min_entries is None
@@ -358,7 +360,8 @@ class Memory:
         # the bytes trigger (G5, docs/gc.md; off unless gc_min_bytes is set): compact once
         # the stable prefix weighs max(gc_min_bytes, content / 2); the retained bytes are
         # counted incrementally (_retained_bytes), the limit once per compaction
-        self._gc_min_bytes: int | None = None
+        # ("auto" with declared members: on, so G5 holds between compactions too)
+        self._gc_min_bytes: int | None = GC_MIN_BYTES if auto and declared else None
         self._gc_limit = 0
         self._gc_limit_key: tuple[Any, ...] | None = None
         self._gc_counted: tuple[Any, ...] | None = None
@@ -867,7 +870,8 @@ class Memory:
 
     @property
     def gc_min_bytes(self) -> int | None:
-        """The bytes trigger (off by default, ``None``): with an int, ``receive`` (and
+        """The bytes trigger (``None``: off; by default 16 KiB when the members are declared
+        and ``gc_min_entries`` is left "auto", else off): with an int, ``receive`` (and
         :attr:`collect_due`) also compact once the stable prefix weighs at least half the
         content as of the last compaction, and at least this many bytes, so metadata stays
         within a constant factor of the content between compactions too (G5, docs/gc.md).

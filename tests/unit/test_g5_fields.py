@@ -84,16 +84,20 @@ def test_a_store_that_lost_the_checkpoint_is_reported() -> None:
         a.collect()
 
 
-def test_the_bytes_trigger_compacts_without_a_collect_and_is_off_by_default() -> None:
+def test_the_bytes_trigger_compacts_without_a_collect_and_is_on_with_declared_members() -> None:
     """``gc_min_bytes``: ``receive`` compacts once the stable prefix weighs half the content
     (at least that many bytes), long before ``gc_min_entries`` (256) contributions; a driver
-    with ``auto_collect`` off sees it in ``collect_due``."""
+    with ``auto_collect`` off sees it in ``collect_due``. On by default (16 KiB) only where
+    compaction itself is: with the members declared and ``gc_min_entries`` left "auto"."""
+    assert hs.Memory("g5", "a", clock=lambda: 0, incarnation=1).gc_min_bytes is None
+    assert hs.Memory("g5", "a", clock=lambda: 0, incarnation=1, members=("a", "b"),
+                     gc_min_entries=256).gc_min_bytes is None
     ratios: dict[int | None, float] = {}
     for trigger in (None, 16 << 10):
         rng = random.Random(3)
         a = hs.Memory("g5", "a", clock=lambda: 0, incarnation=1, members=("a", "b"))
         b = hs.Memory("g5", "b", clock=lambda: 0, incarnation=2, members=("a", "b"))
-        assert a.gc_min_bytes is None
+        assert a.gc_min_bytes == b.gc_min_bytes == 16 << 10
         a.gc_min_bytes = b.gc_min_bytes = trigger
         b.auto_collect = False
         for i in range(60):
