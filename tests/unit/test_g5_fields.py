@@ -23,20 +23,27 @@ def _ratio(m: hs.Memory) -> float:
     return st.metadata_bytes / st.content_bytes
 
 
-def _released_pair(store: MemoryStore) -> tuple[hs.Memory, hs.Memory]:
-    """6,000 overwrites of 300 small values on replica a (``store``), synced to b and
-    collected on both every 2,000: the retained suffix is empty, the checkpoint released."""
-    rng = random.Random(7)
-    a = hs.Memory("g5", "a", clock=lambda: 0, incarnation=1, store=store)
-    b = hs.Memory("g5", "b", clock=lambda: 0, incarnation=2)
+def _overwrite_rounds(a: hs.Memory, b: hs.Memory, rng: random.Random, *,
+                      collect: bool) -> None:
+    """60 transactions of 100 overwrites of 300 small values on a; a and b sync (and, with
+    ``collect``, both collect) after every 20."""
     for i in range(60):
         with a.transaction():
             for _ in range(100):
                 a.fields[f"k{rng.randrange(300):04d}"] = f"v{rng.randrange(100_000)}"
         if i % 20 == 19:
             _sync(a, b)
-            a.collect()
-            b.collect()
+            if collect:
+                a.collect()
+                b.collect()
+
+
+def _released_pair(store: MemoryStore) -> tuple[hs.Memory, hs.Memory]:
+    """6,000 overwrites of 300 small values on replica a (``store``), synced to b and
+    collected on both every 2,000: the retained suffix is empty, the checkpoint released."""
+    a = hs.Memory("g5", "a", clock=lambda: 0, incarnation=1, store=store)
+    b = hs.Memory("g5", "b", clock=lambda: 0, incarnation=2)
+    _overwrite_rounds(a, b, random.Random(7), collect=True)
     assert a.stats().log_length == 0 and a.fields_json() == b.fields_json()
     assert _ratio(a) <= 2.0
     return a, b
@@ -100,12 +107,7 @@ def test_the_bytes_trigger_compacts_without_a_collect_and_is_on_with_declared_me
         assert a.gc_min_bytes == b.gc_min_bytes == 16 << 10
         a.gc_min_bytes = b.gc_min_bytes = trigger
         b.auto_collect = False
-        for i in range(60):
-            with a.transaction():
-                for _ in range(100):
-                    a.fields[f"k{rng.randrange(300):04d}"] = f"v{rng.randrange(100_000)}"
-            if i % 20 == 19:
-                _sync(a, b)
+        _overwrite_rounds(a, b, rng, collect=False)
         assert a.stats().compacted == (0 if trigger is None else 60)
         assert b.collect_due is (trigger is not None)
         ratios[trigger] = _ratio(a)
