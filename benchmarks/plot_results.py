@@ -146,7 +146,9 @@ def plot_network(docs: Path, plt: Any) -> Any:
     rows = find_table((docs / "benchmarks.md").read_text(), "## Network", "### Results")
     systems = [_label(s) for s in column(rows, "system")]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
-    colors = ["tab:blue", "tab:gray"]
+    # ours in blues, the peer library in orange: one colour per system, whatever their number
+    colors = ["tab:orange" if "hybridsync" not in s else
+              ("tab:blue" if "group" in s else "lightsteelblue") for s in systems]
     axes[0].bar(systems, [number(v) for v in column(rows, "writes/s")], color=colors)
     axes[0].set_title("writes/s, two processes", fontsize=10)
     for ax, key in ((axes[1], "latency median ms"), (axes[2], "latency p99 ms")):
