@@ -3,10 +3,11 @@
 
 All need members *learned* (no ``members=``) and a replica that compacts before it has heard
 of a member that wrote concurrently: alone, every replica is its own only member, so its own
-work is stable at once. docs/gc.md ("Known limits and open bugs") names that root cause but
-says what remains of it shows only in ``conflicts()`` (values converge, "none of liveness");
-these runs end with different values, or ``receive`` raising ``IntegrityError`` on honest
-frames. With the members declared each case converges (the last test).
+work is stable at once. These runs end with different values, or ``receive`` raising
+``IntegrityError`` on honest frames (docs/gc.md, "Known limits and open bugs"), which is why
+compaction runs by itself only with declared members since 2026-11-21; here it is asked for
+explicitly (``gc_min_entries=2``). With the members declared each case converges (the last
+test).
 """
 
 from __future__ import annotations
