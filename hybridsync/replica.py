@@ -1024,7 +1024,11 @@ class Memory:
         stable.apply_update(state.update)  # deleted content written as ContentDeleted
         self._stable_doc = stable
         self._fields_cut = self._base_key
-        self._declare = True
+        # Only a compaction that dropped the chain of a deleted key (it left anchors) changes
+        # what we write next: a set of that key now has no origin. Any other one (dropped
+        # overwritten items, void ranges) leaves every later write byte for byte as it was,
+        # so it declares nothing and our next contribution keeps its id (G4, docs/gc.md).
+        self._declare = self._declare or bool(state.dropped.tails)
         self._note_stable_declarations()
         if state.dropped.tails:
             assert self._base_key is not None
