@@ -512,3 +512,17 @@ def test_a_roll_back_to_an_older_checkpoint_keeps_causal_order() -> None:
                  time_limit_s=TIME_LIMIT_S)
     assert result.ok, result.violation
     assert sum(m.stats().rollbacks for m in made) > 0  # the case is reached
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "open (docs/gc.md, 'Known limits'): with members declared, p1 alone reports that "
+    "d3c65dcb wrote buffer 'weights' concurrently with its deletion 07915960. Suspected: a "
+    "deletion's fold scans back over the writes before it for ones made without seeing it, "
+    "but writes folded into the buffer base are no longer scanned, and the base keeps no "
+    "'last deletion', so replicas that compacted before re-folding the deletion miss what "
+    "the others report. Coverage soak seed 820085 (GC at 4, rich region workload)"))
+def test_a_deletion_refolded_after_a_compaction_reports_the_same_wiped_writes() -> None:
+    options = _shaped(820085, scale="default")
+    result = run(options, memory_factory=_low_gc(options.peers, declared=True),
+                 raise_on_violation=False, time_limit_s=TIME_LIMIT_S * 2)
+    assert result.ok, result.violation
