@@ -306,7 +306,7 @@ class BufferFold:
         base = self._base
         self._touched = None
         self._winner.clear()
-        self._last_delete = None  # (a deletion in the base is in every later write's past)
+        self._last_delete = None
         if base is None:
             if self.layout is not None:
                 self._reset(self.layout)
@@ -325,6 +325,7 @@ class BufferFold:
                     _decode_groups(self.scales, self.biases, self.codes, self.data)
             self._creator = base.creator
             self.deleted, self._deleted_by = base.deleted, base.deleted_by
+            self._last_delete = base.last_delete
         for idx, e in enumerate(self._entries[:upto]):
             self._step(e, idx)
 
@@ -372,8 +373,7 @@ class BufferFold:
         self._replay_entries(m)
         self._base = self._snapshot(with_data=False)
         self._load(current)
-        compacted = {e.cid for e in self._entries[:m]}
-        self._last_delete = None if last_delete in compacted else last_delete
+        self._last_delete = last_delete  # (compacted or not: it still decides, see _Base)
         self._winner = {i: k for i, k in winner.items() if k > upto}
         self._touched = touched
         gone = {e.cid for e in self._entries[:m]}
@@ -405,7 +405,7 @@ class BufferFold:
         return _Base(
             self.layout, self.data.copy() if with_data or not q4 else None,
             self.scales.copy(), self.biases.copy(), self.codes.copy(),
-            self._creator, self.deleted, self._deleted_by,
+            self._creator, self.deleted, self._deleted_by, self._last_delete,
         )
 
     def _load(self, b: _Base) -> None:
@@ -421,24 +421,25 @@ class BufferFold:
         self._creator, self.deleted, self._deleted_by = b.creator, b.deleted, b.deleted_by
 
     def base(self) -> list[Any] | None:
-        """The base as ``[layout, data, deleted, deleted_by, creator]`` (msgpack-ready;
+        """The base as ``[layout, data, deleted, deleted_by, creator, last_delete]`` (msgpack-ready;
         layout ``[shape, dtype, block_bytes, codec]`` or None; Q4 data is the Q4 bytes of the
         whole value, 0.28x), or None before any compaction."""
         b = self._base
         if b is None:
             return None
         if b.layout is None:
-            return [None, b"", b.deleted, b.deleted_by, b.creator]
+            return [None, b"", b.deleted, b.deleted_by, b.creator, b.last_delete]
         lay = [list(b.layout.shape), b.layout.dtype, b.layout.block_bytes, b.layout.codec]
         if b.data is not None:
             data = b.data.tobytes()
         else:
             length = b.layout.nbytes // 2
             data = Q4Block(length, b.scales, b.biases, b.codes.reshape(-1)).to_bytes()
-        return [lay, data, b.deleted, b.deleted_by, b.creator]
+        return [lay, data, b.deleted, b.deleted_by, b.creator, b.last_delete]
 
     def restore_base(self, layout: Layout | None, data: bytes, deleted: bool,
-                     deleted_by: bytes | None, creator: bytes | None) -> None:
+                     deleted_by: bytes | None, creator: bytes | None,
+                     last_delete: bytes | None = None) -> None:
         """Start an empty fold from a checkpoint's base (validated by the caller, except the
         Q4 bytes: :class:`PayloadError` if they are malformed)."""
         assert not self._entries, "restore_base() needs an empty fold"
@@ -457,6 +458,7 @@ class BufferFold:
                     raise PayloadError("buffer base size does not match its layout")
                 self.data[:] = np.frombuffer(data, dtype=np.uint8)
         self._creator, self.deleted, self._deleted_by = creator, deleted, deleted_by
+        self._last_delete = last_delete
         self._base = self._snapshot(with_data=False)
         self._simple = not deleted
         self._first_layout = layout if creator is not None else None
@@ -469,7 +471,7 @@ class BufferFold:
 
     def referenced(self) -> set[bytes]:
         out = {x for i in self.issues() for x in (i.cid, i.other) if x is not None}
-        for by in (self._deleted_by, self._creator):
+        for by in (self._deleted_by, self._creator, self._last_delete):
             if by is not None:
                 out.add(by)
         return out
@@ -496,6 +498,9 @@ class _Base:
     creator: bytes | None
     deleted: bool
     deleted_by: bytes | None
+    # the last deletion folded into the base: a retained write concurrent with it (held when
+    # the cut was made, sorting after it) is not applied, as on a replica that never compacted
+    last_delete: bytes | None = None
 
 
 def _scatter(

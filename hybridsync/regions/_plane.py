@@ -332,14 +332,17 @@ class RegionsPlane:
                     st = self.texts[name] = _TextState(self._hb)
                     st.fold.restore_base(value, deleted, by)
                 else:
-                    _, name, lay, data, deleted, by, creator = item
+                    # (a base written before 2026-11-21 has no last deletion)
+                    _, name, lay, data, deleted, by, creator, *rest = item
+                    last = rest[0] if len(rest) == 1 else None
                     check_region_name(name)
-                    if (type(data) is not bytes or type(deleted) is not bool
-                            or any(x is not None and type(x) is not bytes for x in (by, creator))):
+                    if (type(data) is not bytes or type(deleted) is not bool or len(rest) > 1
+                            or any(x is not None and type(x) is not bytes
+                                   for x in (by, creator, last))):
                         raise PayloadError("a buffer base is [buffer, name, layout, data, ...]")
                     layout = None if lay is None else layout_from_wire(lay)
                     bst = self.buffers[name] = _BufferState(None, self._hb)
-                    bst.fold.restore_base(layout, data, deleted, by, creator)
+                    bst.fold.restore_base(layout, data, deleted, by, creator, last)
             except (ValueError, TypeError, IndexError, ConfigError) as exc:
                 raise PayloadError(f"malformed region base: {exc}") from None
             self.refresh([name])

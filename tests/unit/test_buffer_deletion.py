@@ -6,6 +6,7 @@ workload (``tests/sim/test_sim_regions.py``, seed 19 of the small scale)."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import hybridsync as hs
 from hybridsync.testing import assert_converged, sync_all, sync_pair
@@ -46,3 +47,42 @@ def test_a_write_concurrent_with_a_deletion_stays_out_after_a_re_creation() -> N
     assert not np.array_equal(values[:10], np.full(10, 7.0, dtype=np.float32))
     assert [c.kind for c in reported] == ["edit-of-deleted-region"]
     assert values[500] == 3.0 and values[2048] == 5.0
+
+
+def _deleted_and_recreated_base() -> list[object]:
+    from hybridsync.regions import RegionsPlane
+
+    mem = hs.Memory("s", "a", clock=lambda: 0, incarnation=1, gc_min_entries=None)
+    mem.buffer("kv", shape=(8,)).write(0, np.ones(8, dtype=np.float32))
+    mem.commit()
+    mem.delete_region("kv")
+    mem.buffer("kv", shape=(8,)).write(0, np.full(8, 2.0, dtype=np.float32))
+    mem.commit()
+    assert mem.collect() == 3
+    bases = mem._regions.bases()
+    (base,) = bases
+    deletion = mem._log.gone_dots()  # the deletion's dot stays known for happened-before
+    assert base[-1] is not None and base[-1] in deletion  # [buffer, name, ..., last_delete]
+    plane = RegionsPlane(mem._log.happened_before)
+    plane.restore_bases(bases)
+    assert plane.buffers["kv"].fold._last_delete == base[-1]
+    return base
+
+
+def test_the_buffer_base_keeps_its_last_deletion_on_the_wire() -> None:
+    """A write held when its region's deletion is compacted, made without seeing it, must
+    stay out as it does on a replica that never compacted (coverage soak seed 820085,
+    tests/sim/test_sim_coverage.py): the base keeps that deletion, also through a
+    checkpoint; a base written before it existed (five elements) still loads."""
+    from hybridsync.errors import PayloadError
+    from hybridsync.regions import RegionsPlane
+
+    base = _deleted_and_recreated_base()
+    plane = RegionsPlane(lambda a, b: False)
+    plane.restore_bases([base[:-1]])  # an older checkpoint: no last deletion
+    assert plane.buffers["kv"].fold._last_delete is None
+    for bad in ("not bytes", 7):
+        with pytest.raises(PayloadError):
+            RegionsPlane(lambda a, b: False).restore_bases([[*base[:-1], bad]])
+    with pytest.raises(PayloadError):
+        RegionsPlane(lambda a, b: False).restore_bases([[*base, None]])
