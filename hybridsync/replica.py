@@ -613,23 +613,28 @@ class Memory:
             return c.order_key, c.author
         return self._gone_meta[cid]
 
+    def _region_conflict(self, plane: str, region: str,
+                         issue: Any) -> tuple[tuple[Any, ...], Conflict]:
+        """A fold's issue as a :class:`Conflict`, with its place in the conflict order."""
+        ids = [issue.cid] if issue.other is None else sorted(
+            [issue.cid, issue.other], key=lambda x: self._meta_of(x)[0]
+        )
+        conflict = Conflict(
+            plane=plane,
+            location=region,
+            contributions=tuple(x.hex() for x in ids),
+            values=(issue.detail,),
+            paths=(region,),
+            authors=tuple(self._meta_of(x)[1] for x in ids),
+            kind=issue.kind,
+        )
+        keys = sorted(self._meta_of(x)[0] for x in ids)
+        return (keys[-1], keys[0], region), conflict
+
     def _conflict_entries(self) -> list[tuple[tuple[Any, ...], Conflict]]:
         merged: list[tuple[Any, Conflict]] = [*self._archive, *self._conflicts]
         for plane, region, issue in self._regions.issues():
-            ids = [issue.cid] if issue.other is None else sorted(
-                [issue.cid, issue.other], key=lambda x: self._meta_of(x)[0]
-            )
-            conflict = Conflict(
-                plane=plane,
-                location=region,
-                contributions=tuple(x.hex() for x in ids),
-                values=(issue.detail,),
-                paths=(region,),
-                authors=tuple(self._meta_of(x)[1] for x in ids),
-                kind=issue.kind,
-            )
-            keys = sorted(self._meta_of(x)[0] for x in ids)
-            merged.append(((keys[-1], keys[0], region), conflict))
+            merged.append(self._region_conflict(plane, region, issue))
         merged.sort(key=lambda kc: kc[0])
         out: list[tuple[tuple[Any, ...], Conflict]] = []
         seen: set[tuple[str, str, tuple[str, ...], str]] = set()
@@ -890,15 +895,26 @@ class Memory:
         gone_hex = {c.hex_id for c in dropped}
         upto = dropped[-1].order_key
         # 1. conflicts that name compacted contributions move to the archive (while every id
-        #    can still be resolved)
+        #    can still be resolved): fields conflicts, and region issues about a compacted
+        #    edit. A region issue about a retained edit (one naming only a compacted deletion)
+        #    stays with its fold: a late contribution that rewinds the fold recomputes it, so
+        #    an archived copy could outlive it (coverage soak seed 821101); the base keeps
+        #    what recomputing it needs.
         archived = {(c.plane, c.location, c.contributions, c.kind) for _, c in self._archive}
-        for key, conflict in self._conflict_entries():
+
+        def archive(key: tuple[Any, ...], conflict: Conflict) -> None:
             ident = (conflict.plane, conflict.location, conflict.contributions, conflict.kind)
-            if ident not in archived and any(h in gone_hex for h in conflict.contributions):
+            if ident not in archived:
+                archived.add(ident)
                 self._archive.append((key, conflict))
-        self._archive.sort(key=lambda kc: kc[0])
-        if len(self._archive) > self._max_conflicts:
-            del self._archive[: len(self._archive) - self._max_conflicts]
+
+        for key, conflict in self._conflicts:
+            if any(h in gone_hex for h in conflict.contributions):
+                archive(key, conflict)
+        gone_ids = {c.id for c in dropped}
+        for plane, region, issue in self._regions.issues():
+            if issue.cid in gone_ids:
+                archive(*self._region_conflict(plane, region, issue))
         self._conflicts = [
             kc for kc in self._conflicts
             if not any(h in gone_hex for h in kc[1].contributions)
@@ -912,7 +928,11 @@ class Memory:
             self._decoded.pop(c.id, None)
         # 3. regions fold the prefix into their bases; 4. the log keeps stubs and the dots
         #    that the folds still name
-        self._regions.compact(upto)
+        for plane, region, issue in self._regions.compact(upto):
+            archive(*self._region_conflict(plane, region, issue))
+        self._archive.sort(key=lambda kc: kc[0])
+        if len(self._archive) > self._max_conflicts:
+            del self._archive[: len(self._archive) - self._max_conflicts]
         # (a fold may name a contribution that stays a stub now and goes with a later
         # compaction: its order key and author are kept whenever it leaves the log)
         referenced = self._regions.referenced()
