@@ -258,27 +258,13 @@ def decode_frame(data: object) -> SyncFrame:
         author = authors[ai]
         np2 = len(parents)
         if np2 == 2:  # the common case: one parent (the author's own previous, or a head)
-            pi, ps = parents
-            if not (type(pi) is int and type(ps) is int and 0 <= pi < n_authors
-                    and 0 < ps <= _MAX_SAFE):
-                raise _fail("a parent is an (author index, seq) pair of ints in range")
-            pa = authors[pi]
-            if pa == author and ps >= seq:
-                raise _fail(f"{author}#{seq} names itself or a later own contribution")
-            dots: tuple[tuple[str, int], ...] = ((pa, ps),)
+            dots: tuple[tuple[str, int], ...] = (
+                _parent_dot(authors, author, seq, parents[0], parents[1]),)
         else:
             if np2 % 2 or np2 > 2 * MAX_PARENTS:
                 raise _fail("parents must be a flat list of (author index, seq) pairs")
-            dot_list: list[tuple[str, int]] = []
-            for i in range(0, np2, 2):
-                pi, ps = parents[i], parents[i + 1]
-                if not (type(pi) is int and type(ps) is int and 0 <= pi < n_authors
-                        and 0 < ps <= _MAX_SAFE):
-                    raise _fail("a parent is an (author index, seq) pair of ints in range")
-                pa = authors[pi]
-                if pa == author and ps >= seq:
-                    raise _fail(f"{author}#{seq} names itself or a later own contribution")
-                dot_list.append((pa, ps))
+            dot_list = [_parent_dot(authors, author, seq, parents[i], parents[i + 1])
+                        for i in range(0, np2, 2)]
             if seq > 1 and not dot_list:
                 raise _fail(
                     f"{author}#{seq} has no parents, so {author}#{seq - 1} is not in its past"
@@ -352,6 +338,18 @@ def _decode_acks(table: object, authors: list[str]) -> dict[str, dict[str, int]]
             raise _fail("acks name a member twice")
         out[member] = vv
     return out
+
+
+def _parent_dot(authors: list[str], author: str, seq: int, pi: object,
+                ps: object) -> tuple[str, int]:
+    """One parent of ``author#seq`` as a dot, from its (author index, seq) pair."""
+    if not (type(pi) is int and type(ps) is int and 0 <= pi < len(authors)
+            and 0 < ps <= _MAX_SAFE):
+        raise _fail("a parent is an (author index, seq) pair of ints in range")
+    pa = authors[pi]
+    if pa == author and ps >= seq:
+        raise _fail(f"{author}#{seq} names itself or a later own contribution")
+    return pa, ps
 
 
 def _explain(item: list[Any], n_authors: int) -> str:
