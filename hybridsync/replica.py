@@ -35,6 +35,7 @@ from hybridsync.errors import (
     HybridSyncError,
     IntegrityError,
     PayloadError,
+    StoreError,
     TransactionError,
 )
 from hybridsync.fields import FieldMap, FieldsConflictIndex, FieldsPlane, choose_conflicts
@@ -378,8 +379,6 @@ class Memory:
             try:
                 self._load_checkpoint(decode_checkpoint(self.space, raw))
             except PayloadError as exc:
-                from hybridsync.errors import StoreError
-
                 raise StoreError(f"the stored checkpoint is unreadable: {exc}") from None
         stored = list(self._store.contributions())
         for c in stored:
@@ -689,11 +688,8 @@ class Memory:
         and in the store counts once."""
         fields_bytes = len(self.fields_json().encode())
         content = fields_bytes + self._regions.content_bytes()
-        log_bytes = 0
-        for c in self._log.ordered():
-            log_bytes += len(c.payload) + 32 * (1 + len(c.parents)) + len(c.author) + 24
-            log_bytes += len(c.note)
-        log_bytes += self._log.stub_bytes()
+        entry = self._entry_bytes
+        log_bytes = sum(entry(c) for c in self._log.ordered()) + self._log.stub_bytes()
         live = self._fields.doc.get_update()
         metadata = log_bytes + max(0, len(live) - fields_bytes)
         if self._base_key is not None:
@@ -1110,8 +1106,6 @@ class Memory:
         raw = self._store.get_meta("checkpoint")
         fields = decode_checkpoint(self.space, raw).fields if raw else b""
         if not self._is_stable_state(fields):
-            from hybridsync.errors import StoreError
-
             raise StoreError("the store no longer holds the fields checkpoint this replica "
                              "wrote (its meta key 'checkpoint' was replaced)")
         return fields
@@ -1855,22 +1849,19 @@ class Memory:
                 raise ConfigError("a replica does not sync with itself")
         try:
             decoded = decode_frame(frame)
-            if decoded.offer:
-                self._take_offer(name, decoded.incarnation, decoded.checkpoint or b"")
+            if decoded.checkpoint is not None:  # a roll-back offer, or a checkpoint
+                if decoded.offer:
+                    self._take_offer(name, decoded.incarnation, decoded.checkpoint)
+                else:
+                    self._commit_pending()  # adoption rebuilds the fields document
+                    if self._rollback is not None and self._rollback.peer == name:
+                        self._abandon_rollback("it sent a newer checkpoint", changed=True)
+                    self._adopt_checkpoint(decoded.checkpoint, name)
                 link = self._links.get(name) or self._link(name)
                 self._frames_received += 1
                 self._bytes_received += len(frame)
-                link.need_state = True  # what we hold in full, for the roll-back
-                return
-            if decoded.checkpoint is not None:
-                self._commit_pending()  # adoption rebuilds the fields document
-                if self._rollback is not None and self._rollback.peer == name:
-                    self._abandon_rollback("it sent a newer checkpoint", changed=True)
-                self._adopt_checkpoint(decoded.checkpoint, name)
-                link = self._links.get(name) or self._link(name)
-                self._frames_received += 1
-                self._bytes_received += len(frame)
-                link.need_state = True  # tell it what we hold now
+                # tell it what we hold now (in full, for a roll-back it serves us)
+                link.need_state = True
                 # (adopted or not: observers hear of the pending batch committed above)
                 self._dispatch()
                 return
@@ -2016,19 +2007,14 @@ class Memory:
             author, seq = d.author, d.seq
             held_upto = vv.get(author, 0)
             # (a dot past our version vector is neither held nor compacted: a new one)
-            if seq <= held_upto and (held := log_.id_of(author, seq)) is not None:
-                if held[: len(d.id_prefix)] != d.id_prefix:
+            if seq <= held_upto:  # held, or compacted into the checkpoint (id kept or not)
+                held = log_.id_of(author, seq)
+                if held is not None and held[: len(d.id_prefix)] != d.id_prefix:
                     raise IntegrityError(
                         f"{d.author}#{d.seq} is already held with a different id"
                     )
                 duplicates += 1
-                if rb is not None and d.dot in rb.need:  # a stub: compacted, id kept
-                    rb.pool[d.dot] = d
-                    rb.need.discard(d.dot)
-                continue
-            if 0 < seq <= held_upto:
-                duplicates += 1  # compacted into the checkpoint
-                if rb is not None and d.dot in rb.need:
+                if rb is not None and d.dot in rb.need:  # our compacted range, for the roll-back
                     rb.pool[d.dot] = d
                     rb.need.discard(d.dot)
                 continue

@@ -501,6 +501,19 @@ def _story(
     return "".join(lines[-8:])
 
 
+def _beyond_cap(mem: Memory, listed: Sequence[Conflict], causality: _Causality,
+                n: int) -> int:
+    """``conflicts()`` reports the newest ``max_conflicts``: once the list is full, a
+    conflict older than its oldest entry is no longer reported. Such a conflict's
+    contributions all sort at or before the oldest entry's later contribution, so a write
+    there that is not otherwise explained may have lost in one: its history position, or
+    -1 while nothing is beyond the cap (``n``: the history's length)."""
+    if len(listed) < mem.max_conflicts:
+        return -1
+    return n if not listed else max(
+        (causality.pos.get(cid, -1) for cid in listed[0].contributions), default=-1)
+
+
 def check_writes(
     mem: Memory,
     writes: Sequence[WriteRecord],
@@ -530,14 +543,7 @@ def check_writes(
     for conflict in listed:
         for cid in conflict.contributions:
             by_contribution.setdefault(cid, []).append(conflict)
-    # ``conflicts()`` reports the newest ``max_conflicts``: once the list is full, a conflict
-    # older than its oldest entry is no longer reported. Such a conflict's contributions all
-    # sort at or before the oldest entry's later contribution, so a write there that is not
-    # otherwise explained may have lost in one.
-    beyond_cap = -1
-    if len(listed) >= mem.max_conflicts:
-        beyond_cap = len(history) if not listed else max(
-            (causality.pos.get(cid, -1) for cid in listed[0].contributions), default=-1)
+    beyond_cap = _beyond_cap(mem, listed, causality, len(history))
 
     failures: list[str] = []
     by_conflict = 0
@@ -651,10 +657,7 @@ def check_region_writes(
     causality = _Causality(history, compacted=mem.compacted_upto is not None)
     listed = mem.conflicts()
     named = _conflicted(listed)
-    beyond_cap = -1
-    if len(listed) >= mem.max_conflicts:
-        beyond_cap = len(history) if not listed else max(
-            (causality.pos.get(cid, -1) for cid in listed[0].contributions), default=-1)
+    beyond_cap = _beyond_cap(mem, listed, causality, len(history))
 
     def capped(cids: Iterable[str]) -> bool:
         return any(causality.pos.get(c, len(history)) <= beyond_cap for c in cids)

@@ -104,6 +104,14 @@ def _cluster(lab: NetLab, n: int) -> Cluster:
     return Cluster(n, wrap=lab.command, host=lab.address)
 
 
+def _await_mesh(cluster: Cluster, n: int) -> None:
+    """Every one of the ``n`` nodes holds a session with every other (30 s at most)."""
+    ok, states, _ = cluster.wait(
+        lambda ss: all(len(s["sessions"]) == n - 1 for s in ss), within_s=30
+    )
+    assert ok, [s["sessions"] for s in states]
+
+
 def _digests(states: list[dict[str, object]]) -> list[object]:
     return [s["digest"] for s in states]
 
@@ -113,10 +121,7 @@ def test_partition_both_sides_write_then_heal_converges() -> None:
     with NetLab(4) as lab:
         cluster = _cluster(lab, 4)
         try:
-            ok, states, _ = cluster.wait(
-                lambda ss: all(len(s["sessions"]) == 3 for s in ss), within_s=30
-            )
-            assert ok, [s["sessions"] for s in states]
+            _await_mesh(cluster, 4)
 
             lab.partition([[0, 1], [2, 3]])
             for p in cluster.peers:
@@ -163,10 +168,7 @@ def test_texts_and_a_buffer_written_on_both_sides_of_a_cut_converge_byte_for_byt
     with NetLab(4) as lab:
         cluster = _cluster(lab, 4)
         try:
-            ok, states, _ = cluster.wait(
-                lambda ss: all(len(s["sessions"]) == 3 for s in ss), within_s=30
-            )
-            assert ok, [s["sessions"] for s in states]
+            _await_mesh(cluster, 4)
             p0 = cluster.peers[0]
             p0.ask("text", name="notes", value=initial)
             p0.ask("buffer", name="kv", shape=shape, row=4, value=-1.0)
@@ -218,10 +220,7 @@ def test_random_loss_still_converges(loss_percent: int) -> None:
     with NetLab(3) as lab:
         cluster = _cluster(lab, 3)
         try:
-            ok, _, _ = cluster.wait(
-                lambda ss: all(len(s["sessions"]) == 2 for s in ss), within_s=30
-            )
-            assert ok
+            _await_mesh(cluster, 3)
             lab.loss(loss_percent)
             for p in cluster.peers:
                 p.ask("stream", n=writes, interval_ms=10)
